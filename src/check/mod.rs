@@ -1,0 +1,1 @@
+//! The shared gradient checker.

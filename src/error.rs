@@ -1,0 +1,116 @@
+//! The one error type of the crate.
+
+use std::fmt;
+
+/// A matrix shape, printed as `rows×cols`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Shape(pub usize, pub usize);
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}×{}", self.0, self.1)
+    }
+}
+
+impl From<(usize, usize)> for Shape {
+    fn from((r, c): (usize, usize)) -> Self {
+        Shape(r, c)
+    }
+}
+
+/// Everything that can go wrong in matgrad, with the primitive and the shapes involved.
+///
+/// Fields are named for what they hold; the `Display` text is the documentation a user sees.
+#[allow(missing_docs)]
+#[derive(thiserror::Error, Debug, Clone, PartialEq)]
+pub enum Error {
+    /// Two operands whose shapes must agree do not.
+    #[error("{op}: {what}, {lhs_name} is {lhs}, {rhs_name} is {rhs}")]
+    ShapeMismatch {
+        op: &'static str,
+        what: &'static str,
+        lhs_name: &'static str,
+        lhs: Shape,
+        rhs_name: &'static str,
+        rhs: Shape,
+    },
+    /// A cotangent, tangent or gradient buffer whose shape is not the one the rule needs.
+    #[error("{op}: {name} must be {expected} (the shape of {of}), got {got}")]
+    WrongShape {
+        op: &'static str,
+        name: &'static str,
+        of: &'static str,
+        expected: Shape,
+        got: Shape,
+    },
+    /// An input that must be square is not.
+    #[error("{op}: {name} must be square, got {got}")]
+    NotSquare {
+        op: &'static str,
+        name: &'static str,
+        got: Shape,
+    },
+    /// A reshape whose target holds a different number of elements.
+    #[error("{op}: cannot reshape {from} ({} elements) into {to} ({} elements)", from.0 * from.1, to.0 * to.1)]
+    BadReshape { op: &'static str, from: Shape, to: Shape },
+    /// The wrong number of inputs or tangents for a primitive's arity.
+    #[error("{op}: expected {expected} {what}, got {got}")]
+    Arity {
+        op: String,
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    /// Cholesky met a pivot that is not positive (index counts from 0).
+    #[error("{op}: matrix is not positive definite, the leading minor of order {} is not positive (pivot {index})", index + 1)]
+    NotPositiveDefinite { op: &'static str, index: usize },
+    /// A triangular factor with a zero on its diagonal (index counts from 0).
+    #[error("{op}: triangular matrix is singular, diagonal entry {index} is zero")]
+    Singular { op: &'static str, index: usize },
+    /// NaN or infinity in an input that LAPACK would turn into garbage.
+    #[error("{op}: {name} contains a non-finite value at ({row}, {col})")]
+    NonFinite {
+        op: &'static str,
+        name: &'static str,
+        row: usize,
+        col: usize,
+    },
+    /// An invalid argument that is not a shape (a zero step, a negative block size, ...).
+    #[error("{op}: {msg}")]
+    InvalidArgument { op: &'static str, msg: String },
+    /// A dimension too large for the 32-bit BLAS interface.
+    #[error("{op}: dimension {dim} exceeds the BLAS integer range")]
+    TooLarge { op: &'static str, dim: usize },
+    /// A LAPACK routine reported a failure matgrad does not map to a more specific error.
+    #[error("{op}: LAPACK returned info = {info}")]
+    Lapack { op: &'static str, info: i32 },
+}
+
+/// `Result` with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Shape of a 2-D array as a [`Shape`].
+pub fn shape_of<S: ndarray::Data>(a: &ndarray::ArrayBase<S, ndarray::Ix2>) -> Shape {
+    Shape(a.nrows(), a.ncols())
+}
+
+/// Checks that `got` has shape `expected`, naming what it is.
+pub(crate) fn expect_shape(
+    op: &'static str,
+    name: &'static str,
+    of: &'static str,
+    expected: Shape,
+    got: Shape,
+) -> Result<()> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(Error::WrongShape {
+            op,
+            name,
+            of,
+            expected,
+            got,
+        })
+    }
+}
