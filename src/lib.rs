@@ -29,6 +29,7 @@ extern crate blas_src;
 pub mod blas;
 pub mod check;
 pub mod error;
+pub mod naive;
 pub mod ops;
 pub mod primitive;
 mod scalar;

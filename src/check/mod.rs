@@ -1,1 +1,2 @@
 //! The shared gradient checker.
+pub mod random;
