@@ -12,7 +12,10 @@ fn main() {
     if env::var_os("CARGO_FEATURE_OPENBLAS_SYSTEM").is_none() {
         return;
     }
-    if openblas_found() {
+    if let Some(dir) = openblas_dir() {
+        // The library may sit outside the linker's default path (Homebrew, a Debian
+        // alternatives folder, OPENBLAS_LIB_DIR): tell the linker where it was found.
+        println!("cargo:rustc-link-search=native={}", dir.display());
         return;
     }
     eprintln!(
@@ -27,7 +30,7 @@ fn main() {
     std::process::exit(1);
 }
 
-fn openblas_found() -> bool {
+fn openblas_dir() -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = Vec::new();
     if let Some(dir) = env::var_os("OPENBLAS_LIB_DIR") {
         dirs.push(dir.into());
@@ -57,6 +60,6 @@ fn openblas_found() -> bool {
         "libopenblas.dylib",
         "openblas.lib",
     ];
-    dirs.iter()
-        .any(|d| names.iter().any(|n| Path::new(d).join(n).exists()))
+    dirs.into_iter()
+        .find(|d| names.iter().any(|n| Path::new(d).join(n).exists()))
 }

@@ -41,10 +41,27 @@ pub use scalar::Real;
 
 /// Everything a user of the rules needs in scope.
 pub mod prelude {
-    pub use crate::blas::{Accum, Trans};
+    pub use crate::blas::{Accum, Side, Trans, Uplo};
+    pub use crate::check::{Checker, Report};
     pub use crate::error::{Error, Result};
+    pub use crate::ops::add::{Add, AddBias};
+    pub use crate::ops::cho_solve::ChoSolve;
+    pub use crate::ops::cholesky::{Cholesky, Convention, Method};
+    pub use crate::ops::elementwise::{
+        Cos, ElemFn, Exp, Hadamard, Log, Map, Relu, Sigmoid, Sin, Square, Tanh,
+    };
+    pub use crate::ops::logdet::CholLogDet;
+    pub use crate::ops::mask::{Mask, Tril, Triu};
     pub use crate::ops::matmul::MatMul;
+    pub use crate::ops::reshape::{Order, Reshape, Unvec, Vec as VecOp};
+    pub use crate::ops::transpose::Transpose;
+    pub use crate::ops::triangular::TriSolve;
     pub use crate::ops::{Binary, Unary};
     pub use crate::primitive::{Primitive, Structure};
     pub use crate::Real;
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -120,3 +120,45 @@ pub(crate) fn check_arity(name: &str, what: &'static str, expected: usize, got: 
         })
     }
 }
+
+/// A reference to a primitive is the same primitive, so that one holding data can be
+/// applied without a copy.
+impl<T: Real, P: Primitive<T> + ?Sized> Primitive<T> for &P {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    fn arity(&self) -> usize {
+        (**self).arity()
+    }
+    fn structure(&self, input: usize) -> Structure {
+        (**self).structure(input)
+    }
+    fn forward(&self, inputs: &[ArrayView2<'_, T>]) -> Result<Array2<T>> {
+        (**self).forward(inputs)
+    }
+    fn backward(
+        &self,
+        inputs: &[ArrayView2<'_, T>],
+        output: ArrayView2<'_, T>,
+        cbar: ArrayView2<'_, T>,
+    ) -> Result<Vec<Array2<T>>> {
+        (**self).backward(inputs, output, cbar)
+    }
+    fn jvp(
+        &self,
+        inputs: &[ArrayView2<'_, T>],
+        output: ArrayView2<'_, T>,
+        tangents: &[ArrayView2<'_, T>],
+    ) -> Result<Array2<T>> {
+        (**self).jvp(inputs, output, tangents)
+    }
+    fn backward_into(
+        &self,
+        inputs: &[ArrayView2<'_, T>],
+        output: ArrayView2<'_, T>,
+        cbar: ArrayView2<'_, T>,
+        grads: &mut [Option<ArrayViewMut2<'_, T>>],
+    ) -> Result<()> {
+        (**self).backward_into(inputs, output, cbar, grads)
+    }
+}

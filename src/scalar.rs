@@ -10,13 +10,15 @@ use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
 
 /// A real floating-point type with BLAS and LAPACK behind it: `f32` or `f64`.
 ///
+/// Deliberately not a subtrait of ndarray-linalg's `Scalar`, whose `sin`, `abs`, … would
+/// make every `num_traits::Float` method call ambiguous in generic code.
+///
 /// The unsafe methods are the raw CBLAS level-3 routines. They are called only from
 /// [`crate::blas`], which checks shapes and strides before it hands pointers over.
 pub trait Real:
     Float
     + LinalgScalar
     + ScalarOperand
-    + ndarray_linalg::Lapack<Real = Self>
     + Debug
     + Display
     + Sum
@@ -116,11 +118,20 @@ pub trait Real:
         c: *mut Self,
         ldc: i32,
     );
+
+    /// LAPACK `potrf` (Cholesky factorisation) on a column-major `n×n` matrix, reading
+    /// and writing only its `uplo` (`b'L'` or `b'U'`) triangle. Returns LAPACK's `info`:
+    /// `0` on success, `k > 0` when the leading minor of order `k` is not positive.
+    ///
+    /// # Safety
+    /// `a` must point to a column-major matrix of `n` columns with leading dimension
+    /// `lda ≥ max(1, n)`, valid for reads and writes.
+    unsafe fn potrf(uplo: u8, n: i32, a: *mut Self, lda: i32) -> i32;
 }
 
 macro_rules! impl_real {
     ($t:ty, $name:literal, $fd:expr, $exact:expr, $step:expr, $block:expr,
-     $gemm:ident, $trsm:ident, $trmm:ident, $syrk:ident) => {
+     $gemm:ident, $trsm:ident, $trmm:ident, $syrk:ident, $potrf:ident) => {
         impl Real for $t {
             const NAME: &'static str = $name;
             const FD_TOL: f64 = $fd;
@@ -205,9 +216,16 @@ macro_rules! impl_real {
             ) {
                 cb::$syrk(layout, uplo, trans, n, k, alpha, a, lda, beta, c, ldc)
             }
+
+            unsafe fn potrf(uplo: u8, n: i32, a: *mut Self, lda: i32) -> i32 {
+                let uplo = uplo as std::ffi::c_char;
+                let mut info = 0;
+                lapack_sys::$potrf(&uplo, &n, a, &lda, &mut info);
+                info
+            }
         }
     };
 }
 
-impl_real!(f64, "f64", 1e-7, 1e-11, 1e-3, 64, cblas_dgemm, cblas_dtrsm, cblas_dtrmm, cblas_dsyrk);
-impl_real!(f32, "f32", 2e-2, 1e-4, 1e-2, 64, cblas_sgemm, cblas_strsm, cblas_strmm, cblas_ssyrk);
+impl_real!(f64, "f64", 1e-8, 1e-11, 1e-4, 64, cblas_dgemm, cblas_dtrsm, cblas_dtrmm, cblas_dsyrk, dpotrf_);
+impl_real!(f32, "f32", 2e-2, 1e-4, 1e-2, 64, cblas_sgemm, cblas_strsm, cblas_strmm, cblas_ssyrk, spotrf_);

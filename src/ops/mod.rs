@@ -9,16 +9,25 @@ use crate::primitive::{check_arity, Primitive};
 use crate::Real;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
+pub mod add;
+pub mod cho_solve;
+pub mod cholesky;
+pub mod elementwise;
+pub mod logdet;
+pub mod mask;
 pub mod matmul;
+pub mod reshape;
+pub mod transpose;
+pub mod triangular;
 
 /// The result of a one-input primitive: `C` plus the borrowed input its rules need.
-pub struct Out1<'a, 'p, P: ?Sized, T: Real> {
-    op: &'p P,
+pub struct Out1<'a, P, T: Real> {
+    op: P,
     x: ArrayView2<'a, T>,
     value: Array2<T>,
 }
 
-impl<'a, 'p, T: Real, P: Primitive<T> + ?Sized> Out1<'a, 'p, P, T> {
+impl<'a, T: Real, P: Primitive<T>> Out1<'a, P, T> {
     /// The output `C`.
     pub fn value(&self) -> &Array2<T> {
         &self.value
@@ -44,14 +53,14 @@ impl<'a, 'p, T: Real, P: Primitive<T> + ?Sized> Out1<'a, 'p, P, T> {
 }
 
 /// The result of a two-input primitive: `C` plus the borrowed inputs its rules need.
-pub struct Out2<'a, 'p, P: ?Sized, T: Real> {
-    op: &'p P,
+pub struct Out2<'a, P, T: Real> {
+    op: P,
     a: ArrayView2<'a, T>,
     b: ArrayView2<'a, T>,
     value: Array2<T>,
 }
 
-impl<'a, 'p, T: Real, P: Primitive<T> + ?Sized> Out2<'a, 'p, P, T> {
+impl<'a, T: Real, P: Primitive<T>> Out2<'a, P, T> {
     /// The output `C`.
     pub fn value(&self) -> &Array2<T> {
         &self.value
@@ -90,22 +99,21 @@ impl<'a, 'p, T: Real, P: Primitive<T> + ?Sized> Out2<'a, 'p, P, T> {
 }
 
 /// A one-input primitive with a typed `apply`.
-pub trait Unary<T: Real>: Primitive<T> {
+///
+/// `apply` takes the primitive by value, which copies the small `Copy` ones; for one
+/// that holds data (a [`mask::Mask`]) apply a reference: `(&mask).apply(a)`.
+pub trait Unary<T: Real>: Primitive<T> + Sized {
     /// Runs the forward pass and keeps what the rules need.
-    fn apply<'a, 'p>(&'p self, a: ArrayView2<'a, T>) -> Result<Out1<'a, 'p, Self, T>> {
+    fn apply<'a>(self, a: ArrayView2<'a, T>) -> Result<Out1<'a, Self, T>> {
         let value = self.forward(&[a.view()])?;
         Ok(Out1 { op: self, x: a, value })
     }
 }
 
-/// A two-input primitive with a typed `apply`.
-pub trait Binary<T: Real>: Primitive<T> {
+/// A two-input primitive with a typed `apply`, taking the primitive as [`Unary`] does.
+pub trait Binary<T: Real>: Primitive<T> + Sized {
     /// Runs the forward pass and keeps what the rules need.
-    fn apply<'a, 'p>(
-        &'p self,
-        a: ArrayView2<'a, T>,
-        b: ArrayView2<'a, T>,
-    ) -> Result<Out2<'a, 'p, Self, T>> {
+    fn apply<'a>(self, a: ArrayView2<'a, T>, b: ArrayView2<'a, T>) -> Result<Out2<'a, Self, T>> {
         let value = self.forward(&[a.view(), b.view()])?;
         Ok(Out2 { op: self, a, b, value })
     }
@@ -126,3 +134,6 @@ pub(crate) fn two<'s, 'a, T>(
     check_arity(name, what, 2, xs.len())?;
     Ok((&xs[0], &xs[1]))
 }
+
+impl<T: Real, P: Unary<T>> Unary<T> for &P {}
+impl<T: Real, P: Binary<T>> Binary<T> for &P {}

@@ -1,0 +1,135 @@
+//! MatMul: every transpose flag passes the checker at degenerate and non-square
+//! shapes, in both precisions; bad shapes are typed errors; strided views agree.
+
+use matgrad::check::{check_precision, random, Checker};
+use matgrad::prelude::*;
+use ndarray::{s, Array2};
+
+const FLAGS: [(Trans, Trans); 4] = [
+    (Trans::No, Trans::No),
+    (Trans::Yes, Trans::No),
+    (Trans::No, Trans::Yes),
+    (Trans::Yes, Trans::Yes),
+];
+
+/// Inputs of `op(A)·op(B)` with `op(A)` m×k and `op(B)` k×n.
+fn inputs(op: MatMul, m: usize, k: usize, n: usize, seed: u64) -> (Array2<f64>, Array2<f64>) {
+    let mut rng = random::rng(seed);
+    let (ar, ac) = op.ta.apply((m, k));
+    let (br, bc) = op.tb.apply((k, n));
+    (random::randn(ar, ac, &mut rng), random::randn(br, bc, &mut rng))
+}
+
+const SHAPES: [(usize, usize, usize); 6] = [(1, 1, 1), (1, 4, 1), (3, 1, 5), (1, 3, 4), (4, 3, 1), (3, 5, 2)];
+
+#[test]
+fn all_flags_pass_the_checker_f64() {
+    for (ta, tb) in FLAGS {
+        let op = MatMul::new(ta, tb);
+        for (i, &(m, k, n)) in SHAPES.iter().enumerate() {
+            let (a, b) = inputs(op, m, k, n, i as u64);
+            let r = Checker::new().tol(1e-8).check(&op, &[a.view(), b.view()]).unwrap();
+            r.assert_passed();
+            assert!(r.inputs.iter().all(|x| x.jacobian.is_some()), "small inputs run the full Jacobian");
+        }
+        // Larger than the full-Jacobian threshold: the directional checks alone.
+        let (a, b) = inputs(op, 17, 23, 9, 99);
+        Checker::new().tol(1e-8).check(&op, &[a.view(), b.view()]).unwrap().assert_passed();
+    }
+}
+
+#[test]
+fn all_flags_pass_the_checker_f32() {
+    for (ta, tb) in FLAGS {
+        let op = MatMul::new(ta, tb);
+        let (a, b) = inputs(op, 3, 5, 2, 5);
+        let (a32, b32) = (a.mapv(|x| x as f32), b.mapv(|x| x as f32));
+        Checker::new().check(&op, &[a32.view(), b32.view()]).unwrap().assert_passed();
+        check_precision(&op, &[a.view(), b.view()]).unwrap().assert_passed();
+    }
+}
+
+#[test]
+fn forward_matches_ndarray_dot() {
+    for (ta, tb) in FLAGS {
+        let op = MatMul::new(ta, tb);
+        let (a, b) = inputs(op, 4, 6, 3, 11);
+        let opa = if ta == Trans::Yes { a.t() } else { a.view() };
+        let opb = if tb == Trans::Yes { b.t() } else { b.view() };
+        let c = op.apply(a.view(), b.view()).unwrap();
+        let expected = opa.dot(&opb);
+        approx::assert_abs_diff_eq!(c.value(), &expected, epsilon = 1e-12);
+    }
+}
+
+#[test]
+fn shape_errors_are_typed_and_name_the_shapes() {
+    let mut rng = random::rng(3);
+    let a = random::randn::<f64>(3, 4, &mut rng);
+    let b = random::randn::<f64>(5, 2, &mut rng);
+    let err = MatMul::nn().apply(a.view(), b.view()).err().unwrap();
+    assert!(matches!(err, Error::ShapeMismatch { op: "MatMul", .. }), "{err}");
+    assert_eq!(err.to_string(), "MatMul: inner dimensions differ, op(A) is 3×4, op(B) is 5×2");
+
+    let b = random::randn::<f64>(4, 2, &mut rng);
+    let out = MatMul::nn().apply(a.view(), b.view()).unwrap();
+    let bad = random::randn::<f64>(2, 3, &mut rng);
+    let err = out.backward(bad.view()).err().unwrap();
+    assert!(matches!(err, Error::WrongShape { name: "C̄", .. }), "{err}");
+    let err = out.jvp(bad.view(), b.view()).err().unwrap();
+    assert!(matches!(err, Error::WrongShape { name: "Ȧ", .. }), "{err}");
+    let cbar = random::randn::<f64>(3, 2, &mut rng);
+    let mut wrong = Array2::<f64>::zeros((4, 3));
+    let err = out.backward_into(cbar.view(), Some(wrong.view_mut()), None).err().unwrap();
+    assert!(matches!(err, Error::WrongShape { name: "Ā buffer", .. }), "{err}");
+    let err = Primitive::<f64>::forward(&MatMul::nn(), &[a.view()]).err().unwrap();
+    assert!(matches!(err, Error::Arity { expected: 2, got: 1, .. }), "{err}");
+}
+
+#[test]
+fn strided_and_transposed_views_agree_with_contiguous_copies() {
+    let mut rng = random::rng(21);
+    let big_a = random::randn::<f64>(10, 12, &mut rng);
+    let big_b = random::randn::<f64>(12, 9, &mut rng);
+    let cbar = random::randn::<f64>(5, 3, &mut rng);
+    // A: 5×4 taken with steps and reversed; B: 4×3 as a transposed, negatively strided view.
+    let a_views = [big_a.slice(s![..;2, 1..9;2]), big_a.slice(s![..;-2, ..;-3]), big_a.slice(s![1..6, 2..6])];
+    let bt = big_b.t();
+    let b_views = [bt.slice(s![..3;1, ..4]).reversed_axes(), big_b.slice(s![..;-3, ..;-3]), big_b.slice(s![2..6, 3..6])];
+    for av in &a_views {
+        for bv in &b_views {
+            let (ac, bc) = (av.to_owned(), bv.to_owned());
+            let strided = MatMul::nn().apply(av.view(), bv.view()).unwrap();
+            let contiguous = MatMul::nn().apply(ac.view(), bc.view()).unwrap();
+            approx::assert_abs_diff_eq!(strided.value(), contiguous.value(), epsilon = 1e-13);
+            let (ga, gb) = strided.backward(cbar.view()).unwrap();
+            let (ha, hb) = contiguous.backward(cbar.view()).unwrap();
+            approx::assert_abs_diff_eq!(ga, ha, epsilon = 1e-13);
+            approx::assert_abs_diff_eq!(gb, hb, epsilon = 1e-13);
+            // Accumulating into transposed and strided gradient buffers.
+            let mut abuf = Array2::<f64>::ones((4, 5));
+            let mut bbuf = Array2::<f64>::ones((8, 7));
+            strided
+                .backward_into(cbar.view(), Some(abuf.view_mut().reversed_axes()), Some(bbuf.slice_mut(s![..;-2, ..;3])))
+                .unwrap();
+            approx::assert_abs_diff_eq!(abuf.t(), &(ha + 1.0), epsilon = 1e-13);
+            approx::assert_abs_diff_eq!(bbuf.slice(s![..;-2, ..;3]), &(hb + 1.0), epsilon = 1e-13);
+            Checker::new().tol(1e-8).check(&MatMul::nn(), &[av.view(), bv.view()]).unwrap().assert_passed();
+        }
+    }
+}
+
+#[test]
+fn backward_into_skips_unwanted_inputs_and_accumulates() {
+    let mut rng = random::rng(8);
+    let a = random::randn::<f64>(3, 4, &mut rng);
+    let b = random::randn::<f64>(4, 2, &mut rng);
+    let cbar = random::randn::<f64>(3, 2, &mut rng);
+    let out = MatMul::nn().apply(a.view(), b.view()).unwrap();
+    let (ga, _) = out.backward(cbar.view()).unwrap();
+    let mut abar = random::randn::<f64>(3, 4, &mut rng);
+    let before = abar.clone();
+    out.backward_into(cbar.view(), Some(abar.view_mut()), None).unwrap();
+    out.backward_into(cbar.view(), Some(abar.view_mut()), None).unwrap();
+    approx::assert_abs_diff_eq!(abar, before + &ga * 2.0, epsilon = 1e-12);
+}

@@ -1,0 +1,388 @@
+//! Elementwise functions and the Hadamard product: every rule passes the checker at
+//! degenerate and non-square shapes in both precisions, the scalar functions agree
+//! with the standard library, edge cases neither panic nor lose precision, bad
+//! shapes are typed errors, and strided views agree with contiguous arrays.
+
+mod support {
+    pub mod views;
+}
+
+use matgrad::check::{check_precision, random, Checker, Mistake};
+use matgrad::prelude::*;
+use matgrad::Shape;
+use ndarray::{array, Array2, ArrayView2};
+use support::views::assert_same_on_views;
+
+/// 1×1, a row, a column, wide and tall.
+const SHAPES: [(usize, usize); 5] = [(1, 1), (1, 6), (6, 1), (3, 5), (4, 2)];
+
+/// Richardson-extrapolated differences of smooth functions at step 1e-3 are accurate
+/// to about 1e-12 here.
+const TOL: f64 = 1e-9;
+
+fn passes<P: Primitive<f32> + Primitive<f64>>(p: &P, inputs: &[&Array2<f64>]) {
+    let v: Vec<ArrayView2<'_, f64>> = inputs.iter().map(|x| x.view()).collect();
+    let r = Checker::new().tol(TOL).check(p, &v).unwrap();
+    r.assert_passed();
+    assert!(
+        r.inputs.iter().all(|x| x.jacobian.is_some()),
+        "small inputs run the full Jacobian"
+    );
+    let x32: Vec<Array2<f32>> = inputs.iter().map(|x| x.mapv(|v| v as f32)).collect();
+    let v32: Vec<ArrayView2<'_, f32>> = x32.iter().map(|x| x.view()).collect();
+    Checker::new().check(p, &v32).unwrap().assert_passed();
+    check_precision(p, &v).unwrap().assert_passed();
+}
+
+fn randn(m: usize, n: usize, seed: u64) -> Array2<f64> {
+    random::randn(m, n, &mut random::rng(seed))
+}
+
+/// Gaussian entries pushed at least 0.25 away from zero, for the kink of Relu.
+fn away_from_zero(m: usize, n: usize, seed: u64) -> Array2<f64> {
+    randn(m, n, seed).mapv(|x| x.signum() * (x.abs() + 0.25))
+}
+
+fn positive(m: usize, n: usize, seed: u64) -> Array2<f64> {
+    random::uniform(m, n, 0.5, 2.0, &mut random::rng(seed))
+}
+
+#[test]
+fn every_function_and_hadamard_pass_the_checker() {
+    for (i, &(m, n)) in SHAPES.iter().enumerate() {
+        let s = 10 * i as u64;
+        let a = randn(m, n, s);
+        passes(&Map(Tanh), &[&a]);
+        passes(&Map(Sigmoid), &[&a]);
+        passes(&Map(Relu), &[&away_from_zero(m, n, s + 1)]);
+        passes(&Map(Exp), &[&a]);
+        passes(&Map(Log), &[&positive(m, n, s + 2)]);
+        passes(&Map(Sin), &[&a]);
+        passes(&Map(Cos), &[&a]);
+        passes(&Map(Square), &[&a]);
+        passes(&Hadamard, &[&a, &randn(m, n, s + 3)]);
+    }
+}
+
+#[test]
+fn larger_inputs_pass_without_the_full_jacobian() {
+    let a = randn(17, 23, 1);
+    let b = randn(17, 23, 2);
+    let check = |p: &dyn Primitive<f64>, x: &Array2<f64>| {
+        Checker::new()
+            .tol(TOL)
+            .check(p, &[x.view()])
+            .unwrap()
+            .assert_passed();
+    };
+    check(&Map(Tanh), &a);
+    check(&Map(Sigmoid), &a);
+    check(&Map(Relu), &away_from_zero(17, 23, 3));
+    check(&Map(Log), &positive(17, 23, 4));
+    Checker::new()
+        .tol(TOL)
+        .check(&Hadamard, &[a.view(), b.view()])
+        .unwrap()
+        .assert_passed();
+}
+
+/// `g(x) = x³`, defined outside the crate.
+struct Cube;
+impl<T: Real> ElemFn<T> for Cube {
+    fn name(&self) -> &'static str {
+        "Cube"
+    }
+    fn f(&self, x: T) -> T {
+        x * x * x
+    }
+    fn df(&self, x: T, _y: T) -> T {
+        T::of(3.0) * x * x
+    }
+}
+
+/// A user function with the derivative's sign wrong.
+struct BadCube;
+impl<T: Real> ElemFn<T> for BadCube {
+    fn name(&self) -> &'static str {
+        "BadCube"
+    }
+    fn f(&self, x: T) -> T {
+        x * x * x
+    }
+    fn df(&self, x: T, _y: T) -> T {
+        T::of(-3.0) * x * x
+    }
+}
+
+#[test]
+fn user_functions_get_the_same_rules_and_checks() {
+    let a = randn(3, 5, 7);
+    passes(&Map::new(Cube), &[&a]);
+    let r = Checker::new().check(&Map(BadCube), &[a.view()]).unwrap();
+    assert!(!r.passed());
+    assert_eq!(r.mistake(0), Some(Mistake::SignFlipped), "{r}");
+}
+
+fn matches_std(p: &dyn Primitive<f64>, x: &Array2<f64>, f: fn(f64) -> f64) {
+    let c = p.forward(&[x.view()]).unwrap();
+    for (got, want) in c.iter().zip(&x.mapv(f)) {
+        assert!(
+            (got - want).abs() <= 1e-15 * want.abs().max(1.0),
+            "{}: {got} vs {want}",
+            p.name()
+        );
+    }
+}
+
+#[test]
+fn forward_matches_the_standard_library() {
+    let a = randn(4, 3, 5);
+    matches_std(&Map(Tanh), &a, f64::tanh);
+    matches_std(&Map(Sigmoid), &a, |x| 1.0 / (1.0 + (-x).exp()));
+    matches_std(&Map(Relu), &a, |x| x.max(0.0));
+    matches_std(&Map(Exp), &a, f64::exp);
+    matches_std(&Map(Log), &positive(4, 3, 6), f64::ln);
+    matches_std(&Map(Sin), &a, f64::sin);
+    matches_std(&Map(Cos), &a, f64::cos);
+    matches_std(&Map(Square), &a, |x| x * x);
+    let b = randn(4, 3, 8);
+    assert_eq!(Hadamard.forward(&[a.view(), b.view()]).unwrap(), &a * &b);
+}
+
+#[test]
+fn derivatives_reuse_the_output_where_it_is_cheaper() {
+    // A deliberately inconsistent y shows which argument each derivative reads.
+    let (x, y) = (0.3f64, 0.5f64);
+    assert_eq!(ElemFn::<f64>::df(&Tanh, x, y), 1.0 - y * y);
+    assert_eq!(ElemFn::<f64>::df(&Sigmoid, x, y), y * (1.0 - y));
+    assert_eq!(ElemFn::<f64>::df(&Exp, x, y), y);
+    assert_eq!(ElemFn::<f64>::df(&Log, x, y), 1.0 / x);
+    assert_eq!(ElemFn::<f64>::df(&Square, x, y), 2.0 * x);
+}
+
+#[test]
+fn sigmoid_is_stable_for_large_inputs() {
+    let a: Array2<f64> = array![[-1000.0, -740.0, -40.0, 0.0, 40.0, 1000.0]];
+    let c = Map(Sigmoid).apply(a.view()).unwrap();
+    assert!(
+        c.value()
+            .iter()
+            .all(|y| y.is_finite() && (0.0..=1.0).contains(y)),
+        "{}",
+        c.value()
+    );
+    // e⁻⁷⁴⁰ is subnormal but not zero; computing e⁺⁷⁴⁰ first would overflow and give 0.
+    assert!(c.value()[(0, 1)] > 0.0, "{}", c.value());
+    assert_eq!(c.value()[(0, 0)], 0.0);
+    assert_eq!(c.value()[(0, 3)], 0.5);
+    assert_eq!(c.value()[(0, 5)], 1.0);
+    // In the left tail σ(x) ≈ eˣ to full relative precision.
+    let rel = (c.value()[(0, 2)] - (-40.0f64).exp()).abs() / (-40.0f64).exp();
+    assert!(rel < 1e-14, "{rel}");
+    let g = c.backward(array![[1.0; 6]].view()).unwrap();
+    assert!(g.iter().all(|d| d.is_finite() && *d >= 0.0), "{g}");
+
+    let a32 = array![[-100.0f32, -30.0, 30.0, 100.0]];
+    let c32 = Map(Sigmoid).apply(a32.view()).unwrap();
+    assert!(
+        c32.value()[(0, 0)] > 0.0,
+        "f32 tail underflowed early: {}",
+        c32.value()
+    );
+    let rel = (c32.value()[(0, 1)] - (-30.0f32).exp()).abs() / (-30.0f32).exp();
+    assert!(rel < 1e-6, "{rel}");
+    assert_eq!(c32.value()[(0, 3)], 1.0);
+}
+
+#[test]
+fn relu_has_zero_derivative_at_zero() {
+    let a: Array2<f64> = array![[-1.5, 0.0, 2.0]];
+    let c = Map(Relu).apply(a.view()).unwrap();
+    assert_eq!(c.value(), &array![[0.0, 0.0, 2.0]]);
+    assert_eq!(
+        c.backward(array![[3.0, 3.0, 3.0]].view()).unwrap(),
+        array![[0.0, 0.0, 3.0]]
+    );
+    assert_eq!(
+        c.jvp(array![[3.0, 3.0, 3.0]].view()).unwrap(),
+        array![[0.0, 0.0, 3.0]]
+    );
+}
+
+#[test]
+fn log_of_non_positive_input_is_nan_or_minus_infinity_without_panicking() {
+    let a: Array2<f64> = array![[-1.0, 0.0, 1.0]];
+    let c = Map(Log).apply(a.view()).unwrap();
+    assert!(c.value()[(0, 0)].is_nan());
+    assert_eq!(c.value()[(0, 1)], f64::NEG_INFINITY);
+    assert_eq!(c.value()[(0, 2)], 0.0);
+    let g = c.backward(array![[1.0, 1.0, 1.0]].view()).unwrap();
+    assert_eq!(g, array![[-1.0, f64::INFINITY, 1.0]]);
+}
+
+#[test]
+fn wrong_shapes_are_typed_errors() {
+    let a = randn(3, 5, 1);
+    let err = Hadamard
+        .apply(a.view(), randn(5, 3, 2).view())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            Error::ShapeMismatch {
+                op: "Hadamard",
+                lhs: Shape(3, 5),
+                rhs: Shape(5, 3),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "Hadamard: shapes differ, A is 3×5, B is 5×3"
+    );
+
+    let bad = randn(5, 3, 3);
+    let out = Map(Tanh).apply(a.view()).unwrap();
+    let err = out.backward(bad.view()).err().unwrap();
+    assert!(
+        matches!(
+            err,
+            Error::WrongShape {
+                op: "Tanh",
+                name: "C̄",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = out.jvp(bad.view()).err().unwrap();
+    assert!(
+        matches!(
+            err,
+            Error::WrongShape {
+                op: "Tanh",
+                name: "Ȧ",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let mut buf = Array2::zeros((5, 3));
+    let err = out.backward_into(a.view(), buf.view_mut()).err().unwrap();
+    assert!(
+        matches!(
+            err,
+            Error::WrongShape {
+                name: "Ā buffer",
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // An output C that is not this primitive's output is caught, not indexed out of bounds.
+    let err = Map(Exp)
+        .backward(&[a.view()], bad.view(), a.view())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            Error::WrongShape {
+                op: "Exp",
+                name: "C",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = Map(Exp)
+        .jvp(&[a.view()], bad.view(), &[a.view()])
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            Error::WrongShape {
+                op: "Exp",
+                name: "C",
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    let b = randn(3, 5, 4);
+    let h = Hadamard.apply(a.view(), b.view()).unwrap();
+    let err = h.backward(bad.view()).err().unwrap();
+    assert!(
+        matches!(
+            err,
+            Error::WrongShape {
+                op: "Hadamard",
+                name: "C̄",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = h.jvp(a.view(), bad.view()).err().unwrap();
+    assert!(
+        matches!(
+            err,
+            Error::WrongShape {
+                op: "Hadamard",
+                name: "Ḃ",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = h
+        .backward_into(a.view(), None, Some(buf.view_mut()))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            Error::WrongShape {
+                name: "B̄ buffer",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = Hadamard.forward(&[a.view()]).err().unwrap();
+    assert!(
+        matches!(
+            err,
+            Error::Arity {
+                expected: 2,
+                got: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn strided_views_agree_with_contiguous_arrays() {
+    for (i, &(m, n)) in [(3, 5), (4, 2), (1, 6), (6, 1)].iter().enumerate() {
+        let s = 10 * i as u64;
+        let a = randn(m, n, s);
+        assert_same_on_views(&Map(Tanh), &[&a], s);
+        assert_same_on_views(&Map(Sigmoid), &[&a], s);
+        assert_same_on_views(&Map(Relu), &[&away_from_zero(m, n, s)], s);
+        assert_same_on_views(&Map(Exp), &[&a], s);
+        assert_same_on_views(&Map(Log), &[&positive(m, n, s)], s);
+        assert_same_on_views(&Map(Sin), &[&a], s);
+        assert_same_on_views(&Map(Cos), &[&a], s);
+        assert_same_on_views(&Map(Square), &[&a], s);
+        assert_same_on_views(&Map(Cube), &[&a], s);
+        assert_same_on_views(&Hadamard, &[&a, &randn(m, n, s + 1)], s);
+    }
+}
