@@ -208,7 +208,11 @@ pub fn gemm<T: Real>(
     }
     let Some((layout, ldc)) = out_layout(&c) else {
         // An output BLAS cannot address: compute in a contiguous buffer, then write back.
-        let mut tmp = if beta == T::zero() { Array2::zeros((m, n)) } else { c.to_owned() };
+        let mut tmp = if beta == T::zero() {
+            Array2::zeros((m, n))
+        } else {
+            c.as_standard_layout().into_owned()
+        };
         gemm(op_name, alpha, a, ta, b, tb, beta, tmp.view_mut())?;
         c.assign(&tmp);
         return Ok(());
@@ -266,4 +270,224 @@ pub fn matmul<T: Real>(
         gemm(op_name, T::one(), a, ta, b, tb, T::zero(), view)?;
         Ok(c.assume_init())
     }
+}
+
+/// Which side a triangular matrix multiplies from: `op(A)·B` or `B·op(A)`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum Side {
+    /// `op(A)·B`.
+    Left,
+    /// `B·op(A)`.
+    Right,
+}
+
+impl Side {
+    fn cblas(self) -> cb::CBLAS_SIDE {
+        match self {
+            Side::Left => cb::CblasLeft,
+            Side::Right => cb::CblasRight,
+        }
+    }
+}
+
+/// Which triangle of a matrix holds its entries (the other one is never read).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum Uplo {
+    /// The lower triangle, with the diagonal.
+    Lower,
+    /// The upper triangle, with the diagonal.
+    Upper,
+}
+
+impl Uplo {
+    /// The other triangle: the lower triangle of `X` is the upper triangle of `Xᵀ`.
+    #[inline]
+    pub fn flip(self) -> Uplo {
+        match self {
+            Uplo::Lower => Uplo::Upper,
+            Uplo::Upper => Uplo::Lower,
+        }
+    }
+    fn cblas(self) -> cb::CBLAS_UPLO {
+        match self {
+            Uplo::Lower => cb::CblasLower,
+            Uplo::Upper => cb::CblasUpper,
+        }
+    }
+}
+
+/// Whether a triangular matrix has an implicit unit diagonal.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, Default)]
+pub enum Diag {
+    /// The stored diagonal is used.
+    #[default]
+    NonUnit,
+    /// The diagonal is taken to be all ones and never read.
+    Unit,
+}
+
+impl Diag {
+    fn cblas(self) -> cb::CBLAS_DIAG {
+        match self {
+            Diag::NonUnit => cb::CblasNonUnit,
+            Diag::Unit => cb::CblasUnit,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TriOp {
+    Solve,
+    Mul,
+}
+
+/// `B ← alpha·op(A)⁻¹·B` (`Side::Left`) or `B ← alpha·B·op(A)⁻¹` (`Side::Right`), one
+/// TRSM call, for `A` triangular in its `uplo` triangle. `op_name` names the caller in errors.
+///
+/// A zero on the diagonal of `A` is not detected here: the result is then infinite.
+#[allow(clippy::too_many_arguments)]
+pub fn trsm<T: Real>(
+    op_name: &'static str,
+    side: Side,
+    uplo: Uplo,
+    ta: Trans,
+    diag: Diag,
+    alpha: T,
+    a: ArrayView2<'_, T>,
+    b: ArrayViewMut2<'_, T>,
+) -> Result<()> {
+    triangular_level3(TriOp::Solve, op_name, side, uplo, ta, diag, alpha, a, b)
+}
+
+/// `B ← alpha·op(A)·B` (`Side::Left`) or `B ← alpha·B·op(A)` (`Side::Right`), one TRMM
+/// call, for `A` triangular in its `uplo` triangle. `op_name` names the caller in errors.
+#[allow(clippy::too_many_arguments)]
+pub fn trmm<T: Real>(
+    op_name: &'static str,
+    side: Side,
+    uplo: Uplo,
+    ta: Trans,
+    diag: Diag,
+    alpha: T,
+    a: ArrayView2<'_, T>,
+    b: ArrayViewMut2<'_, T>,
+) -> Result<()> {
+    triangular_level3(TriOp::Mul, op_name, side, uplo, ta, diag, alpha, a, b)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn triangular_level3<T: Real>(
+    kind: TriOp,
+    op_name: &'static str,
+    side: Side,
+    uplo: Uplo,
+    ta: Trans,
+    diag: Diag,
+    alpha: T,
+    a: ArrayView2<'_, T>,
+    mut b: ArrayViewMut2<'_, T>,
+) -> Result<()> {
+    let (ar, ac) = a.dim();
+    if ar != ac {
+        return Err(Error::NotSquare { op: op_name, name: "triangular A", got: Shape(ar, ac) });
+    }
+    let (m, n) = b.dim();
+    let (what, fits) = match side {
+        Side::Left => ("triangular A must have as many columns as B has rows", ar == m),
+        Side::Right => ("triangular A must have as many rows as B has columns", ar == n),
+    };
+    if !fits {
+        return Err(Error::ShapeMismatch {
+            op: op_name,
+            what,
+            lhs_name: "A",
+            lhs: Shape(ar, ac),
+            rhs_name: "B",
+            rhs: Shape(m, n),
+        });
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let Some((layout, ldb)) = out_layout(&b) else {
+        // `to_owned` would keep a negative stride; a fresh standard-layout buffer is addressable.
+        let mut tmp = Array2::zeros((m, n));
+        tmp.assign(&b);
+        triangular_level3(kind, op_name, side, uplo, ta, diag, alpha, a, tmp.view_mut())?;
+        b.assign(&tmp);
+        return Ok(());
+    };
+    let oa = Operand::new(&a, layout);
+    // Storage read in the other layout holds Aᵀ, whose triangle is the other one.
+    let uplo = if oa.flipped { uplo.flip() } else { uplo };
+    let (mi, ni) = (to_i32(op_name, m)?, to_i32(op_name, n)?);
+    let (lda, ldb) = (to_i32(op_name, oa.ld())?, to_i32(op_name, ldb)?);
+    let args = (layout.cblas(), side.cblas(), uplo.cblas(), oa.trans(ta).cblas(), diag.cblas());
+    // SAFETY: A is square and matches B's side (checked above); its pointer/ld describe the
+    // live view (or its private copy) in `layout`; `b` is a unique mutable view with `ldb`.
+    unsafe {
+        match kind {
+            TriOp::Solve => T::trsm(args.0, args.1, args.2, args.3, args.4, mi, ni, alpha, oa.ptr(), lda, b.as_mut_ptr(), ldb),
+            TriOp::Mul => T::trmm(args.0, args.1, args.2, args.3, args.4, mi, ni, alpha, oa.ptr(), lda, b.as_mut_ptr(), ldb),
+        }
+    }
+    Ok(())
+}
+
+/// `C ← alpha·op(A)·op(A)ᵀ + beta·C` on the `uplo` triangle of `C` only, one SYRK call;
+/// the other triangle is neither read nor written. `op_name` names the caller in errors.
+#[allow(clippy::too_many_arguments)]
+pub fn syrk<T: Real>(
+    op_name: &'static str,
+    uplo: Uplo,
+    alpha: T,
+    a: ArrayView2<'_, T>,
+    ta: Trans,
+    beta: T,
+    mut c: ArrayViewMut2<'_, T>,
+) -> Result<()> {
+    let (n, k) = ta.apply(a.dim());
+    if c.dim() != (n, n) {
+        return Err(Error::WrongShape {
+            op: op_name,
+            name: "output",
+            of: "op(A)·op(A)ᵀ",
+            expected: Shape(n, n),
+            got: Shape(c.nrows(), c.ncols()),
+        });
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let Some((layout, ldc)) = out_layout(&c) else {
+        let mut tmp = Array2::zeros((n, n));
+        tmp.assign(&c);
+        syrk(op_name, uplo, alpha, a, ta, beta, tmp.view_mut())?;
+        c.assign(&tmp);
+        return Ok(());
+    };
+    if k == 0 {
+        for ((i, j), x) in c.indexed_iter_mut() {
+            if (uplo == Uplo::Lower && j <= i) || (uplo == Uplo::Upper && j >= i) {
+                *x = if beta == T::zero() { T::zero() } else { *x * beta };
+            }
+        }
+        return Ok(());
+    }
+    let oa = Operand::new(&a, layout);
+    let (ni, ki) = (to_i32(op_name, n)?, to_i32(op_name, k)?);
+    let (lda, ldc) = (to_i32(op_name, oa.ld())?, to_i32(op_name, ldc)?);
+    // SAFETY: C is n×n and op(A) is n×k (checked above); A's pointer/ld describe the live
+    // view (or its private copy) in `layout`; `c` is a unique mutable view with `ldc`.
+    unsafe {
+        T::syrk(layout.cblas(), uplo.cblas(), oa.trans(ta).cblas(), ni, ki, alpha, oa.ptr(), lda, beta, c.as_mut_ptr(), ldc);
+    }
+    Ok(())
+}
+
+/// Whether BLAS can address `a` as it is (contiguous rows or contiguous columns).
+pub(crate) fn addressable<T>(a: &ArrayView2<'_, T>) -> bool {
+    let (r, c) = a.dim();
+    let s = a.strides();
+    leading_dim(r, c, s, Layout::Row).is_some() || leading_dim(r, c, s, Layout::Col).is_some()
 }

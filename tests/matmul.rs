@@ -133,3 +133,25 @@ fn backward_into_skips_unwanted_inputs_and_accumulates() {
     out.backward_into(cbar.view(), Some(abar.view_mut()), None).unwrap();
     approx::assert_abs_diff_eq!(abar, before + &ga * 2.0, epsilon = 1e-12);
 }
+
+#[test]
+fn accumulating_into_reversed_buffers_adds_in_place() {
+    // Buffers BLAS cannot address directly (negative strides) go through a temporary.
+    let mut rng = random::rng(31);
+    let a = random::randn::<f64>(70, 66, &mut rng);
+    let b = random::randn::<f64>(66, 65, &mut rng);
+    let cbar = random::randn::<f64>(70, 65, &mut rng);
+    let out = MatMul::nn().apply(a.view(), b.view()).unwrap();
+    let (ga, gb) = out.backward(cbar.view()).unwrap();
+    let mut abuf = random::randn::<f64>(70, 66, &mut rng);
+    let mut bbuf = random::randn::<f64>(66, 65, &mut rng);
+    let (a0, b0) = (abuf.clone(), bbuf.clone());
+    out.backward_into(
+        cbar.view(),
+        Some(abuf.slice_mut(s![..;-1, ..])),
+        Some(bbuf.slice_mut(s![..;-1, ..;-1])),
+    )
+    .unwrap();
+    approx::assert_abs_diff_eq!(abuf.slice(s![..;-1, ..]), &(a0.slice(s![..;-1, ..]).to_owned() + &ga), epsilon = 1e-10);
+    approx::assert_abs_diff_eq!(bbuf.slice(s![..;-1, ..;-1]), &(b0.slice(s![..;-1, ..;-1]).to_owned() + &gb), epsilon = 1e-10);
+}
