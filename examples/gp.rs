@@ -229,9 +229,7 @@ fn main() -> std::result::Result<ExitCode, Box<dyn std::error::Error>> {
         y: &y.values,
     };
     let at = array![[theta0[0]], [theta0[1]], [theta0[2]]];
-    let report = Checker::new()
-        .step(FD_STEP)
-        .check(&gp, &[at.view()])?;
+    let report = Checker::new().step(FD_STEP).check(&gp, &[at.view()])?;
     print!("{report}");
     if !report.passed() {
         eprintln!("gradient check FAILED");

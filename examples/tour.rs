@@ -48,7 +48,9 @@ fn two(n: usize, m: usize, rng: &mut StdRng) -> Vec<Array2<f64>> {
 }
 
 fn entries() -> Vec<Entry> {
-    let e = |prim: Box<dyn Primitive<f64>>, inputs: fn(usize, &mut StdRng) -> Vec<Array2<f64>>, time_n| Entry {
+    let e = |prim: Box<dyn Primitive<f64>>,
+             inputs: fn(usize, &mut StdRng) -> Vec<Array2<f64>>,
+             time_n| Entry {
         prim,
         inputs,
         check_n: 5,
@@ -58,18 +60,39 @@ fn entries() -> Vec<Entry> {
     let positive = |n: usize, rng: &mut StdRng| vec![random::uniform(n, n + 3, 0.5, 2.0, rng)];
     let spd = |n: usize, rng: &mut StdRng| vec![random::spd(n, rng)];
     let lower = |n: usize, rng: &mut StdRng| vec![random::lower(n, rng)];
-    let lower_and_rhs = |n: usize, rng: &mut StdRng| vec![random::lower(n, rng), random::randn(n, n / 2 + 1, rng)];
+    let lower_and_rhs =
+        |n: usize, rng: &mut StdRng| vec![random::lower(n, rng), random::randn(n, n / 2 + 1, rng)];
     vec![
-        e(Box::new(MatMul::nn()), |n, r| vec![random::randn(n, n + 2, r), random::randn(n + 2, n + 1, r)], 512),
-        e(Box::new(MatMul::tn()), |n, r| vec![random::randn(n + 2, n, r), random::randn(n + 2, n + 1, r)], 512),
-        e(Box::new(MatMul::nt()), |n, r| vec![random::randn(n, n + 2, r), random::randn(n + 1, n + 2, r)], 512),
+        e(
+            Box::new(MatMul::nn()),
+            |n, r| vec![random::randn(n, n + 2, r), random::randn(n + 2, n + 1, r)],
+            512,
+        ),
+        e(
+            Box::new(MatMul::tn()),
+            |n, r| vec![random::randn(n + 2, n, r), random::randn(n + 2, n + 1, r)],
+            512,
+        ),
+        e(
+            Box::new(MatMul::nt()),
+            |n, r| vec![random::randn(n, n + 2, r), random::randn(n + 1, n + 2, r)],
+            512,
+        ),
         e(Box::new(Add), |n, r| two(n, n + 3, r), 512),
-        e(Box::new(AddBias), |n, r| vec![random::randn(n, n + 3, r), random::randn(n, 1, r)], 512),
+        e(
+            Box::new(AddBias),
+            |n, r| vec![random::randn(n, n + 3, r), random::randn(n, 1, r)],
+            512,
+        ),
         e(Box::new(Transpose), nonsq, 512),
         e(Box::new(Tril::new(-1)), nonsq, 512),
         e(Box::new(Triu::new(1)), nonsq, 512),
         e(Box::new(VecOp), nonsq, 512),
-        e(Box::new(Reshape::new(3, 8, Order::ColMajor)), |_, r| vec![random::randn(4, 6, r)], 0),
+        e(
+            Box::new(Reshape::new(3, 8, Order::ColMajor)),
+            |_, r| vec![random::randn(4, 6, r)],
+            0,
+        ),
         e(Box::new(Map(Tanh)), nonsq, 512),
         e(Box::new(Map(Sigmoid)), nonsq, 512),
         e(Box::new(Map(Relu)), nonsq, 512),
@@ -80,16 +103,31 @@ fn entries() -> Vec<Entry> {
         e(Box::new(Map(Square)), nonsq, 512),
         e(Box::new(Hadamard), |n, r| two(n, n + 3, r), 512),
         e(Box::new(Cholesky::new()), spd, 1000),
-        e(Box::new(Cholesky::new().convention(Convention::Lower)), spd, 1000),
-        e(Box::new(TriSolve::new(Side::Left, Trans::No, Uplo::Lower)), lower_and_rhs, 1000),
-        e(Box::new(TriSolve::new(Side::Right, Trans::Yes, Uplo::Lower)), |n, r| vec![random::lower(n, r), random::randn(n / 2 + 1, n, r)], 1000),
+        e(
+            Box::new(Cholesky::new().convention(Convention::Lower)),
+            spd,
+            1000,
+        ),
+        e(
+            Box::new(TriSolve::new(Side::Left, Trans::No, Uplo::Lower)),
+            lower_and_rhs,
+            1000,
+        ),
+        e(
+            Box::new(TriSolve::new(Side::Right, Trans::Yes, Uplo::Lower)),
+            |n, r| vec![random::lower(n, r), random::randn(n / 2 + 1, n, r)],
+            1000,
+        ),
         e(Box::new(ChoSolve), lower_and_rhs, 1000),
         e(Box::new(CholLogDet), lower, 1000),
     ]
 }
 
 fn shapes(xs: &[Array2<f64>]) -> String {
-    xs.iter().map(|x| format!("{}×{}", x.nrows(), x.ncols())).collect::<Vec<_>>().join(", ")
+    xs.iter()
+        .map(|x| format!("{}×{}", x.nrows(), x.ncols()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn main() -> matgrad::Result<()> {
@@ -97,7 +135,16 @@ fn main() -> matgrad::Result<()> {
     println!("then timed at a working size (median of repeated runs, BLAS threads as set by OPENBLAS_NUM_THREADS).\n");
     println!(
         "{:<26} {:<13} {:>9} {:>9} {:>9} {:>6}  {:<16} {:>10} {:>10} {:>7}",
-        "primitive", "checked at", "VJP err", "JVP err", "adjoint", "", "timed at", "forward", "backward", "bwd/fwd"
+        "primitive",
+        "checked at",
+        "VJP err",
+        "JVP err",
+        "adjoint",
+        "",
+        "timed at",
+        "forward",
+        "backward",
+        "bwd/fwd"
     );
     let mut failures = 0;
     let mut rng = random::rng(2024);
@@ -106,7 +153,9 @@ fn main() -> matgrad::Result<()> {
         let xs = (entry.inputs)(entry.check_n, &mut rng);
         let views: Vec<ArrayView2<'_, f64>> = xs.iter().map(|x| x.view()).collect();
         let report = Checker::new().check(p, &views)?;
-        let worst = |f: fn(&matgrad::check::InputReport) -> f64| report.inputs.iter().map(f).fold(0.0, f64::max);
+        let worst = |f: fn(&matgrad::check::InputReport) -> f64| {
+            report.inputs.iter().map(f).fold(0.0, f64::max)
+        };
         let status = if report.passed() { "ok" } else { "FAILED" };
         if !report.passed() {
             failures += 1;
@@ -119,7 +168,11 @@ fn main() -> matgrad::Result<()> {
             let reps = if entry.time_n >= 1000 { 5 } else { 11 };
             let fwd = time(reps, || p.forward(&views).map(drop))?;
             let bwd = time(reps, || p.backward(&views, c.view(), cbar.view()).map(drop))?;
-            (shapes(&xs), fmt_time(fwd), format!("{} {:>7.2}", fmt_time(bwd), bwd / fwd))
+            (
+                shapes(&xs),
+                fmt_time(fwd),
+                format!("{} {:>7.2}", fmt_time(bwd), bwd / fwd),
+            )
         } else {
             ("-".into(), "-".into(), "-".into())
         };

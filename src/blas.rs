@@ -111,10 +111,22 @@ impl<'a, T: Real> Operand<'a, T> {
         let (r, c) = a.dim();
         let s = a.strides();
         if let Some(ld) = leading_dim(r, c, s, layout) {
-            return Operand { ptr: a.as_ptr(), ld, flipped: false, _copy: None, _view: Default::default() };
+            return Operand {
+                ptr: a.as_ptr(),
+                ld,
+                flipped: false,
+                _copy: None,
+                _view: Default::default(),
+            };
         }
         if let Some(ld) = leading_dim(c, r, &[s[1], s[0]], layout) {
-            return Operand { ptr: a.as_ptr(), ld, flipped: true, _copy: None, _view: Default::default() };
+            return Operand {
+                ptr: a.as_ptr(),
+                ld,
+                flipped: true,
+                _copy: None,
+                _view: Default::default(),
+            };
         }
         let copy = match layout {
             Layout::Row => a.as_standard_layout().into_owned(),
@@ -128,7 +140,13 @@ impl<'a, T: Real> Operand<'a, T> {
             Layout::Row => c.max(1),
             Layout::Col => r.max(1),
         };
-        Operand { ptr: copy.as_ptr(), ld, flipped: false, _copy: Some(copy), _view: Default::default() }
+        Operand {
+            ptr: copy.as_ptr(),
+            ld,
+            flipped: false,
+            _copy: Some(copy),
+            _view: Default::default(),
+        }
     }
 
     pub(crate) fn trans(&self, t: Trans) -> Trans {
@@ -217,12 +235,20 @@ pub fn gemm<T: Real>(
         c.assign(&tmp);
         return Ok(());
     };
-    let (mi, ni, ki) = (to_i32(op_name, m)?, to_i32(op_name, n)?, to_i32(op_name, k)?);
+    let (mi, ni, ki) = (
+        to_i32(op_name, m)?,
+        to_i32(op_name, n)?,
+        to_i32(op_name, k)?,
+    );
     // In column-major terms the same buffer holds Cᵀ = op(B)ᵀ op(A)ᵀ; cblas handles that
     // when told the layout, so both layouts call one GEMM.
     let oa = Operand::new(&a, layout);
     let ob = Operand::new(&b, layout);
-    let (lda, ldb, ldc) = (to_i32(op_name, oa.ld())?, to_i32(op_name, ob.ld())?, to_i32(op_name, ldc)?);
+    let (lda, ldb, ldc) = (
+        to_i32(op_name, oa.ld())?,
+        to_i32(op_name, ob.ld())?,
+        to_i32(op_name, ldc)?,
+    );
     // SAFETY: shapes were checked above; each operand pointer/ld describes a live view
     // (or its private copy) in `layout`, and `c` is a unique mutable view with `ldc`.
     unsafe {
@@ -389,12 +415,22 @@ fn triangular_level3<T: Real>(
 ) -> Result<()> {
     let (ar, ac) = a.dim();
     if ar != ac {
-        return Err(Error::NotSquare { op: op_name, name: "triangular A", got: Shape(ar, ac) });
+        return Err(Error::NotSquare {
+            op: op_name,
+            name: "triangular A",
+            got: Shape(ar, ac),
+        });
     }
     let (m, n) = b.dim();
     let (what, fits) = match side {
-        Side::Left => ("triangular A must have as many columns as B has rows", ar == m),
-        Side::Right => ("triangular A must have as many rows as B has columns", ar == n),
+        Side::Left => (
+            "triangular A must have as many columns as B has rows",
+            ar == m,
+        ),
+        Side::Right => (
+            "triangular A must have as many rows as B has columns",
+            ar == n,
+        ),
     };
     if !fits {
         return Err(Error::ShapeMismatch {
@@ -413,7 +449,17 @@ fn triangular_level3<T: Real>(
         // `to_owned` would keep a negative stride; a fresh standard-layout buffer is addressable.
         let mut tmp = Array2::zeros((m, n));
         tmp.assign(&b);
-        triangular_level3(kind, op_name, side, uplo, ta, diag, alpha, a, tmp.view_mut())?;
+        triangular_level3(
+            kind,
+            op_name,
+            side,
+            uplo,
+            ta,
+            diag,
+            alpha,
+            a,
+            tmp.view_mut(),
+        )?;
         b.assign(&tmp);
         return Ok(());
     };
@@ -422,14 +468,27 @@ fn triangular_level3<T: Real>(
     let uplo = if oa.flipped { uplo.flip() } else { uplo };
     let (mi, ni) = (to_i32(op_name, m)?, to_i32(op_name, n)?);
     let (lda, ldb) = (to_i32(op_name, oa.ld())?, to_i32(op_name, ldb)?);
-    let args = (layout.cblas(), side.cblas(), uplo.cblas(), oa.trans(ta).cblas(), diag.cblas());
+    let routine = match kind {
+        TriOp::Solve => T::trsm,
+        TriOp::Mul => T::trmm,
+    };
     // SAFETY: A is square and matches B's side (checked above); its pointer/ld describe the
     // live view (or its private copy) in `layout`; `b` is a unique mutable view with `ldb`.
     unsafe {
-        match kind {
-            TriOp::Solve => T::trsm(args.0, args.1, args.2, args.3, args.4, mi, ni, alpha, oa.ptr(), lda, b.as_mut_ptr(), ldb),
-            TriOp::Mul => T::trmm(args.0, args.1, args.2, args.3, args.4, mi, ni, alpha, oa.ptr(), lda, b.as_mut_ptr(), ldb),
-        }
+        routine(
+            layout.cblas(),
+            side.cblas(),
+            uplo.cblas(),
+            oa.trans(ta).cblas(),
+            diag.cblas(),
+            mi,
+            ni,
+            alpha,
+            oa.ptr(),
+            lda,
+            b.as_mut_ptr(),
+            ldb,
+        );
     }
     Ok(())
 }
@@ -469,7 +528,11 @@ pub fn syrk<T: Real>(
     if k == 0 {
         for ((i, j), x) in c.indexed_iter_mut() {
             if (uplo == Uplo::Lower && j <= i) || (uplo == Uplo::Upper && j >= i) {
-                *x = if beta == T::zero() { T::zero() } else { *x * beta };
+                *x = if beta == T::zero() {
+                    T::zero()
+                } else {
+                    *x * beta
+                };
             }
         }
         return Ok(());
@@ -480,7 +543,19 @@ pub fn syrk<T: Real>(
     // SAFETY: C is n×n and op(A) is n×k (checked above); A's pointer/ld describe the live
     // view (or its private copy) in `layout`; `c` is a unique mutable view with `ldc`.
     unsafe {
-        T::syrk(layout.cblas(), uplo.cblas(), oa.trans(ta).cblas(), ni, ki, alpha, oa.ptr(), lda, beta, c.as_mut_ptr(), ldc);
+        T::syrk(
+            layout.cblas(),
+            uplo.cblas(),
+            oa.trans(ta).cblas(),
+            ni,
+            ki,
+            alpha,
+            oa.ptr(),
+            lda,
+            beta,
+            c.as_mut_ptr(),
+            ldc,
+        );
     }
     Ok(())
 }

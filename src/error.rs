@@ -52,7 +52,11 @@ pub enum Error {
     },
     /// A reshape whose target holds a different number of elements.
     #[error("{op}: cannot reshape {from} ({} elements) into {to} ({} elements)", from.0 * from.1, to.0 * to.1)]
-    BadReshape { op: &'static str, from: Shape, to: Shape },
+    BadReshape {
+        op: &'static str,
+        from: Shape,
+        to: Shape,
+    },
     /// The wrong number of inputs or tangents for a primitive's arity.
     #[error("{op}: expected {expected} {what}, got {got}")]
     Arity {

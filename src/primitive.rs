@@ -100,7 +100,13 @@ pub trait Primitive<T: Real> {
         let gs = self.backward(inputs, output, cbar)?;
         for ((g, buf), x) in gs.iter().zip(grads.iter_mut()).zip(inputs) {
             if let Some(buf) = buf {
-                expect_shape("backward_into", "gradient buffer", "its input", shape_of(x), shape_of(buf))?;
+                expect_shape(
+                    "backward_into",
+                    "gradient buffer",
+                    "its input",
+                    shape_of(x),
+                    shape_of(buf),
+                )?;
                 Zip::from(buf).and(g).for_each(|b, &d| *b += d);
             }
         }
@@ -108,7 +114,12 @@ pub trait Primitive<T: Real> {
     }
 }
 
-pub(crate) fn check_arity(name: &str, what: &'static str, expected: usize, got: usize) -> Result<()> {
+pub(crate) fn check_arity(
+    name: &str,
+    what: &'static str,
+    expected: usize,
+    got: usize,
+) -> Result<()> {
     if expected == got {
         Ok(())
     } else {

@@ -227,5 +227,29 @@ macro_rules! impl_real {
     };
 }
 
-impl_real!(f64, "f64", 1e-8, 1e-11, 1e-4, 64, cblas_dgemm, cblas_dtrsm, cblas_dtrmm, cblas_dsyrk, dpotrf_);
-impl_real!(f32, "f32", 2e-2, 1e-4, 1e-2, 64, cblas_sgemm, cblas_strsm, cblas_strmm, cblas_ssyrk, spotrf_);
+impl_real!(
+    f64,
+    "f64",
+    1e-8,
+    1e-11,
+    1e-4,
+    64,
+    cblas_dgemm,
+    cblas_dtrsm,
+    cblas_dtrmm,
+    cblas_dsyrk,
+    dpotrf_
+);
+impl_real!(
+    f32,
+    "f32",
+    2e-2,
+    1e-4,
+    1e-2,
+    64,
+    cblas_sgemm,
+    cblas_strsm,
+    cblas_strmm,
+    cblas_ssyrk,
+    spotrf_
+);

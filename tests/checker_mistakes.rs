@@ -101,7 +101,9 @@ fn run(fault: Fault, a_shape: (usize, usize), n: usize) -> matgrad::check::Repor
     let mut rng = random::rng(42);
     let a = random::randn::<f64>(a_shape.0, a_shape.1, &mut rng);
     let b = random::randn::<f64>(a_shape.1, n, &mut rng);
-    Checker::new().check(&Faulty(fault), &[a.view(), b.view()]).unwrap()
+    Checker::new()
+        .check(&Faulty(fault), &[a.view(), b.view()])
+        .unwrap()
 }
 
 #[test]
@@ -127,7 +129,10 @@ fn each_mistake_is_rejected_and_named() {
         assert!(!r.passed(), "{fault:?} passed:\n{r}");
         assert_eq!(r.mistake(0), Some(expected), "{fault:?}:\n{r}");
         assert_eq!(r.mistake(1), None, "{fault:?}: B's gradient is right:\n{r}");
-        assert!(r.to_string().contains("diagnosis: the gradient of A"), "{r}");
+        assert!(
+            r.to_string().contains("diagnosis: the gradient of A"),
+            "{r}"
+        );
     }
 }
 
@@ -155,7 +160,10 @@ fn a_transposed_gradient_of_a_non_square_input_is_named_by_its_shape() {
 fn a_wrong_jvp_fails_the_jvp_and_adjoint_checks_only() {
     let r = run(Fault::JvpMissingTerm, (3, 4), 5);
     assert!(!r.passed(), "{r}");
-    assert!(r.inputs[0].vjp_error < 1e-8 && r.inputs[1].vjp_error < 1e-8, "{r}");
+    assert!(
+        r.inputs[0].vjp_error < 1e-8 && r.inputs[1].vjp_error < 1e-8,
+        "{r}"
+    );
     assert!(r.inputs[1].jvp_error > 0.5, "{r}");
     assert!(r.adjoint_error > 1e-3, "{r}");
 }
@@ -178,6 +186,9 @@ fn larger_inputs_are_diagnosed_without_the_full_jacobian() {
 #[test]
 fn the_report_reads_as_a_table() {
     let text = run(Fault::None, (3, 4), 5).to_string();
-    assert!(text.starts_with("Faulty(None) [f64]  (3×4, 4×5) → 3×5   PASSED"), "{text}");
+    assert!(
+        text.starts_with("Faulty(None) [f64]  (3×4, 4×5) → 3×5   PASSED"),
+        "{text}"
+    );
     assert!(text.contains("adjoint identity"), "{text}");
 }

@@ -13,10 +13,18 @@ struct Inverse {
 }
 
 fn inv(a: ArrayView2<'_, f64>) -> Result<Array2<f64>> {
-    a.inv().map_err(|e| Error::InvalidArgument { op: "Inverse", msg: e.to_string() })
+    a.inv().map_err(|e| Error::InvalidArgument {
+        op: "Inverse",
+        msg: e.to_string(),
+    })
 }
 
-fn product(x: ArrayView2<'_, f64>, tx: Trans, y: ArrayView2<'_, f64>, ty: Trans) -> Result<Array2<f64>> {
+fn product(
+    x: ArrayView2<'_, f64>,
+    tx: Trans,
+    y: ArrayView2<'_, f64>,
+    ty: Trans,
+) -> Result<Array2<f64>> {
     matgrad::blas::matmul("Inverse", x, tx, y, ty)
 }
 
@@ -30,12 +38,26 @@ impl Primitive<f64> for Inverse {
     fn forward(&self, x: &[ArrayView2<'_, f64>]) -> Result<Array2<f64>> {
         inv(x[0].view())
     }
-    fn backward(&self, _x: &[ArrayView2<'_, f64>], c: ArrayView2<'_, f64>, cbar: ArrayView2<'_, f64>) -> Result<Vec<Array2<f64>>> {
-        let t = if self.forget_transposes { Trans::No } else { Trans::Yes };
+    fn backward(
+        &self,
+        _x: &[ArrayView2<'_, f64>],
+        c: ArrayView2<'_, f64>,
+        cbar: ArrayView2<'_, f64>,
+    ) -> Result<Vec<Array2<f64>>> {
+        let t = if self.forget_transposes {
+            Trans::No
+        } else {
+            Trans::Yes
+        };
         let left = product(c.view(), t, cbar, Trans::No)?;
         Ok(vec![-product(left.view(), Trans::No, c.view(), t)?])
     }
-    fn jvp(&self, _x: &[ArrayView2<'_, f64>], c: ArrayView2<'_, f64>, t: &[ArrayView2<'_, f64>]) -> Result<Array2<f64>> {
+    fn jvp(
+        &self,
+        _x: &[ArrayView2<'_, f64>],
+        c: ArrayView2<'_, f64>,
+        t: &[ArrayView2<'_, f64>],
+    ) -> Result<Array2<f64>> {
         let left = product(c.view(), Trans::No, t[0].view(), Trans::No)?;
         Ok(-product(left.view(), Trans::No, c.view(), Trans::No)?)
     }
@@ -49,7 +71,14 @@ fn a_user_defined_inverse_passes_the_checker() {
         for i in 0..n {
             a[(i, i)] += 3.0;
         }
-        let report = Checker::new().check(&Inverse { forget_transposes: false }, &[a.view()]).unwrap();
+        let report = Checker::new()
+            .check(
+                &Inverse {
+                    forget_transposes: false,
+                },
+                &[a.view()],
+            )
+            .unwrap();
         report.assert_passed();
     }
 }
@@ -61,7 +90,14 @@ fn the_checker_catches_the_users_missing_transposes() {
     for i in 0..5 {
         a[(i, i)] += 3.0;
     }
-    let report = Checker::new().check(&Inverse { forget_transposes: true }, &[a.view()]).unwrap();
+    let report = Checker::new()
+        .check(
+            &Inverse {
+                forget_transposes: true,
+            },
+            &[a.view()],
+        )
+        .unwrap();
     assert!(!report.passed(), "{report}");
     // −C C̄ C instead of −Cᵀ C̄ Cᵀ is not a plain transpose of the right answer.
     assert!(report.mistake(0).is_some(), "{report}");

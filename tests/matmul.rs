@@ -17,10 +17,20 @@ fn inputs(op: MatMul, m: usize, k: usize, n: usize, seed: u64) -> (Array2<f64>, 
     let mut rng = random::rng(seed);
     let (ar, ac) = op.ta.apply((m, k));
     let (br, bc) = op.tb.apply((k, n));
-    (random::randn(ar, ac, &mut rng), random::randn(br, bc, &mut rng))
+    (
+        random::randn(ar, ac, &mut rng),
+        random::randn(br, bc, &mut rng),
+    )
 }
 
-const SHAPES: [(usize, usize, usize); 6] = [(1, 1, 1), (1, 4, 1), (3, 1, 5), (1, 3, 4), (4, 3, 1), (3, 5, 2)];
+const SHAPES: [(usize, usize, usize); 6] = [
+    (1, 1, 1),
+    (1, 4, 1),
+    (3, 1, 5),
+    (1, 3, 4),
+    (4, 3, 1),
+    (3, 5, 2),
+];
 
 #[test]
 fn all_flags_pass_the_checker_f64() {
@@ -28,13 +38,23 @@ fn all_flags_pass_the_checker_f64() {
         let op = MatMul::new(ta, tb);
         for (i, &(m, k, n)) in SHAPES.iter().enumerate() {
             let (a, b) = inputs(op, m, k, n, i as u64);
-            let r = Checker::new().tol(1e-8).check(&op, &[a.view(), b.view()]).unwrap();
+            let r = Checker::new()
+                .tol(1e-8)
+                .check(&op, &[a.view(), b.view()])
+                .unwrap();
             r.assert_passed();
-            assert!(r.inputs.iter().all(|x| x.jacobian.is_some()), "small inputs run the full Jacobian");
+            assert!(
+                r.inputs.iter().all(|x| x.jacobian.is_some()),
+                "small inputs run the full Jacobian"
+            );
         }
         // Larger than the full-Jacobian threshold: the directional checks alone.
         let (a, b) = inputs(op, 17, 23, 9, 99);
-        Checker::new().tol(1e-8).check(&op, &[a.view(), b.view()]).unwrap().assert_passed();
+        Checker::new()
+            .tol(1e-8)
+            .check(&op, &[a.view(), b.view()])
+            .unwrap()
+            .assert_passed();
     }
 }
 
@@ -44,8 +64,13 @@ fn all_flags_pass_the_checker_f32() {
         let op = MatMul::new(ta, tb);
         let (a, b) = inputs(op, 3, 5, 2, 5);
         let (a32, b32) = (a.mapv(|x| x as f32), b.mapv(|x| x as f32));
-        Checker::new().check(&op, &[a32.view(), b32.view()]).unwrap().assert_passed();
-        check_precision(&op, &[a.view(), b.view()]).unwrap().assert_passed();
+        Checker::new()
+            .check(&op, &[a32.view(), b32.view()])
+            .unwrap()
+            .assert_passed();
+        check_precision(&op, &[a.view(), b.view()])
+            .unwrap()
+            .assert_passed();
     }
 }
 
@@ -68,8 +93,14 @@ fn shape_errors_are_typed_and_name_the_shapes() {
     let a = random::randn::<f64>(3, 4, &mut rng);
     let b = random::randn::<f64>(5, 2, &mut rng);
     let err = MatMul::nn().apply(a.view(), b.view()).err().unwrap();
-    assert!(matches!(err, Error::ShapeMismatch { op: "MatMul", .. }), "{err}");
-    assert_eq!(err.to_string(), "MatMul: inner dimensions differ, op(A) is 3×4, op(B) is 5×2");
+    assert!(
+        matches!(err, Error::ShapeMismatch { op: "MatMul", .. }),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "MatMul: inner dimensions differ, op(A) is 3×4, op(B) is 5×2"
+    );
 
     let b = random::randn::<f64>(4, 2, &mut rng);
     let out = MatMul::nn().apply(a.view(), b.view()).unwrap();
@@ -80,10 +111,34 @@ fn shape_errors_are_typed_and_name_the_shapes() {
     assert!(matches!(err, Error::WrongShape { name: "Ȧ", .. }), "{err}");
     let cbar = random::randn::<f64>(3, 2, &mut rng);
     let mut wrong = Array2::<f64>::zeros((4, 3));
-    let err = out.backward_into(cbar.view(), Some(wrong.view_mut()), None).err().unwrap();
-    assert!(matches!(err, Error::WrongShape { name: "Ā buffer", .. }), "{err}");
-    let err = Primitive::<f64>::forward(&MatMul::nn(), &[a.view()]).err().unwrap();
-    assert!(matches!(err, Error::Arity { expected: 2, got: 1, .. }), "{err}");
+    let err = out
+        .backward_into(cbar.view(), Some(wrong.view_mut()), None)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            Error::WrongShape {
+                name: "Ā buffer",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = Primitive::<f64>::forward(&MatMul::nn(), &[a.view()])
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            Error::Arity {
+                expected: 2,
+                got: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -93,9 +148,17 @@ fn strided_and_transposed_views_agree_with_contiguous_copies() {
     let big_b = random::randn::<f64>(12, 9, &mut rng);
     let cbar = random::randn::<f64>(5, 3, &mut rng);
     // A: 5×4 taken with steps and reversed; B: 4×3 as a transposed, negatively strided view.
-    let a_views = [big_a.slice(s![..;2, 1..9;2]), big_a.slice(s![..;-2, ..;-3]), big_a.slice(s![1..6, 2..6])];
+    let a_views = [
+        big_a.slice(s![..;2, 1..9;2]),
+        big_a.slice(s![..;-2, ..;-3]),
+        big_a.slice(s![1..6, 2..6]),
+    ];
     let bt = big_b.t();
-    let b_views = [bt.slice(s![..3;1, ..4]).reversed_axes(), big_b.slice(s![..;-3, ..;-3]), big_b.slice(s![2..6, 3..6])];
+    let b_views = [
+        bt.slice(s![..3;1, ..4]).reversed_axes(),
+        big_b.slice(s![..;-3, ..;-3]),
+        big_b.slice(s![2..6, 3..6]),
+    ];
     for av in &a_views {
         for bv in &b_views {
             let (ac, bc) = (av.to_owned(), bv.to_owned());
@@ -110,11 +173,19 @@ fn strided_and_transposed_views_agree_with_contiguous_copies() {
             let mut abuf = Array2::<f64>::ones((4, 5));
             let mut bbuf = Array2::<f64>::ones((8, 7));
             strided
-                .backward_into(cbar.view(), Some(abuf.view_mut().reversed_axes()), Some(bbuf.slice_mut(s![..;-2, ..;3])))
+                .backward_into(
+                    cbar.view(),
+                    Some(abuf.view_mut().reversed_axes()),
+                    Some(bbuf.slice_mut(s![..;-2, ..;3])),
+                )
                 .unwrap();
             approx::assert_abs_diff_eq!(abuf.t(), &(ha + 1.0), epsilon = 1e-13);
             approx::assert_abs_diff_eq!(bbuf.slice(s![..;-2, ..;3]), &(hb + 1.0), epsilon = 1e-13);
-            Checker::new().tol(1e-8).check(&MatMul::nn(), &[av.view(), bv.view()]).unwrap().assert_passed();
+            Checker::new()
+                .tol(1e-8)
+                .check(&MatMul::nn(), &[av.view(), bv.view()])
+                .unwrap()
+                .assert_passed();
         }
     }
 }
@@ -129,8 +200,10 @@ fn backward_into_skips_unwanted_inputs_and_accumulates() {
     let (ga, _) = out.backward(cbar.view()).unwrap();
     let mut abar = random::randn::<f64>(3, 4, &mut rng);
     let before = abar.clone();
-    out.backward_into(cbar.view(), Some(abar.view_mut()), None).unwrap();
-    out.backward_into(cbar.view(), Some(abar.view_mut()), None).unwrap();
+    out.backward_into(cbar.view(), Some(abar.view_mut()), None)
+        .unwrap();
+    out.backward_into(cbar.view(), Some(abar.view_mut()), None)
+        .unwrap();
     approx::assert_abs_diff_eq!(abar, before + &ga * 2.0, epsilon = 1e-12);
 }
 
@@ -152,6 +225,14 @@ fn accumulating_into_reversed_buffers_adds_in_place() {
         Some(bbuf.slice_mut(s![..;-1, ..;-1])),
     )
     .unwrap();
-    approx::assert_abs_diff_eq!(abuf.slice(s![..;-1, ..]), &(a0.slice(s![..;-1, ..]).to_owned() + &ga), epsilon = 1e-10);
-    approx::assert_abs_diff_eq!(bbuf.slice(s![..;-1, ..;-1]), &(b0.slice(s![..;-1, ..;-1]).to_owned() + &gb), epsilon = 1e-10);
+    approx::assert_abs_diff_eq!(
+        abuf.slice(s![..;-1, ..]),
+        &(a0.slice(s![..;-1, ..]).to_owned() + &ga),
+        epsilon = 1e-10
+    );
+    approx::assert_abs_diff_eq!(
+        bbuf.slice(s![..;-1, ..;-1]),
+        &(b0.slice(s![..;-1, ..;-1]).to_owned() + &gb),
+        epsilon = 1e-10
+    );
 }

@@ -14,8 +14,18 @@ struct AtB {
 
 impl AtB {
     fn formula(&self) -> String {
-        let (x, y) = if self.first_is_b { ("B", "C̄") } else { ("C̄", "B") };
-        let t = |s: &str, t: Trans| if t == Trans::Yes { format!("{s}ᵀ") } else { s.to_string() };
+        let (x, y) = if self.first_is_b {
+            ("B", "C̄")
+        } else {
+            ("C̄", "B")
+        };
+        let t = |s: &str, t: Trans| {
+            if t == Trans::Yes {
+                format!("{s}ᵀ")
+            } else {
+                s.to_string()
+            }
+        };
         format!("Ā = {}{}", t(x, self.t1), t(y, self.t2))
     }
 }
@@ -30,14 +40,24 @@ impl Primitive<f64> for AtB {
     fn forward(&self, x: &[ArrayView2<'_, f64>]) -> Result<Array2<f64>> {
         MatMul::tn().forward(x)
     }
-    fn backward(&self, x: &[ArrayView2<'_, f64>], _c: ArrayView2<'_, f64>, cbar: ArrayView2<'_, f64>) -> Result<Vec<Array2<f64>>> {
+    fn backward(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        _c: ArrayView2<'_, f64>,
+        cbar: ArrayView2<'_, f64>,
+    ) -> Result<Vec<Array2<f64>>> {
         let (b, cb) = (x[1].view(), cbar.view());
         let (p, q) = if self.first_is_b { (b, cb) } else { (cb, b) };
         let abar = MatMul::new(self.t1, self.t2).forward(&[p, q])?;
         let bbar = MatMul::nn().forward(&[x[0].view(), cbar])?;
         Ok(vec![abar, bbar])
     }
-    fn jvp(&self, x: &[ArrayView2<'_, f64>], c: ArrayView2<'_, f64>, t: &[ArrayView2<'_, f64>]) -> Result<Array2<f64>> {
+    fn jvp(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        c: ArrayView2<'_, f64>,
+        t: &[ArrayView2<'_, f64>],
+    ) -> Result<Array2<f64>> {
         MatMul::tn().jvp(x, c, t)
     }
 }
@@ -77,7 +97,12 @@ fn of_the_eight_candidates_for_a_transpose_b_only_b_cbar_transpose_is_right() {
     let b = random::randn::<f64>(4, 4, &mut rng);
     let passing: Vec<String> = candidates()
         .into_iter()
-        .filter(|c| Checker::new().check(c, &[a.view(), b.view()]).unwrap().passed())
+        .filter(|c| {
+            Checker::new()
+                .check(c, &[a.view(), b.view()])
+                .unwrap()
+                .passed()
+        })
         .map(|c| c.formula())
         .collect();
     assert_eq!(passing, vec!["Ā = BC̄ᵀ".to_string()]);
@@ -112,7 +137,11 @@ fn quadratic_form_x_transpose_a_y_by_chaining_matmul() {
             ap[(i, j)] += h;
             am[(i, j)] -= h;
             let fd = (quad(&x, &ap, &y) - quad(&x, &am, &y)) / (2.0 * h);
-            assert!((fd - abar[(i, j)]).abs() < 1e-8, "Ā[{i},{j}]: {fd} vs {}", abar[(i, j)]);
+            assert!(
+                (fd - abar[(i, j)]).abs() < 1e-8,
+                "Ā[{i},{j}]: {fd} vs {}",
+                abar[(i, j)]
+            );
         }
     }
 }
@@ -129,8 +158,14 @@ fn quadratic_form_x_transpose_a_x_sums_both_uses_of_x() {
     let mut xbar = Array2::<f64>::zeros((4, 1));
     let mut abar = Array2::<f64>::zeros((4, 4));
     let mut tbar = Array2::<f64>::zeros((1, 4));
-    c.backward_into(array![[1.0]].view(), Some(tbar.view_mut()), Some(xbar.view_mut())).unwrap();
-    t.backward_into(tbar.view(), Some(xbar.view_mut()), Some(abar.view_mut())).unwrap();
+    c.backward_into(
+        array![[1.0]].view(),
+        Some(tbar.view_mut()),
+        Some(xbar.view_mut()),
+    )
+    .unwrap();
+    t.backward_into(tbar.view(), Some(xbar.view_mut()), Some(abar.view_mut()))
+        .unwrap();
     approx::assert_abs_diff_eq!(xbar, (&a + &a.t()).dot(&x), epsilon = 1e-12);
     approx::assert_abs_diff_eq!(abar, x.dot(&x.t()), epsilon = 1e-12);
     let h = 1e-6;
@@ -139,7 +174,11 @@ fn quadratic_form_x_transpose_a_x_sums_both_uses_of_x() {
         xp[(i, 0)] += h;
         xm[(i, 0)] -= h;
         let fd = (quad(&xp, &a, &xp) - quad(&xm, &a, &xm)) / (2.0 * h);
-        assert!((fd - xbar[(i, 0)]).abs() < 1e-8, "x̄[{i}]: {fd} vs {}", xbar[(i, 0)]);
+        assert!(
+            (fd - xbar[(i, 0)]).abs() < 1e-8,
+            "x̄[{i}]: {fd} vs {}",
+            xbar[(i, 0)]
+        );
     }
 }
 
@@ -182,11 +221,20 @@ fn scalar_example_forward_and_reverse_mode_agree_with_each_other_and_finite_diff
         let ui = u[(i, 0)];
         let fd = (z_of(ui + h) - z_of(ui - h)) / (2.0 * h);
         let (f, r) = (zdot[(i, 0)], ubar[(i, 0)]);
-        assert!((f - r).abs() <= 1e-13 * f.abs().max(1.0), "u = {ui}: forward {f} vs reverse {r}");
-        assert!((f - fd).abs() <= 1e-7 * f.abs().max(1.0), "u = {ui}: forward {f} vs finite difference {fd}");
+        assert!(
+            (f - r).abs() <= 1e-13 * f.abs().max(1.0),
+            "u = {ui}: forward {f} vs reverse {r}"
+        );
+        assert!(
+            (f - fd).abs() <= 1e-7 * f.abs().max(1.0),
+            "u = {ui}: forward {f} vs finite difference {fd}"
+        );
         // The closed form from the seed: ∂z/∂u = z (x cos v + w / v) 2u.
         let (vi, wi, xi) = (ui * ui, (ui * ui).sin(), (ui * ui).ln());
         let exact = z_of(ui) * (xi * vi.cos() + wi / vi) * 2.0 * ui;
-        assert!((f - exact).abs() <= 1e-12 * exact.abs().max(1.0), "u = {ui}: {f} vs {exact}");
+        assert!(
+            (f - exact).abs() <= 1e-12 * exact.abs().max(1.0),
+            "u = {ui}: {f} vs {exact}"
+        );
     }
 }

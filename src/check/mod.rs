@@ -47,7 +47,9 @@ use rand::rngs::StdRng;
 /// Input names used in reports: `A`, `B`, `C`, … then `X7`, `X8`, ….
 pub(crate) fn input_name(i: usize) -> String {
     const LETTERS: [&str; 6] = ["A", "B", "D", "E", "F", "G"];
-    LETTERS.get(i).map_or_else(|| format!("X{i}"), |s| s.to_string())
+    LETTERS
+        .get(i)
+        .map_or_else(|| format!("X{i}"), |s| s.to_string())
 }
 
 /// Configures and runs the checks. Defaults come from the precision ([`Real`]).
@@ -191,7 +193,9 @@ impl Checker {
             let mut jvp_err = 0.0f64;
             let mut dirs = Vec::with_capacity(self.directions);
             for _ in 0..self.directions {
-                let u = r.structure.project(random::randn::<T>(r.shape.0, r.shape.1, &mut rng));
+                let u = r
+                    .structure
+                    .project(random::randn::<T>(r.shape.0, r.shape.1, &mut rng));
                 let d = ctx.fd(i, &u)?;
                 let fd = inner64(cbar.view(), d.view());
                 let an = inner(g.view(), u.view());
@@ -203,15 +207,32 @@ impl Checker {
             r.vjp_error = vjp_err;
             r.jvp_error = jvp_err;
             if vjp_err > tol {
-                r.mistake = Some(diagnose(&ctx, i, g.view(), cbar.view(), &dirs, r.structure)?);
+                r.mistake = Some(diagnose(
+                    &ctx,
+                    i,
+                    g.view(),
+                    cbar.view(),
+                    &dirs,
+                    r.structure,
+                )?);
             }
         }
 
         report.adjoint_error = adjoint_error(&ctx, c.view(), cbar.view(), &grads, &mut rng)?;
-        accumulation_errors(&ctx, c.view(), cbar.view(), &grads, &mut report.inputs, &mut rng)?;
+        accumulation_errors(
+            &ctx,
+            c.view(),
+            cbar.view(),
+            &grads,
+            &mut report.inputs,
+            &mut rng,
+        )?;
 
         let total: usize = inputs.iter().map(|x| x.len()).sum();
-        if self.full_jacobian.unwrap_or(total <= AUTO_JACOBIAN_ELEMENTS) {
+        if self
+            .full_jacobian
+            .unwrap_or(total <= AUTO_JACOBIAN_ELEMENTS)
+        {
             for (i, r) in report.inputs.iter_mut().enumerate() {
                 r.jacobian = Some(ctx.jacobian_worst(i, c.view(), r.structure)?);
             }
@@ -292,7 +313,9 @@ impl<T: Real, P: Primitive<T> + ?Sized> Ctx<'_, '_, T, P> {
 
     /// Step for input `i`, relative to its magnitude.
     fn h(&self, i: usize) -> f64 {
-        let scale = self.inputs[i].iter().fold(1.0f64, |m, x| m.max(x.to64().abs()));
+        let scale = self.inputs[i]
+            .iter()
+            .fold(1.0f64, |m, x| m.max(x.to64().abs()));
         self.step * scale
     }
 
@@ -311,7 +334,11 @@ impl<T: Real, P: Primitive<T> + ?Sized> Ctx<'_, '_, T, P> {
 
     /// `Ċ` when only input `i` moves, along `U`.
     fn jvp_single(&self, i: usize, u: &Array2<T>, c: ArrayView2<'_, T>) -> Result<Array2<T>> {
-        let zeros: Vec<Array2<T>> = self.inputs.iter().map(|x| Array2::zeros(x.raw_dim())).collect();
+        let zeros: Vec<Array2<T>> = self
+            .inputs
+            .iter()
+            .map(|x| Array2::zeros(x.raw_dim()))
+            .collect();
         let mut tangents: Vec<ArrayView2<'_, T>> = zeros.iter().map(|z| z.view()).collect();
         tangents[i] = u.view();
         self.p.jvp(self.inputs, c, &tangents)
@@ -365,10 +392,17 @@ impl<T: Real, P: Primitive<T> + ?Sized> Ctx<'_, '_, T, P> {
                 }
             }
         }
-        worst.error = if scale > 0.0 { worst.abs_error / scale } else { worst.abs_error };
+        worst.error = if scale > 0.0 {
+            worst.abs_error / scale
+        } else {
+            worst.abs_error
+        };
         Ok(worst)
     }
 }
+
+/// The adjoint `τ*` of a hypothesised mistake `X̄ = τ(G)`, applied to a direction.
+type AdjointMap<T> = fn(Array2<T>) -> Array2<T>;
 
 /// What the checker tests as "the gradient is `τ(G)`", with `τ*` the adjoint map
 /// applied to a direction.
@@ -384,7 +418,9 @@ fn diagnose<T: Real, P: Primitive<T> + ?Sized>(
     if g.iter().all(|x| *x == T::zero()) && any_fd {
         return Ok(Mistake::Zero);
     }
-    let close = |an: f64, fd: f64| scalar_rel(an, fd, an.abs().max(fd.abs())) < 1e-3_f64.max(T::FD_TOL * 10.0);
+    let close = |an: f64, fd: f64| {
+        scalar_rel(an, fd, an.abs().max(fd.abs())) < 1e-3_f64.max(T::FD_TOL * 10.0)
+    };
     let scalar = |k: f64| dirs.iter().all(|(_, an, fd)| close(*an, k * fd));
     if scalar(-1.0) {
         return Ok(Mistake::SignFlipped);
@@ -396,10 +432,18 @@ fn diagnose<T: Real, P: Primitive<T> + ?Sized>(
         return Ok(Mistake::Halved);
     }
     let square = g.nrows() == g.ncols();
-    let maps: [(Mistake, fn(Array2<T>) -> Array2<T>, bool); 3] = [
+    let maps: [(Mistake, AdjointMap<T>, bool); 3] = [
         (Mistake::Transposed, |u| u.t().to_owned(), square),
-        (Mistake::SymmetricPartOnly, |u| Structure::Symmetric.project(u), square),
-        (Mistake::LowerTriangleOnly, |u| Structure::LowerTriangular.project(u), true),
+        (
+            Mistake::SymmetricPartOnly,
+            |u| Structure::Symmetric.project(u),
+            square,
+        ),
+        (
+            Mistake::LowerTriangleOnly,
+            |u| Structure::LowerTriangular.project(u),
+            true,
+        ),
     ];
     for (mistake, adjoint, applies) in maps {
         if !applies {
@@ -432,7 +476,11 @@ fn adjoint_error<T: Real, P: Primitive<T> + ?Sized>(
         .inputs
         .iter()
         .enumerate()
-        .map(|(i, x)| ctx.p.structure(i).project(random::randn::<T>(x.nrows(), x.ncols(), rng)))
+        .map(|(i, x)| {
+            ctx.p
+                .structure(i)
+                .project(random::randn::<T>(x.nrows(), x.ncols(), rng))
+        })
         .collect();
     let tv: Vec<ArrayView2<'_, T>> = tangents.iter().map(|t| t.view()).collect();
     let cdot = ctx.p.jvp(ctx.inputs, c, &tv)?;
@@ -460,7 +508,11 @@ fn accumulation_errors<T: Real, P: Primitive<T> + ?Sized>(
     let n = ctx.inputs.len();
     // One pass with every buffer, then one per input with the others skipped.
     let passes: Vec<Vec<bool>> = std::iter::once(vec![true; n])
-        .chain((0..n).filter(|_| n > 1).map(|i| (0..n).map(|j| j == i).collect()))
+        .chain(
+            (0..n)
+                .filter(|_| n > 1)
+                .map(|i| (0..n).map(|j| j == i).collect()),
+        )
         .collect();
     for wanted in passes {
         let before: Vec<Array2<T>> = ctx
@@ -477,7 +529,11 @@ fn accumulation_errors<T: Real, P: Primitive<T> + ?Sized>(
         ctx.p.backward_into(ctx.inputs, c, cbar, &mut views)?;
         drop(views);
         for i in 0..n {
-            let expected = if wanted[i] { &before[i] + &grads[i] } else { before[i].clone() };
+            let expected = if wanted[i] {
+                &before[i] + &grads[i]
+            } else {
+                before[i].clone()
+            };
             let mut diff = 0.0f64;
             Zip::from(&bufs[i]).and(&expected).for_each(|a, b| {
                 let d = (a.to64() - b.to64()).abs();
@@ -525,7 +581,9 @@ fn structure_error<T: Real>(g: ArrayView2<'_, T>, s: Structure) -> f64 {
 
 fn inner<T: Real>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> f64 {
     let mut s = 0.0;
-    Zip::from(a).and(b).for_each(|x, y| s += x.to64() * y.to64());
+    Zip::from(a)
+        .and(b)
+        .for_each(|x, y| s += x.to64() * y.to64());
     s
 }
 

@@ -146,7 +146,10 @@ impl Report {
         }
         for r in &self.inputs {
             if let Some(g) = r.gradient_shape {
-                out.push(format!("gradient of {} is {g}, the input is {}", r.name, r.shape));
+                out.push(format!(
+                    "gradient of {} is {g}, the input is {}",
+                    r.name, r.shape
+                ));
                 continue;
             }
             let checks = [
@@ -164,12 +167,19 @@ impl Report {
                 if !ok(w.error, self.tol) {
                     out.push(format!(
                         "{}: full Jacobian error {:.2e} at input ({}, {}), output ({}, {})",
-                        r.name, w.error, w.input_index.0, w.input_index.1, w.output_index.0, w.output_index.1
+                        r.name,
+                        w.error,
+                        w.input_index.0,
+                        w.input_index.1,
+                        w.output_index.0,
+                        w.output_index.1
                     ));
                 }
             }
         }
-        if self.inputs.iter().all(|r| r.gradient_shape.is_none()) && !ok(self.adjoint_error, self.exact_tol) {
+        if self.inputs.iter().all(|r| r.gradient_shape.is_none())
+            && !ok(self.adjoint_error, self.exact_tol)
+        {
             out.push(format!(
                 "adjoint identity error {:.2e} > {:.1e}",
                 self.adjoint_error, self.exact_tol
@@ -218,10 +228,17 @@ impl fmt::Display for Report {
         )?;
         for r in &self.inputs {
             if let Some(g) = r.gradient_shape {
-                writeln!(f, "  {:<5}  {:<9}  gradient has shape {g}", r.name, r.shape.to_string())?;
+                writeln!(
+                    f,
+                    "  {:<5}  {:<9}  gradient has shape {g}",
+                    r.name,
+                    r.shape.to_string()
+                )?;
                 continue;
             }
-            let jac = r.jacobian.map_or("        -".to_string(), |w| cell(w.error, self.tol));
+            let jac = r
+                .jacobian
+                .map_or("        -".to_string(), |w| cell(w.error, self.tol));
             writeln!(
                 f,
                 "  {:<5}  {:<9}  {:<9} {} {} {} {} {}",
@@ -294,7 +311,11 @@ impl PrecisionReport {
 
 impl fmt::Display for PrecisionReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b: Vec<String> = self.backward_errors.iter().map(|e| format!("{e:.2e}")).collect();
+        let b: Vec<String> = self
+            .backward_errors
+            .iter()
+            .map(|e| format!("{e:.2e}"))
+            .collect();
         writeln!(
             f,
             "{} f32 vs f64: forward {:.2e}, backward [{}], jvp {:.2e} (tol {:.0e}) {}",

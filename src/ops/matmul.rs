@@ -90,7 +90,12 @@ impl MatMul {
         }
     }
 
-    fn check_cbar<T>(&self, a: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>, cbar: &ArrayView2<'_, T>) -> Result<()> {
+    fn check_cbar<T>(
+        &self,
+        a: &ArrayView2<'_, T>,
+        b: &ArrayView2<'_, T>,
+        cbar: &ArrayView2<'_, T>,
+    ) -> Result<()> {
         let (m, n) = self.out_shape(a, b)?;
         expect_shape(OP, "C̄", "C", Shape(m, n), shape_of(cbar))
     }
@@ -162,7 +167,16 @@ impl<T: Real> Primitive<T> for MatMul {
         expect_shape(OP, "Ȧ", "A", shape_of(a), shape_of(ad))?;
         expect_shape(OP, "Ḃ", "B", shape_of(b), shape_of(bd))?;
         let mut c = matmul(OP, ad.view(), self.ta, b.view(), self.tb)?;
-        gemm(OP, T::one(), a.view(), self.ta, bd.view(), self.tb, T::one(), c.view_mut())?;
+        gemm(
+            OP,
+            T::one(),
+            a.view(),
+            self.ta,
+            bd.view(),
+            self.tb,
+            T::one(),
+            c.view_mut(),
+        )?;
         Ok(c)
     }
 }

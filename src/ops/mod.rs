@@ -38,7 +38,9 @@ impl<'a, T: Real, P: Primitive<T>> Out1<'a, P, T> {
     }
     /// `Ā` for the cotangent `C̄`.
     pub fn backward(&self, cbar: ArrayView2<'_, T>) -> Result<Array2<T>> {
-        let mut g = self.op.backward(&[self.x.view()], self.value.view(), cbar)?;
+        let mut g = self
+            .op
+            .backward(&[self.x.view()], self.value.view(), cbar)?;
         Ok(g.remove(0))
     }
     /// `Ā += …` for the cotangent `C̄`.
@@ -93,8 +95,11 @@ impl<'a, T: Real, P: Primitive<T>> Out2<'a, P, T> {
     }
     /// `Ċ` for the tangents `Ȧ`, `Ḃ`.
     pub fn jvp(&self, adot: ArrayView2<'_, T>, bdot: ArrayView2<'_, T>) -> Result<Array2<T>> {
-        self.op
-            .jvp(&[self.a.view(), self.b.view()], self.value.view(), &[adot, bdot])
+        self.op.jvp(
+            &[self.a.view(), self.b.view()],
+            self.value.view(),
+            &[adot, bdot],
+        )
     }
 }
 
@@ -106,7 +111,11 @@ pub trait Unary<T: Real>: Primitive<T> + Sized {
     /// Runs the forward pass and keeps what the rules need.
     fn apply<'a>(self, a: ArrayView2<'a, T>) -> Result<Out1<'a, Self, T>> {
         let value = self.forward(&[a.view()])?;
-        Ok(Out1 { op: self, x: a, value })
+        Ok(Out1 {
+            op: self,
+            x: a,
+            value,
+        })
     }
 }
 
@@ -115,12 +124,21 @@ pub trait Binary<T: Real>: Primitive<T> + Sized {
     /// Runs the forward pass and keeps what the rules need.
     fn apply<'a>(self, a: ArrayView2<'a, T>, b: ArrayView2<'a, T>) -> Result<Out2<'a, Self, T>> {
         let value = self.forward(&[a.view(), b.view()])?;
-        Ok(Out2 { op: self, a, b, value })
+        Ok(Out2 {
+            op: self,
+            a,
+            b,
+            value,
+        })
     }
 }
 
 /// Splits a slice of one view, with an arity error naming the primitive otherwise.
-pub(crate) fn one<'s, 'a, T>(name: &str, what: &'static str, xs: &'s [ArrayView2<'a, T>]) -> Result<&'s ArrayView2<'a, T>> {
+pub(crate) fn one<'s, 'a, T>(
+    name: &str,
+    what: &'static str,
+    xs: &'s [ArrayView2<'a, T>],
+) -> Result<&'s ArrayView2<'a, T>> {
     check_arity(name, what, 1, xs.len())?;
     Ok(&xs[0])
 }
