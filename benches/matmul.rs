@@ -116,6 +116,20 @@ fn against_dot(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("backward", n), &n, |bch, _| {
             bch.iter(|| out.backward(black_box(cbar.view())).unwrap())
         });
+        // Into buffers the caller keeps, as a training loop does: GEMM with beta = 1 and
+        // no allocation, so only the two products are timed.
+        let mut abar = Array2::<f64>::zeros(a.raw_dim());
+        let mut bbar = Array2::<f64>::zeros(b.raw_dim());
+        g.bench_with_input(BenchmarkId::new("backward_into", n), &n, |bch, _| {
+            bch.iter(|| {
+                out.backward_into(
+                    black_box(cbar.view()),
+                    Some(abar.view_mut()),
+                    Some(bbar.view_mut()),
+                )
+                .unwrap()
+            })
+        });
     }
     g.finish();
 }
