@@ -141,6 +141,9 @@ impl Primitive<f64> for LogMarginal<'_> {
     fn arity(&self) -> usize {
         1
     }
+    fn input_name(&self, _input: usize) -> String {
+        "θ".into()
+    }
     fn forward(&self, x: &[ArrayView2<'_, f64>]) -> matgrad::Result<Array2<f64>> {
         let (value, _) = log_likelihood(self.sq_dist, self.y, Self::theta(x))?;
         Ok(array![[value]])

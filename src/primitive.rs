@@ -66,6 +66,10 @@ pub trait Primitive<T: Real> {
     fn name(&self) -> String;
     /// Number of inputs.
     fn arity(&self) -> usize;
+    /// Name of input `i` in reports; the default is `A`, `B`, `D`, … (`C` is the output).
+    fn input_name(&self, input: usize) -> String {
+        crate::check::default_input_name(input)
+    }
     /// Structure of input `i`; the default is [`Structure::General`].
     fn structure(&self, _input: usize) -> Structure {
         Structure::General
@@ -140,6 +144,9 @@ impl<T: Real, P: Primitive<T> + ?Sized> Primitive<T> for &P {
     }
     fn arity(&self) -> usize {
         (**self).arity()
+    }
+    fn input_name(&self, input: usize) -> String {
+        (**self).input_name(input)
     }
     fn structure(&self, input: usize) -> Structure {
         (**self).structure(input)

@@ -192,3 +192,17 @@ fn the_report_reads_as_a_table() {
     );
     assert!(text.contains("adjoint identity"), "{text}");
 }
+
+#[test]
+fn the_report_names_inputs_as_the_primitive_does() {
+    let mut rng = random::rng(9);
+    let x = random::randn::<f64>(3, 4, &mut rng);
+    let b = random::randn::<f64>(3, 1, &mut rng);
+    let r = Checker::new()
+        .check(&AddBias, &[x.view(), b.view()])
+        .unwrap();
+    let names: Vec<&str> = r.inputs.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["X", "b"]);
+    // Without a name of its own, a primitive's inputs are A, B, … (C is the output).
+    assert_eq!(run(Fault::None, (3, 4), 5).inputs[1].name, "B");
+}

@@ -44,8 +44,8 @@ use crate::{Primitive, Real};
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Zip};
 use rand::rngs::StdRng;
 
-/// Input names used in reports: `A`, `B`, `C`, … then `X7`, `X8`, ….
-pub(crate) fn input_name(i: usize) -> String {
+/// Default input names in reports: `A`, `B`, `D`, … (`C` is the output), then `X6`, ….
+pub(crate) fn default_input_name(i: usize) -> String {
     const LETTERS: [&str; 6] = ["A", "B", "D", "E", "F", "G"];
     LETTERS
         .get(i)
@@ -149,7 +149,7 @@ impl Checker {
         let mut reports: Vec<InputReport> = inputs
             .iter()
             .enumerate()
-            .map(|(i, x)| InputReport::new(input_name(i), shape_of(x), p.structure(i)))
+            .map(|(i, x)| InputReport::new(p.input_name(i), shape_of(x), p.structure(i)))
             .collect();
         if grads.len() != inputs.len() {
             return Err(Error::Arity {

@@ -131,6 +131,12 @@ impl<T: Real> Primitive<T> for AddBias {
     fn arity(&self) -> usize {
         2
     }
+    fn input_name(&self, input: usize) -> String {
+        ["X", "b"].get(input).map_or_else(
+            || crate::check::default_input_name(input),
+            |s| s.to_string(),
+        )
+    }
     fn forward(&self, inputs: &[ArrayView2<'_, T>]) -> Result<Array2<T>> {
         let (x, b) = two(ADD_BIAS, "inputs", inputs)?;
         Self::check(x, b)?;

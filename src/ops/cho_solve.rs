@@ -128,6 +128,12 @@ impl<T: Real> Primitive<T> for ChoSolve {
     fn arity(&self) -> usize {
         2
     }
+    fn input_name(&self, input: usize) -> String {
+        ["L", "B"].get(input).map_or_else(
+            || crate::check::default_input_name(input),
+            |s| s.to_string(),
+        )
+    }
     fn structure(&self, input: usize) -> Structure {
         if input == 0 {
             Structure::LowerTriangular

@@ -70,6 +70,12 @@ impl<T: Real> Primitive<T> for CholLogDet {
     fn arity(&self) -> usize {
         1
     }
+    fn input_name(&self, input: usize) -> String {
+        ["L"].get(input).map_or_else(
+            || crate::check::default_input_name(input),
+            |s| s.to_string(),
+        )
+    }
     fn structure(&self, _input: usize) -> Structure {
         Structure::LowerTriangular
     }

@@ -135,6 +135,12 @@ impl<T: Real> Primitive<T> for TriSolve {
     fn arity(&self) -> usize {
         2
     }
+    fn input_name(&self, input: usize) -> String {
+        ["L", "B"].get(input).map_or_else(
+            || crate::check::default_input_name(input),
+            |s| s.to_string(),
+        )
+    }
     fn structure(&self, input: usize) -> Structure {
         match (input, self.uplo) {
             (0, Uplo::Lower) => Structure::LowerTriangular,
