@@ -655,3 +655,27 @@ fn triangular_and_rank_k_wrappers_match_dense_products() {
         }
     }
 }
+
+#[test]
+fn auto_agrees_with_symbolic_on_both_sides_of_its_size_thresholds() {
+    // Auto switches algorithm at n = 40 and block width at n = 1024.
+    for n in [39, 40, 1023, 1030] {
+        let a = spd_with_junk::<f64>(n, 70 + n as u64);
+        let l = cholesky(a.view()).unwrap();
+        let mut rng = random::rng(n as u64);
+        let lbar = random::randn::<f64>(n, n, &mut rng);
+        for conv in [Convention::Symmetric, Convention::Lower] {
+            let auto = Cholesky::new()
+                .convention(conv)
+                .apply(a.view())
+                .unwrap()
+                .backward(lbar.view())
+                .unwrap();
+            let symbolic = backward_symbolic(l.view(), lbar.view(), conv).unwrap();
+            assert!(
+                rel(auto.view(), symbolic.view()) < 1e-10,
+                "n = {n}, {conv:?}"
+            );
+        }
+    }
+}
