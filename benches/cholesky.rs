@@ -59,7 +59,9 @@ fn forward_and_backward(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("blocked", n), &n, |b, _| {
             b.iter_batched(
                 || lbar.clone(),
-                |lb| backward_blocked(black_box(l.view()), lb, f64::CHOL_BLOCK, CONV).unwrap(),
+                |lb| {
+                    backward_blocked(black_box(l.view()), lb, Method::DEFAULT_BLOCK, CONV).unwrap()
+                },
                 BatchSize::LargeInput,
             )
         });
@@ -104,16 +106,11 @@ fn small_sizes(c: &mut Criterion) {
         let (a, _, lbar) = point(n);
         for (name, method) in [
             ("unblocked", Method::Unblocked),
-            (
-                "blocked",
-                Method::Blocked {
-                    block: f64::CHOL_BLOCK,
-                },
-            ),
+            ("blocked", Method::blocked()),
         ] {
-            let out = Cholesky::new().method(method).apply(a.view()).unwrap();
+            let out = Cholesky::new().method(method).apply([a.view()]).unwrap();
             g.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
-                b.iter(|| out.backward(black_box(lbar.view())).unwrap())
+                b.iter(|| out.backward::<1>(black_box(lbar.view())).unwrap())
             });
         }
     }
@@ -129,19 +126,7 @@ fn dgemm(c: &mut Criterion) {
         let mut z = Array2::<f64>::zeros((n, n));
         g.throughput(Throughput::Elements(2 * cube(n)));
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            b.iter(|| {
-                gemm(
-                    "dgemm",
-                    1.0,
-                    x.view(),
-                    Trans::No,
-                    y.view(),
-                    Trans::No,
-                    0.0,
-                    z.view_mut(),
-                )
-                .unwrap()
-            })
+            b.iter(|| gemm(z.view_mut(), Accum::Replace, x.view(), y.view(), 1.0).unwrap())
         });
     }
     g.finish();

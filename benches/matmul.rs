@@ -5,8 +5,8 @@
 //! `OPENBLAS_NUM_THREADS` and its kernel `OPENBLAS_CORETYPE`: Debian's OpenBLAS 0.3.21
 //! runs recent Intel CPUs on its generic Prescott kernel unless told `SkylakeX` or
 //! `Haswell` (the report program chooses by itself). Sample counts are small so the
-//! whole file runs in a few minutes on two cores; `examples/bench_report.rs` gives the
-//! summary table.
+//! whole file runs in a few minutes on two cores; `cargo run --release -p bench-report`
+//! (`tools/bench-report`) gives the summary table.
 
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
@@ -14,7 +14,7 @@ use criterion::{
 use matgrad::check::random;
 use matgrad::naive;
 use matgrad::prelude::*;
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView2};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -36,6 +36,22 @@ fn flops(n: usize) -> u64 {
     2 * (n as u64).pow(3)
 }
 
+/// `Ā` and `B̄` first-written into the caller's buffers (`Grad::Write`): no allocation,
+/// and the buffers' previous contents are never read.
+fn write_grads(
+    out: &Applied<'_, MatMul, f64>,
+    cbar: ArrayView2<'_, f64>,
+    abar: &mut Array2<f64>,
+    bbar: &mut Array2<f64>,
+) {
+    out.backward_into(
+        &[Some(black_box(cbar))],
+        &mut [Grad::Write(abar.view_mut()), Grad::Write(bbar.view_mut())],
+        None,
+    )
+    .unwrap()
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(10)
@@ -53,7 +69,7 @@ fn blas_vs_naive(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("blas", n), &n, |bch, _| {
             bch.iter(|| {
                 MatMul::nn()
-                    .apply(black_box(a.view()), black_box(b.view()))
+                    .apply([black_box(a.view()), black_box(b.view())])
                     .unwrap()
             })
         });
@@ -75,9 +91,15 @@ fn blas_vs_naive(c: &mut Criterion) {
     for n in SIZES {
         let (a, b, cbar) = inputs(n, 2);
         g.throughput(Throughput::Elements(2 * flops(n)));
-        let out = MatMul::nn().apply(a.view(), b.view()).unwrap();
+        let out = MatMul::nn().apply([a.view(), b.view()]).unwrap();
         g.bench_with_input(BenchmarkId::new("blas", n), &n, |bch, _| {
-            bch.iter(|| out.backward(black_box(cbar.view())).unwrap())
+            bch.iter(|| out.backward::<2>(black_box(cbar.view())).unwrap())
+        });
+        // First write into buffers the caller keeps: GEMM with beta = 0, no allocation
+        // and no zero fill.
+        let (mut abar, mut bbar) = (Array2::<f64>::zeros((n, n)), Array2::<f64>::zeros((n, n)));
+        g.bench_with_input(BenchmarkId::new("blas_into", n), &n, |bch, _| {
+            bch.iter(|| write_grads(&out, cbar.view(), &mut abar, &mut bbar))
         });
         if n <= NAIVE_BACKWARD_MAX {
             g.bench_with_input(BenchmarkId::new("naive", n), &n, |bch, _| {
@@ -108,24 +130,27 @@ fn against_dot(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("forward", n), &n, |bch, _| {
             bch.iter(|| {
                 MatMul::nn()
-                    .apply(black_box(a.view()), black_box(b.view()))
+                    .apply([black_box(a.view()), black_box(b.view())])
                     .unwrap()
             })
         });
-        let out = MatMul::nn().apply(a.view(), b.view()).unwrap();
+        let out = MatMul::nn().apply([a.view(), b.view()]).unwrap();
         g.bench_with_input(BenchmarkId::new("backward", n), &n, |bch, _| {
-            bch.iter(|| out.backward(black_box(cbar.view())).unwrap())
+            bch.iter(|| out.backward::<2>(black_box(cbar.view())).unwrap())
         });
-        // Into buffers the caller keeps, as a training loop does: GEMM with beta = 1 and
-        // no allocation, so only the two products are timed.
+        // Into buffers the caller keeps, as a training loop does, so only the two
+        // products are timed: first writes (`Grad::Write`, GEMM with beta = 0, the
+        // buffers are not read), and accumulation (`backward_add`, beta = 1).
         let mut abar = Array2::<f64>::zeros(a.raw_dim());
         let mut bbar = Array2::<f64>::zeros(b.raw_dim());
         g.bench_with_input(BenchmarkId::new("backward_into", n), &n, |bch, _| {
+            bch.iter(|| write_grads(&out, cbar.view(), &mut abar, &mut bbar))
+        });
+        g.bench_with_input(BenchmarkId::new("backward_add", n), &n, |bch, _| {
             bch.iter(|| {
-                out.backward_into(
+                out.backward_add(
                     black_box(cbar.view()),
-                    Some(abar.view_mut()),
-                    Some(bbar.view_mut()),
+                    &mut [Some(abar.view_mut()), Some(bbar.view_mut())],
                 )
                 .unwrap()
             })
@@ -149,9 +174,9 @@ fn small_overhead(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("primitive", n), &n, |bch, _| {
             bch.iter(|| {
                 let out = MatMul::nn()
-                    .apply(black_box(a.view()), black_box(b.view()))
+                    .apply([black_box(a.view()), black_box(b.view())])
                     .unwrap();
-                out.backward(black_box(cbar.view())).unwrap()
+                out.backward::<2>(black_box(cbar.view())).unwrap()
             })
         });
     }

@@ -1,4 +1,4 @@
-//! Transpose, Add, Tril and Vec through the primitives against the naive loops,
+//! Transpose, Add, Tril and Vectorize through the primitives against the naive loops,
 //! forward and backward. These move memory and do almost no arithmetic, so the
 //! interesting number is bytes per second, not a BLAS speed-up.
 //!
@@ -32,15 +32,15 @@ fn transpose(c: &mut Criterion) {
         let a = random::randn::<f64>(n, n + 1, &mut rng);
         let cbar = random::randn::<f64>(n + 1, n, &mut rng);
         g.throughput(bytes(n));
-        let out = Transpose.apply(a.view()).unwrap();
+        let out = Transpose.apply([a.view()]).unwrap();
         g.bench_with_input(BenchmarkId::new("forward", n), &n, |b, _| {
-            b.iter(|| Transpose.apply(black_box(a.view())).unwrap())
+            b.iter(|| Transpose.apply([black_box(a.view())]).unwrap())
         });
         g.bench_with_input(BenchmarkId::new("naive_forward", n), &n, |b, _| {
             b.iter(|| naive::transpose(black_box(a.view())))
         });
         g.bench_with_input(BenchmarkId::new("backward", n), &n, |b, _| {
-            b.iter(|| out.backward(black_box(cbar.view())).unwrap())
+            b.iter(|| out.backward::<1>(black_box(cbar.view())).unwrap())
         });
         g.bench_with_input(BenchmarkId::new("naive_backward", n), &n, |b, _| {
             b.iter(|| naive::transpose_backward(black_box(cbar.view())))
@@ -57,10 +57,10 @@ fn add(c: &mut Criterion) {
         let bm = random::randn::<f64>(n, n, &mut rng);
         let cbar = random::randn::<f64>(n, n, &mut rng);
         g.throughput(bytes(n));
-        let out = Add.apply(a.view(), bm.view()).unwrap();
+        let out = Add.apply([a.view(), bm.view()]).unwrap();
         g.bench_with_input(BenchmarkId::new("forward", n), &n, |b, _| {
             b.iter(|| {
-                Add.apply(black_box(a.view()), black_box(bm.view()))
+                Add.apply([black_box(a.view()), black_box(bm.view())])
                     .unwrap()
             })
         });
@@ -68,7 +68,7 @@ fn add(c: &mut Criterion) {
             b.iter(|| naive::add(black_box(a.view()), black_box(bm.view())).unwrap())
         });
         g.bench_with_input(BenchmarkId::new("backward", n), &n, |b, _| {
-            b.iter(|| out.backward(black_box(cbar.view())).unwrap())
+            b.iter(|| out.backward::<2>(black_box(cbar.view())).unwrap())
         });
         g.bench_with_input(BenchmarkId::new("naive_backward", n), &n, |b, _| {
             b.iter(|| naive::add_backward(black_box(cbar.view())))
@@ -84,16 +84,16 @@ fn tril(c: &mut Criterion) {
         let a = random::randn::<f64>(n, n, &mut rng);
         let cbar = random::randn::<f64>(n, n, &mut rng);
         g.throughput(bytes(n));
-        let op = Tril { k: 0 };
-        let out = op.apply(a.view()).unwrap();
+        let op = Tril::new(0);
+        let out = op.apply([a.view()]).unwrap();
         g.bench_with_input(BenchmarkId::new("forward", n), &n, |b, _| {
-            b.iter(|| op.apply(black_box(a.view())).unwrap())
+            b.iter(|| op.apply([black_box(a.view())]).unwrap())
         });
         g.bench_with_input(BenchmarkId::new("naive_forward", n), &n, |b, _| {
             b.iter(|| naive::tril(black_box(a.view()), 0))
         });
         g.bench_with_input(BenchmarkId::new("backward", n), &n, |b, _| {
-            b.iter(|| out.backward(black_box(cbar.view())).unwrap())
+            b.iter(|| out.backward::<1>(black_box(cbar.view())).unwrap())
         });
         g.bench_with_input(BenchmarkId::new("naive_backward", n), &n, |b, _| {
             b.iter(|| naive::tril_backward(black_box(cbar.view()), 0))
@@ -109,15 +109,15 @@ fn vec(c: &mut Criterion) {
         let a = random::randn::<f64>(n, n, &mut rng);
         let cbar = random::randn::<f64>(n * n, 1, &mut rng);
         g.throughput(bytes(n));
-        let out = VecOp.apply(a.view()).unwrap();
+        let out = Vectorize.apply([a.view()]).unwrap();
         g.bench_with_input(BenchmarkId::new("forward", n), &n, |b, _| {
-            b.iter(|| VecOp.apply(black_box(a.view())).unwrap())
+            b.iter(|| Vectorize.apply([black_box(a.view())]).unwrap())
         });
         g.bench_with_input(BenchmarkId::new("naive_forward", n), &n, |b, _| {
             b.iter(|| naive::vec(black_box(a.view())))
         });
         g.bench_with_input(BenchmarkId::new("backward", n), &n, |b, _| {
-            b.iter(|| out.backward(black_box(cbar.view())).unwrap())
+            b.iter(|| out.backward::<1>(black_box(cbar.view())).unwrap())
         });
         g.bench_with_input(BenchmarkId::new("naive_backward", n), &n, |b, _| {
             b.iter(|| naive::vec_backward(black_box(cbar.view()), n, n).unwrap())

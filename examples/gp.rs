@@ -9,7 +9,7 @@
 //!
 //! Forward: `L = Cholesky(K)`, `α = ChoSolve(L, y) = K⁻¹y`, `q = MatMul(yᵀα)`,
 //! `c = CholLogDet(L) = 2Σ log Lᵢᵢ`. Reverse: `q̄ = c̄ = −½`; `ᾱ` from MatMul; ChoSolve
-//! and CholLogDet both accumulate into one `L̄`; Cholesky (symmetric convention, since
+//! writes `L̄` first and CholLogDet adds into it; Cholesky (symmetric convention, since
 //! `K` is built symmetric) gives `K̄`; and `θ̄ᵢ = ⟨K̄, ∂K/∂θᵢ⟩` elementwise. The gradient
 //! is proven by the shared checker (finite differences, and the adjoint identity
 //! against the same chain in forward mode) before Adam uses it.
@@ -17,7 +17,7 @@
 //! Run: `cargo run --release --example gp`
 
 use matgrad::prelude::*;
-use ndarray::{array, Array2, ArrayView2, Zip};
+use ndarray::{array, Array2, ArrayView2, ArrayViewMut2, Zip};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -86,24 +86,38 @@ fn log_likelihood(
     let mut k = &e * sf2;
     k.diag_mut().mapv_inplace(|v| v + sn2);
 
-    let chol = Cholesky::new().apply(k.view())?;
-    let l = chol.value().view();
-    let alpha = ChoSolve.apply(l, y.view())?;
-    let quad = MatMul::tn().apply(y.view(), alpha.value().view())?;
-    let logdet = CholLogDet.apply(l)?;
+    // L and α are passed on shared (a reference count, no copy).
+    let chol = Cholesky::new().apply([k.view()])?;
+    let alpha = ChoSolve.apply([Arg::from(chol.value()), Arg::from(y)])?;
+    let quad = MatMul::tn().apply([Arg::from(y), Arg::from(alpha.value())])?;
+    let logdet = CholLogDet.apply([chol.value()])?;
     let n = y.nrows() as f64;
     let value = -0.5 * quad.value()[(0, 0)]
         - 0.5 * logdet.value()[(0, 0)]
         - 0.5 * n * std::f64::consts::TAU.ln();
 
+    // Reverse sweep, by hand (a tape would do this). Each gradient buffer gets one
+    // first write (`Grad::Write`, its contents not read) and any later writer adds.
     let minus_half = array![[-0.5]];
     let mut alpha_bar = Array2::zeros(y.dim());
-    quad.backward_into(minus_half.view(), None, Some(alpha_bar.view_mut()))?;
+    quad.backward_into(
+        &[Some(minus_half.view())],
+        &mut [Grad::Skip, Grad::Write(alpha_bar.view_mut())],
+        None,
+    )?;
     // L feeds both the solve and the log-determinant: its gradient is the sum of both.
-    let mut l_bar = Array2::zeros(l.dim());
-    alpha.backward_into(alpha_bar.view(), Some(l_bar.view_mut()), None)?;
-    logdet.backward_into(minus_half.view(), l_bar.view_mut())?;
-    let k_bar = chol.backward(l_bar.view())?;
+    let mut l_bar = Array2::zeros(chol.value().dim());
+    alpha.backward_into(
+        &[Some(alpha_bar.view())],
+        &mut [Grad::Write(l_bar.view_mut()), Grad::Skip],
+        None,
+    )?;
+    logdet.backward_into(
+        &[Some(minus_half.view())],
+        &mut [Grad::Add(l_bar.view_mut())],
+        None,
+    )?;
+    let [k_bar] = chol.backward(l_bar.view())?;
 
     // ∂K/∂log σ_f² = σ_f²E, ∂K/∂log ℓ = σ_f²E ⊙ D/ℓ², ∂K/∂log σ_n² = σ_n²I.
     let mut dot_e = 0.0;
@@ -120,13 +134,15 @@ fn log_likelihood(
 }
 
 /// The log marginal likelihood as a primitive of θ (a 3×1 column), so that the shared
-/// checker can prove the chained gradient: its reverse mode is the chain above, its
-/// forward mode chains the primitives' `jvp`s, and the checker compares both with
+/// checker can prove the chained gradient: its reverse rule is the chain above, its
+/// forward rule chains the primitives' `jvp`s, and the checker compares both with
 /// finite differences and with each other (the adjoint identity).
 struct LogMarginal<'d> {
     sq_dist: &'d Array2<f64>,
     y: &'d Array2<f64>,
 }
+
+const NAME: &str = "GP log marginal likelihood";
 
 impl LogMarginal<'_> {
     fn theta(x: &[ArrayView2<'_, f64>]) -> [f64; 3] {
@@ -134,55 +150,91 @@ impl LogMarginal<'_> {
     }
 }
 
-impl Primitive<f64> for LogMarginal<'_> {
-    fn name(&self) -> String {
-        "GP log marginal likelihood".into()
+impl Rule<f64> for LogMarginal<'_> {
+    fn name(&self) -> &'static str {
+        NAME
     }
     fn arity(&self) -> usize {
         1
     }
-    fn input_name(&self, _input: usize) -> String {
-        "θ".into()
+    fn input_name(&self, _input: usize) -> &'static str {
+        "θ"
     }
-    fn forward(&self, x: &[ArrayView2<'_, f64>]) -> matgrad::Result<Array2<f64>> {
+    fn shapes(&self, x: &[Shape]) -> matgrad::Result<Shapes> {
+        if x[0] != Shape(3, 1) {
+            return Err(Error::WrongShape {
+                op: NAME,
+                name: "input",
+                of: "θ",
+                expected: Shape(3, 1),
+                got: x[0],
+            });
+        }
+        Ok(smallvec![Shape(1, 1)])
+    }
+    fn saves(&self, _wanted: &[bool]) -> Saves {
+        Saves::NONE.input(0)
+    }
+    fn eval(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        y: &mut [ArrayViewMut2<'_, f64>],
+        _ws: &mut [f64],
+    ) -> matgrad::Result<()> {
         let (value, _) = log_likelihood(self.sq_dist, self.y, Self::theta(x))?;
-        Ok(array![[value]])
+        y[0][(0, 0)] = value;
+        Ok(())
     }
-    fn backward(
+    fn pullback(
         &self,
         x: &[ArrayView2<'_, f64>],
-        _c: ArrayView2<'_, f64>,
-        cbar: ArrayView2<'_, f64>,
-    ) -> matgrad::Result<Vec<Array2<f64>>> {
-        let (_, g) = log_likelihood(self.sq_dist, self.y, Self::theta(x))?;
-        Ok(vec![array![[g[0]], [g[1]], [g[2]]] * cbar[(0, 0)]])
+        _y: &[ArrayView2<'_, f64>],
+        ybar: &Partials<'_, '_, f64>,
+        grads: &mut [Grad<'_, f64>],
+        _ws: &mut [f64],
+    ) -> matgrad::Result<()> {
+        let Some((mut g, acc)) = grads[0].target() else {
+            return Ok(());
+        };
+        let (_, grad) = log_likelihood(self.sq_dist, self.y, Self::theta(x))?;
+        let cbar = ybar.view(0)[(0, 0)];
+        for (i, gi) in grad.into_iter().enumerate() {
+            acc.store(&mut g[(i, 0)], gi * cbar);
+        }
+        Ok(())
     }
-    fn jvp(
+    fn pushforward(
         &self,
         x: &[ArrayView2<'_, f64>],
-        _c: ArrayView2<'_, f64>,
-        t: &[ArrayView2<'_, f64>],
-    ) -> matgrad::Result<Array2<f64>> {
+        _y: &[ArrayView2<'_, f64>],
+        xdot: &Partials<'_, '_, f64>,
+        ydot: &mut [ArrayViewMut2<'_, f64>],
+        _ws: &mut [f64],
+    ) -> matgrad::Result<()> {
         let [log_sf2, log_ell, log_sn2] = Self::theta(x);
         let (sf2, ell2, sn2) = (log_sf2.exp(), (2.0 * log_ell).exp(), log_sn2.exp());
-        let (t_sf2, t_ell, t_sn2) = (t[0][(0, 0)], t[0][(1, 0)], t[0][(2, 0)]);
+        let t = xdot.view(0);
+        let (t_sf2, t_ell, t_sn2) = (t[(0, 0)], t[(1, 0)], t[(2, 0)]);
         let e = self.sq_dist.mapv(|d| (-d / (2.0 * ell2)).exp());
         let mut k = &e * sf2;
         k.diag_mut().mapv_inplace(|v| v + sn2);
-        // K̇ = Σᵢ θ̇ᵢ ∂K/∂θᵢ, then the primitives' forward-mode rules in order.
+        // K̇ = Σᵢ θ̇ᵢ ∂K/∂θᵢ, then the primitives' forward-mode rules in order; the
+        // data y has no tangent (`None`).
         let mut k_dot = Zip::from(&e)
             .and(self.sq_dist)
             .map_collect(|&e, &d| sf2 * e * (t_sf2 + t_ell * d / ell2));
         k_dot.diag_mut().mapv_inplace(|v| v + sn2 * t_sn2);
-        let chol = Cholesky::new().apply(k.view())?;
-        let l_dot = chol.jvp(k_dot.view())?;
-        let alpha = ChoSolve.apply(chol.value().view(), self.y.view())?;
-        let zero_y = Array2::zeros(self.y.dim());
-        let alpha_dot = alpha.jvp(l_dot.view(), zero_y.view())?;
-        let quad = MatMul::tn().apply(self.y.view(), alpha.value().view())?;
-        let quad_dot = quad.jvp(zero_y.view(), alpha_dot.view())?;
-        let logdet_dot = CholLogDet.apply(chol.value().view())?.jvp(l_dot.view())?;
-        Ok((quad_dot + logdet_dot) * -0.5)
+        let chol = Cholesky::new().apply([k.view()])?;
+        let l_dot = chol.jvp([k_dot.view()])?;
+        let alpha = ChoSolve.apply([Arg::from(chol.value()), Arg::from(self.y)])?;
+        let alpha_dot = alpha.jvp_all(&[Some(l_dot.view()), None])?.swap_remove(0);
+        let quad = MatMul::tn().apply([Arg::from(self.y), Arg::from(alpha.value())])?;
+        let quad_dot = quad
+            .jvp_all(&[None, Some(alpha_dot.view())])?
+            .swap_remove(0);
+        let logdet_dot = CholLogDet.apply([chol.value()])?.jvp([l_dot.view()])?;
+        ydot[0][(0, 0)] = -0.5 * (quad_dot[(0, 0)] + logdet_dot[(0, 0)]);
+        Ok(())
     }
 }
 

@@ -4,18 +4,19 @@
 //! Run: `cargo run --release --example tour`
 
 use matgrad::check::{random, Checker};
-use matgrad::ops::cholesky::{Cholesky, Convention};
 use matgrad::prelude::*;
-use ndarray::{Array2, ArrayView2};
+use ndarray::{Array2, ArrayView2, Order};
 use rand::rngs::StdRng;
 use std::time::Instant;
 
+/// Size at which every primitive is checked.
+const CHECK_N: usize = 5;
+
 /// One row of the tour: a primitive and how to make its inputs at size `n`.
 struct Entry {
-    prim: Box<dyn Primitive<f64>>,
+    prim: Box<dyn Rule<f64>>,
     inputs: fn(usize, &mut StdRng) -> Vec<Array2<f64>>,
-    /// Size used for the check (small) and for timing (working size).
-    check_n: usize,
+    /// Size used for timing (0: not timed).
     time_n: usize,
 }
 
@@ -48,12 +49,11 @@ fn two(n: usize, m: usize, rng: &mut StdRng) -> Vec<Array2<f64>> {
 }
 
 fn entries() -> Vec<Entry> {
-    let e = |prim: Box<dyn Primitive<f64>>,
+    let e = |prim: Box<dyn Rule<f64>>,
              inputs: fn(usize, &mut StdRng) -> Vec<Array2<f64>>,
              time_n| Entry {
         prim,
         inputs,
-        check_n: 5,
         time_n,
     };
     let nonsq = |n: usize, rng: &mut StdRng| vec![random::randn(n, n + 3, rng)];
@@ -87,9 +87,9 @@ fn entries() -> Vec<Entry> {
         e(Box::new(Transpose), nonsq, 512),
         e(Box::new(Tril::new(-1)), nonsq, 512),
         e(Box::new(Triu::new(1)), nonsq, 512),
-        e(Box::new(VecOp), nonsq, 512),
+        e(Box::new(Vectorize), nonsq, 512),
         e(
-            Box::new(Reshape::new(3, 8, Order::ColMajor)),
+            Box::new(Reshape::new(3, 8, Order::ColumnMajor)),
             |_, r| vec![random::randn(4, 6, r)],
             0,
         ),
@@ -150,7 +150,7 @@ fn main() -> matgrad::Result<()> {
     let mut rng = random::rng(2024);
     for entry in entries() {
         let p = entry.prim.as_ref();
-        let xs = (entry.inputs)(entry.check_n, &mut rng);
+        let xs = (entry.inputs)(CHECK_N, &mut rng);
         let views: Vec<ArrayView2<'_, f64>> = xs.iter().map(|x| x.view()).collect();
         let report = Checker::new().check(p, &views)?;
         let worst = |f: fn(&matgrad::check::InputReport) -> f64| {
@@ -163,11 +163,14 @@ fn main() -> matgrad::Result<()> {
         let (timed_at, fwd, bwd) = if entry.time_n > 0 {
             let xs = (entry.inputs)(entry.time_n, &mut rng);
             let views: Vec<ArrayView2<'_, f64>> = xs.iter().map(|x| x.view()).collect();
-            let c = p.forward(&views)?;
-            let cbar = random::randn::<f64>(c.nrows(), c.ncols(), &mut rng);
+            let y = p.forward(&views)?;
+            let ys: Vec<ArrayView2<'_, f64>> = y.iter().map(|c| c.view()).collect();
+            let cbar = random::randn::<f64>(y[0].nrows(), y[0].ncols(), &mut rng);
             let reps = if entry.time_n >= 1000 { 5 } else { 11 };
             let fwd = time(reps, || p.forward(&views).map(drop))?;
-            let bwd = time(reps, || p.backward(&views, c.view(), cbar.view()).map(drop))?;
+            let bwd = time(reps, || {
+                p.backward(&views, &ys, &[Some(cbar.view())]).map(drop)
+            })?;
             (
                 shapes(&xs),
                 fmt_time(fwd),

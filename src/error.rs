@@ -51,7 +51,7 @@ pub enum Error {
         got: Shape,
     },
     /// A reshape whose target holds a different number of elements.
-    #[error("{op}: cannot reshape {from} ({} elements) into {to} ({} elements)", from.0 * from.1, to.0 * to.1)]
+    #[error("{op}: cannot reshape {from} ({} elements) into {to} ({} elements)", from.0 as u128 * from.1 as u128, to.0 as u128 * to.1 as u128)]
     BadReshape {
         op: &'static str,
         from: Shape,
@@ -60,7 +60,7 @@ pub enum Error {
     /// The wrong number of inputs or tangents for a primitive's arity.
     #[error("{op}: expected {expected} {what}, got {got}")]
     Arity {
-        op: String,
+        op: &'static str,
         what: &'static str,
         expected: usize,
         got: usize,
@@ -85,6 +85,13 @@ pub enum Error {
     /// A dimension too large for the 32-bit BLAS interface.
     #[error("{op}: dimension {dim} exceeds the BLAS integer range")]
     TooLarge { op: &'static str, dim: usize },
+    /// A caller-owned workspace shorter than the rule needs.
+    #[error("{op}: the workspace holds {got} elements, the rule needs {needed}")]
+    Workspace {
+        op: &'static str,
+        needed: usize,
+        got: usize,
+    },
     /// A LAPACK routine reported a failure matgrad does not map to a more specific error.
     #[error("{op}: LAPACK returned info = {info}")]
     Lapack { op: &'static str, info: i32 },
@@ -96,25 +103,4 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// Shape of a 2-D array as a [`Shape`].
 pub fn shape_of<S: ndarray::Data>(a: &ndarray::ArrayBase<S, ndarray::Ix2>) -> Shape {
     Shape(a.nrows(), a.ncols())
-}
-
-/// Checks that `got` has shape `expected`, naming what it is.
-pub(crate) fn expect_shape(
-    op: &'static str,
-    name: &'static str,
-    of: &'static str,
-    expected: Shape,
-    got: Shape,
-) -> Result<()> {
-    if expected == got {
-        Ok(())
-    } else {
-        Err(Error::WrongShape {
-            op,
-            name,
-            of,
-            expected,
-            got,
-        })
-    }
 }

@@ -1,14 +1,14 @@
 //! Cholesky: both gradient conventions pass the checker with every reverse-pass
-//! algorithm in both precisions; the three algorithms and the naive loops agree;
-//! failures are typed errors at the right index; any view of `A` gives the same `L`;
-//! the blocked reverse pass allocates nothing of the order of its input.
+//! algorithm in both precisions; the three algorithms agree, and the production scalar
+//! loop agrees with the naive module's independent copy; failures are typed errors at
+//! the right index; any view of `A` gives the same `L`; the blocked reverse pass
+//! allocates nothing of the order of its input.
 
 use matgrad::check::{check_precision, random, Checker};
 use matgrad::naive;
 use matgrad::ops::cholesky::{backward_blocked, backward_symbolic, cholesky};
 use matgrad::prelude::*;
-use matgrad::Shape;
-use ndarray::{s, Array2, ArrayView2};
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -83,34 +83,57 @@ fn f32_agrees_with_f64() {
 /// that declares `A` general makes the checker do exactly that.
 #[test]
 fn full_matrix_finite_differences_see_only_the_lower_triangle() {
+    /// The same rule with `A` declared [`Structure::General`] (the default).
     struct General(Cholesky);
-    impl Primitive<f64> for General {
-        fn name(&self) -> String {
-            format!("{} as general", Primitive::<f64>::name(&self.0))
+    impl Rule<f64> for General {
+        fn name(&self) -> &'static str {
+            "Cholesky as general"
         }
         fn arity(&self) -> usize {
             1
         }
-        fn forward(&self, x: &[ArrayView2<'_, f64>]) -> Result<Array2<f64>> {
-            self.0.forward(x)
+        fn shapes(&self, x: &[Shape]) -> Result<Shapes, Error> {
+            Rule::<f64>::shapes(&self.0, x)
         }
-        fn backward(
+        fn saves(&self, wanted: &[bool]) -> Saves {
+            Rule::<f64>::saves(&self.0, wanted)
+        }
+        fn workspace(&self, x: &[Shape]) -> usize {
+            Rule::<f64>::workspace(&self.0, x)
+        }
+        fn eval(
             &self,
             x: &[ArrayView2<'_, f64>],
-            c: ArrayView2<'_, f64>,
-            cbar: ArrayView2<'_, f64>,
-        ) -> Result<Vec<Array2<f64>>> {
-            self.0.backward(x, c, cbar)
+            y: &mut [ArrayViewMut2<'_, f64>],
+            ws: &mut [f64],
+        ) -> Result<(), Error> {
+            self.0.eval(x, y, ws)
         }
-        fn jvp(
+        fn pullback(
             &self,
             x: &[ArrayView2<'_, f64>],
-            c: ArrayView2<'_, f64>,
-            t: &[ArrayView2<'_, f64>],
-        ) -> Result<Array2<f64>> {
-            self.0.jvp(x, c, t)
+            y: &[ArrayView2<'_, f64>],
+            ybar: &Partials<'_, '_, f64>,
+            grads: &mut [Grad<'_, f64>],
+            ws: &mut [f64],
+        ) -> Result<(), Error> {
+            self.0.pullback(x, y, ybar, grads, ws)
+        }
+        fn pushforward(
+            &self,
+            x: &[ArrayView2<'_, f64>],
+            y: &[ArrayView2<'_, f64>],
+            xdot: &Partials<'_, '_, f64>,
+            ydot: &mut [ArrayViewMut2<'_, f64>],
+            ws: &mut [f64],
+        ) -> Result<(), Error> {
+            self.0.pushforward(x, y, xdot, ydot, ws)
         }
     }
+    assert_eq!(
+        Rule::<f64>::structure(&General(Cholesky::new()), 0),
+        Structure::General
+    );
     let a = spd_with_junk::<f64>(6, 8);
     let check = |conv| {
         Checker::new()
@@ -126,12 +149,16 @@ fn full_matrix_finite_differences_see_only_the_lower_triangle() {
     check(Convention::Lower).assert_passed();
 }
 
+/// Below this order `Method::Auto` runs the production scalar loop.
+const AUTO_UNBLOCKED_BELOW: usize = 40;
+
 #[test]
 fn symbolic_blocked_and_unblocked_agree_f64() {
     for (seed, n) in [1, 3, 16, 17, 50, 70, 130].into_iter().enumerate() {
         let a = spd_with_junk::<f64>(n, 100 + seed as u64);
         let l = cholesky(a.view()).unwrap();
         let lbar = random::randn::<f64>(n, n, &mut random::rng(200 + seed as u64));
+        // The naive module's scalar loop: an implementation independent of the rule's.
         let lower = naive::cholesky::cholesky_backward(l.view(), lbar.view()).unwrap();
         assert!(lower.iter().all(|x| x.is_finite()));
         for conv in CONVENTIONS {
@@ -144,7 +171,7 @@ fn symbolic_blocked_and_unblocked_agree_f64() {
                 }
             };
             let e = rel(reference.view(), expected_from_naive.view());
-            assert!(e < 1e-10, "{conv:?} n = {n}: symbolic vs unblocked {e:e}");
+            assert!(e < 1e-10, "{conv:?} n = {n}: symbolic vs naive {e:e}");
             for block in [1, 7, 16, 32, 64, 200] {
                 let blocked = backward_blocked(l.view(), lbar.clone(), block, conv).unwrap();
                 let e = rel(blocked.view(), reference.view());
@@ -155,12 +182,23 @@ fn symbolic_blocked_and_unblocked_agree_f64() {
             }
             for method in METHODS {
                 let op = Cholesky::new().convention(conv).method(method);
-                let abar = op.apply(a.view()).unwrap().backward(lbar.view()).unwrap();
+                let [abar] = op.apply([a.view()]).unwrap().backward(lbar.view()).unwrap();
                 let e = rel(abar.view(), reference.view());
                 assert!(
                     e < 1e-10,
                     "{conv:?} {method:?} n = {n}: primitive vs symbolic {e:e}"
                 );
+                // The production scalar loop (Unblocked, and Auto at small n) against
+                // the naive copy: two implementations of the same loop.
+                let scalar_loop = method == Method::Unblocked
+                    || (method == Method::Auto && n < AUTO_UNBLOCKED_BELOW);
+                if scalar_loop {
+                    let e = rel(abar.view(), expected_from_naive.view());
+                    assert!(
+                        e < 1e-10,
+                        "{conv:?} {method:?} n = {n}: production scalar loop vs naive {e:e}"
+                    );
+                }
             }
         }
     }
@@ -244,8 +282,11 @@ fn not_positive_definite_names_the_failing_pivot() {
         Err(Error::NotPositiveDefinite { index: 2, .. })
     ));
     assert!(matches!(
-        Cholesky::new().apply(a.mapv(|x| x as f32).view()),
-        Err(Error::NotPositiveDefinite { index: 2, .. })
+        Cholesky::new().apply([a.mapv(|x| x as f32).view()]),
+        Err(Error::NotPositiveDefinite {
+            op: "Cholesky",
+            index: 2
+        })
     ));
 }
 
@@ -320,15 +361,34 @@ fn bad_inputs_are_typed_errors() {
         }
     );
     let op = Cholesky::new();
-    let out = op.apply(a.view()).unwrap();
-    assert!(matches!(
-        out.backward(lbar.slice(s![..5, ..])),
-        Err(Error::WrongShape { .. })
-    ));
-    assert!(matches!(
-        out.jvp(lbar.slice(s![.., ..4])),
-        Err(Error::WrongShape { .. })
-    ));
+    let out = op.apply([a.view()]).unwrap();
+    let err = out.backward::<1>(lbar.slice(s![..5, ..])).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::WrongShape {
+                op: "Cholesky(symmetric)",
+                name: "cotangent",
+                expected: Shape(6, 6),
+                got: Shape(5, 6),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = out.jvp([lbar.slice(s![.., ..4])]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::WrongShape {
+                name: "tangent",
+                expected: Shape(6, 6),
+                got: Shape(6, 4),
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -411,28 +471,28 @@ fn jvp_reads_the_tangent_as_the_convention_says() {
     let sym = (&adot + &adot.t()) * 0.5;
     let out_lower = Cholesky::new()
         .convention(Convention::Lower)
-        .apply(a.view())
+        .apply([a.view()])
         .unwrap();
-    let out_sym = Cholesky::new().apply(a.view()).unwrap();
-    let expected_lower = out_sym.jvp(lower_sym.view()).unwrap();
+    let out_sym = Cholesky::new().apply([a.view()]).unwrap();
+    let expected_lower = out_sym.jvp([lower_sym.view()]).unwrap();
     assert!(
         rel(
-            out_lower.jvp(adot.view()).unwrap().view(),
+            out_lower.jvp([adot.view()]).unwrap().view(),
             expected_lower.view()
         ) < 1e-13
     );
     assert!(
         rel(
-            out_sym.jvp(adot.view()).unwrap().view(),
-            out_sym.jvp(sym.view()).unwrap().view()
+            out_sym.jvp([adot.view()]).unwrap().view(),
+            out_sym.jvp([sym.view()]).unwrap().view()
         ) < 1e-13
     );
-    let ldot = out_sym.jvp(sym.view()).unwrap();
+    let ldot = out_sym.jvp([sym.view()]).unwrap();
     assert!((0..n).all(|i| (i + 1..n).all(|j| ldot[(i, j)] == 0.0)));
 }
 
 #[test]
-fn backward_into_adds_to_what_the_buffer_holds() {
+fn backward_add_adds_to_what_the_buffer_holds() {
     let n = 20;
     let a = spd_with_junk::<f64>(n, 80);
     let lbar = random::randn::<f64>(n, n, &mut random::rng(81));
@@ -442,12 +502,13 @@ fn backward_into_adds_to_what_the_buffer_holds() {
             let out = Cholesky::new()
                 .convention(conv)
                 .method(method)
-                .apply(a.view())
+                .apply([a.view()])
                 .unwrap();
-            let g = out.backward(lbar.view()).unwrap();
+            let [g] = out.backward(lbar.view()).unwrap();
             // A column-major buffer: the accumulation must follow its indices, not its memory.
             let mut buf = start.t().to_owned();
-            out.backward_into(lbar.view(), buf.view_mut()).unwrap();
+            out.backward_add(lbar.view(), &mut [Some(buf.view_mut())])
+                .unwrap();
             let expected = &start.t() + &g;
             assert!(
                 rel(buf.view(), expected.view()) < 1e-14,
@@ -547,20 +608,23 @@ fn the_empty_matrix_has_an_empty_factor_and_gradient() {
             let out = Cholesky::new()
                 .convention(conv)
                 .method(method)
-                .apply(a.view())
+                .apply([a.view()])
                 .unwrap();
             assert_eq!(out.value().dim(), (0, 0));
-            assert_eq!(out.backward(a.view()).unwrap().dim(), (0, 0));
-            assert_eq!(out.jvp(a.view()).unwrap().dim(), (0, 0));
+            let [abar] = out.backward(a.view()).unwrap();
+            assert_eq!(abar.dim(), (0, 0));
+            assert_eq!(out.jvp([a.view()]).unwrap().dim(), (0, 0));
         }
     }
 }
 
 /// The level-3 wrappers the rules are built on, against ndarray's `dot`, with the
 /// triangular operand stored transposed and the output reversed (not BLAS-addressable).
+/// The rank-k update the old rules used (SYRK) is gone: the triangular-output product
+/// `gemm_tri` took its place, and is checked here the same way.
 #[test]
 fn triangular_and_rank_k_wrappers_match_dense_products() {
-    use matgrad::blas::{syrk, trmm, trsm, Diag, Side, Uplo};
+    use matgrad::blas::{gemm_tri, gemm_tri_workspace, trmm, trsm, Side, Tri, Uplo};
     let (m, n) = (5, 3);
     let mut rng = random::rng(95);
     let b = random::randn::<f64>(m, n, &mut rng);
@@ -583,17 +647,18 @@ fn triangular_and_rank_k_wrappers_match_dense_products() {
                 } else {
                     b.dot(&op)
                 };
+                let tri = Tri::new(stored.t(), uplo).op(ta);
                 let mut out = Array2::<f64>::zeros((m, n));
                 out.slice_mut(s![..;-1, ..]).assign(&b);
                 let view = out.slice_mut(s![..;-1, ..]);
-                trmm("test", side, uplo, ta, Diag::NonUnit, 2.0, stored.t(), view).unwrap();
+                trmm(view, side, tri, 2.0).unwrap();
                 let got = out.slice(s![..;-1, ..]).to_owned();
                 assert!(
                     rel(got.view(), (&product * 2.0).view()) < 1e-14,
                     "trmm {side:?} {uplo:?} {ta:?}"
                 );
                 let view = out.slice_mut(s![..;-1, ..]);
-                trsm("test", side, uplo, ta, Diag::NonUnit, 0.5, stored.t(), view).unwrap();
+                trsm(view, side, tri, 0.5).unwrap();
                 let got = out.slice(s![..;-1, ..]).to_owned();
                 assert!(
                     rel(got.view(), b.view()) < 1e-13,
@@ -602,54 +667,71 @@ fn triangular_and_rank_k_wrappers_match_dense_products() {
             }
         }
     }
-    let wrong = trsm(
-        "test",
-        Side::Left,
-        Uplo::Lower,
-        Trans::No,
-        Diag::NonUnit,
-        1.0,
-        b.view(),
-        b.clone().view_mut(),
-    );
-    assert!(matches!(wrong, Err(Error::NotSquare { .. })));
+    let wrong = trsm(b.clone().view_mut(), Side::Left, Tri::lower(b.view()), 1.0);
+    assert!(matches!(wrong, Err(Error::NotSquare { .. })), "{wrong:?}");
 
-    for ta in [Trans::No, Trans::Yes] {
-        let a = if ta == Trans::No {
-            b.clone()
-        } else {
-            b.t().to_owned()
-        };
+    // m = 70 spans two diagonal blocks of gemm_tri.
+    for m in [m, 70] {
+        let b = random::randn::<f64>(m, n, &mut rng);
         let expected = b.dot(&b.t());
-        for uplo in [Uplo::Lower, Uplo::Upper] {
-            let mut c = random::randn::<f64>(m, m, &mut rng);
-            let before = c.clone();
-            syrk(
-                "test",
-                uplo,
-                1.0,
-                a.view(),
-                ta,
-                1.0,
-                c.view_mut().reversed_axes(),
-            )
-            .unwrap();
-            // The output was the transposed view: its `uplo` triangle is the other one of `c`.
-            for i in 0..m {
-                for j in 0..m {
-                    let written = match uplo {
-                        Uplo::Lower => i <= j,
-                        Uplo::Upper => i >= j,
-                    };
-                    let want = if written {
-                        before[(i, j)] + expected[(j, i)]
-                    } else {
-                        before[(i, j)]
-                    };
-                    assert!(
-                        (c[(i, j)] - want).abs() < 1e-13,
-                        "syrk {ta:?} {uplo:?} ({i}, {j})"
-                    );
+        let mut tile = vec![f64::NAN; gemm_tri_workspace(m)];
+        for ta in [Trans::No, Trans::Yes] {
+            let a = if ta == Trans::No {
+                b.clone()
+            } else {
+                b.t().to_owned()
+            };
+            let lhs = ta.view(a.view());
+            let rhs = lhs.t();
+            for uplo in [Uplo::Lower, Uplo::Upper] {
+                // The output is the transposed view: its `uplo` triangle is the other one of `c`.
+                let written = |i: usize, j: usize| uplo.contains(j, i);
+                let mut c = random::randn::<f64>(m, m, &mut rng);
+                let before = c.clone();
+                gemm_tri(
+                    c.view_mut().reversed_axes(),
+                    uplo,
+                    Accum::Add,
+                    lhs,
+                    rhs,
+                    1.0,
+                    &mut tile,
+                )
+                .unwrap();
+                for i in 0..m {
+                    for j in 0..m {
+                        let want = if written(i, j) {
+                            before[(i, j)] + expected[(j, i)]
+                        } else {
+                            before[(i, j)]
+                        };
+                        assert!(
+                            (c[(i, j)] - want).abs() < 1e-13,
+                            "gemm_tri add m = {m} {ta:?} {uplo:?} ({i}, {j})"
+                        );
+                    }
+                }
+                // A first write reads nothing: NaN in the buffer does not matter, and
+                // the other triangle is zeroed.
+                let mut c = Array2::<f64>::from_elem((m, m), f64::NAN);
+                gemm_tri(
+                    c.view_mut().reversed_axes(),
+                    uplo,
+                    Accum::Replace,
+                    lhs,
+                    rhs,
+                    1.0,
+                    &mut [],
+                )
+                .unwrap();
+                for i in 0..m {
+                    for j in 0..m {
+                        let want = if written(i, j) { expected[(j, i)] } else { 0.0 };
+                        assert!(
+                            (c[(i, j)] - want).abs() < 1e-13,
+                            "gemm_tri write m = {m} {ta:?} {uplo:?} ({i}, {j})"
+                        );
+                    }
                 }
             }
         }
@@ -665,9 +747,9 @@ fn auto_agrees_with_symbolic_on_both_sides_of_its_size_thresholds() {
         let mut rng = random::rng(n as u64);
         let lbar = random::randn::<f64>(n, n, &mut rng);
         for conv in [Convention::Symmetric, Convention::Lower] {
-            let auto = Cholesky::new()
+            let [auto] = Cholesky::new()
                 .convention(conv)
-                .apply(a.view())
+                .apply([a.view()])
                 .unwrap()
                 .backward(lbar.view())
                 .unwrap();

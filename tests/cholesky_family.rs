@@ -1,29 +1,41 @@
 //! TriSolve (every side, transpose flag and triangle), ChoSolve and CholLogDet: the
 //! rules pass the checker in both precisions at square, tall, wide and 1×1 right-hand
 //! sides; the forward results solve what they claim; a singular factor and bad shapes
-//! are typed errors; strided and transposed views agree with contiguous arrays.
+//! are typed errors; strided and transposed views agree with contiguous arrays; first
+//! writes into NaN-filled buffers with a caller workspace give `backward`'s gradients.
 
 mod support {
     pub mod views;
 }
 
-use matgrad::check::{check_precision, random, Checker};
+use matgrad::blas::GEMM_TRI_BLOCK;
+use matgrad::check::{assert_rule_precisions, random, Checker};
 use matgrad::ops::cholesky::cholesky;
 use matgrad::prelude::*;
-use matgrad::Shape;
-use ndarray::{array, Array2, ArrayView2};
+use ndarray::{array, s, Array2, ArrayView2};
 use support::views::assert_same_on_views;
 
 /// `(n, k)`: the factor is `n×n`, the right-hand side has `k` columns (left) or rows
 /// (right): a column, a block wider than the factor, a tall block, and 1×1.
 const SIZES: [(usize, usize); 4] = [(5, 1), (3, 4), (6, 2), (1, 1)];
 
+/// Every side, transpose flag and triangle, through the named constructors.
 fn all_trisolves() -> Vec<TriSolve> {
-    let mut ops = Vec::new();
+    let left = [
+        TriSolve::lower(),
+        TriSolve::lower_t(),
+        TriSolve::upper(),
+        TriSolve::upper_t(),
+    ];
+    let ops: Vec<TriSolve> = left
+        .iter()
+        .chain(&left.map(TriSolve::right))
+        .copied()
+        .collect();
     for side in [Side::Left, Side::Right] {
         for trans in [Trans::No, Trans::Yes] {
             for uplo in [Uplo::Lower, Uplo::Upper] {
-                ops.push(TriSolve::new(side, trans, uplo));
+                assert!(ops.contains(&TriSolve::new(side, trans, uplo)));
             }
         }
     }
@@ -79,32 +91,28 @@ fn max_abs(a: &Array2<f64>) -> f64 {
     a.iter().fold(0.0f64, |m, x| m.max(x.abs()))
 }
 
-/// The checker passes in f64 and in f32, and the f32 results track the f64 ones.
-fn passes<P: Primitive<f32> + Primitive<f64>>(p: &P, inputs: &[Array2<f64>]) {
-    let v: Vec<ArrayView2<'_, f64>> = inputs.iter().map(|x| x.view()).collect();
-    Checker::new().check(p, &v).unwrap().assert_passed();
-    let x32: Vec<Array2<f32>> = inputs.iter().map(|x| x.mapv(|v| v as f32)).collect();
-    let v32: Vec<ArrayView2<'_, f32>> = x32.iter().map(|x| x.view()).collect();
-    Checker::new().check(p, &v32).unwrap().assert_passed();
-    check_precision(p, &v).unwrap().assert_passed();
-}
-
 #[test]
 fn trisolve_passes_the_checker_for_every_side_trans_and_triangle() {
     for (o, op) in all_trisolves().into_iter().enumerate() {
         for (i, &(n, k)) in SIZES.iter().enumerate() {
             let seed = 100 * o as u64 + 10 * i as u64;
-            passes(&op, &[factor(n, op.uplo, seed), rhs(&op, n, k, seed + 1)]);
+            assert_rule_precisions(
+                &op,
+                &[
+                    factor(n, op.uplo, seed).view(),
+                    rhs(&op, n, k, seed + 1).view(),
+                ],
+            );
         }
     }
 }
 
-/// Past one block of the triangular gradient product (`Real::CHOL_BLOCK`). A random
+/// Past one block of the triangular gradient product (`blas::GEMM_TRI_BLOCK`). A random
 /// triangular matrix this large is badly conditioned; a Cholesky factor of a
 /// well-conditioned matrix is not.
 #[test]
 fn rules_hold_for_factors_spanning_several_blocks() {
-    let n = 2 * <f64 as Real>::CHOL_BLOCK + 5;
+    let n = 2 * GEMM_TRI_BLOCK + 5;
     let mut rng = random::rng(400);
     let l = cholesky(random::spd::<f64>(n, &mut rng).view()).unwrap();
     for op in all_trisolves() {
@@ -133,9 +141,9 @@ fn rules_hold_for_factors_spanning_several_blocks() {
 fn trisolve_gradient_is_zero_off_the_factor_triangle() {
     for (o, op) in all_trisolves().into_iter().enumerate() {
         let (l, b) = (factor(5, op.uplo, o as u64), rhs(&op, 5, 3, 50 + o as u64));
-        let x = op.apply(l.view(), b.view()).unwrap();
+        let x = op.apply([l.view(), b.view()]).unwrap();
         let xbar = random::randn::<f64>(x.value().nrows(), x.value().ncols(), &mut random::rng(7));
-        let (lbar, _) = x.backward(xbar.view()).unwrap();
+        let [lbar, _] = x.backward(xbar.view()).unwrap();
         assert!(
             lbar.indexed_iter()
                 .all(|((i, j), &g)| in_triangle(op.uplo, i, j) || g == 0.0),
@@ -155,7 +163,7 @@ fn trisolve_solves_its_system() {
             factor(4, op.uplo, 7 + o as u64),
             rhs(&op, 4, 3, 70 + o as u64),
         );
-        let x = op.apply(l.view(), b.view()).unwrap().into_value();
+        let x = op.apply([l.view(), b.view()]).unwrap().into_value();
         let t = triangle(&l, op.uplo);
         let a = match op.trans {
             Trans::No => t,
@@ -173,11 +181,11 @@ fn trisolve_solves_its_system() {
 fn cho_solve_passes_the_checker() {
     for (i, &(n, k)) in SIZES.iter().enumerate() {
         let seed = 1000 + 10 * i as u64;
-        passes(
+        assert_rule_precisions(
             &ChoSolve,
             &[
-                factor(n, Uplo::Lower, seed),
-                random::randn(n, k, &mut random::rng(seed + 1)),
+                factor(n, Uplo::Lower, seed).view(),
+                random::randn(n, k, &mut random::rng(seed + 1)).view(),
             ],
         );
     }
@@ -187,7 +195,7 @@ fn cho_solve_passes_the_checker() {
 fn cho_solve_solves_with_the_product_of_factors() {
     let l = factor(6, Uplo::Lower, 3);
     let b = random::randn::<f64>(6, 2, &mut random::rng(4));
-    let x = ChoSolve.apply(l.view(), b.view()).unwrap().into_value();
+    let x = ChoSolve.apply([l.view(), b.view()]).unwrap().into_value();
     let t = triangle(&l, Uplo::Lower);
     let back = t.dot(&t.t()).dot(&x);
     assert!(max_abs(&(&back - &b)) < 1e-12 * max_abs(&b));
@@ -196,14 +204,17 @@ fn cho_solve_solves_with_the_product_of_factors() {
 #[test]
 fn chol_log_det_passes_the_checker() {
     for (i, n) in [1, 4, 7].into_iter().enumerate() {
-        passes(&CholLogDet, &[factor(n, Uplo::Lower, 2000 + i as u64)]);
+        assert_rule_precisions(
+            &CholLogDet,
+            &[factor(n, Uplo::Lower, 2000 + i as u64).view()],
+        );
     }
 }
 
 #[test]
 fn chol_log_det_is_the_log_determinant_of_the_product() {
     let l = array![[2.0, 0.0, 0.0], [1.0, 0.5, 0.0], [-3.0, 4.0, 3.0]];
-    let c = CholLogDet.apply(l.view()).unwrap().into_value();
+    let c = CholLogDet.apply([l.view()]).unwrap().into_value();
     // det(LLᵀ) = (2·0.5·3)².
     assert!((c[(0, 0)] - 9.0f64.ln()).abs() < 1e-14);
 }
@@ -233,7 +244,7 @@ fn a_zero_on_the_diagonal_is_singular() {
         let mut l = factor(4, op.uplo, 11);
         l[(2, 2)] = 0.0;
         let b = rhs(&op, 4, 2, 12);
-        let err = op.apply(l.view(), b.view()).err();
+        let err = op.apply([l.view(), b.view()]).err();
         assert_eq!(
             err,
             Some(Error::Singular {
@@ -247,14 +258,14 @@ fn a_zero_on_the_diagonal_is_singular() {
     l[(1, 1)] = 0.0;
     let b = random::randn::<f64>(4, 2, &mut random::rng(14));
     assert_eq!(
-        ChoSolve.apply(l.view(), b.view()).err(),
+        ChoSolve.apply([l.view(), b.view()]).err(),
         Some(Error::Singular {
             op: "ChoSolve",
             index: 1
         })
     );
     assert_eq!(
-        CholLogDet.apply(l.view()).err(),
+        CholLogDet.apply([l.view()]).err(),
         Some(Error::Singular {
             op: "CholLogDet",
             index: 1
@@ -266,7 +277,7 @@ fn a_zero_on_the_diagonal_is_singular() {
 fn chol_log_det_rejects_a_diagonal_without_a_logarithm() {
     let mut l = factor(3, Uplo::Lower, 15);
     l[(2, 2)] = -0.5;
-    let err = CholLogDet.apply(l.view()).err().unwrap();
+    let err = CholLogDet.apply([l.view()]).err().unwrap();
     assert!(
         matches!(
             err,
@@ -279,7 +290,7 @@ fn chol_log_det_rejects_a_diagonal_without_a_logarithm() {
     );
     assert!(err.to_string().contains("diagonal entry 2"), "{err}");
     l[(2, 2)] = f64::NAN;
-    let err = CholLogDet.apply(l.view()).err();
+    let err = CholLogDet.apply([l.view()]).err();
     assert_eq!(
         err,
         Some(Error::NonFinite {
@@ -298,7 +309,8 @@ fn bad_shapes_are_typed_errors_naming_both_shapes() {
     let b3x2 = random::randn::<f64>(3, 2, &mut random::rng(18));
 
     let left = TriSolve::default();
-    let err = left.apply(square.view(), b3x2.view()).err().unwrap();
+    assert_eq!(left, TriSolve::lower());
+    let err = left.apply([square.view(), b3x2.view()]).err().unwrap();
     assert!(matches!(
         err,
         Error::ShapeMismatch {
@@ -312,8 +324,8 @@ fn bad_shapes_are_typed_errors_naming_both_shapes() {
         err.to_string().contains("4×4") && err.to_string().contains("3×2"),
         "{err}"
     );
-    let right = TriSolve::new(Side::Right, Trans::No, Uplo::Lower);
-    let err = right.apply(square.view(), b3x2.view()).err();
+    let right = TriSolve::lower().right();
+    let err = right.apply([square.view(), b3x2.view()]).err();
     assert!(matches!(
         err,
         Some(Error::ShapeMismatch {
@@ -323,7 +335,7 @@ fn bad_shapes_are_typed_errors_naming_both_shapes() {
         })
     ));
     assert_eq!(
-        left.apply(wide.view(), b3x2.view()).err(),
+        left.apply([wide.view(), b3x2.view()]).err(),
         Some(Error::NotSquare {
             op: "TriSolve",
             name: "L",
@@ -331,7 +343,7 @@ fn bad_shapes_are_typed_errors_naming_both_shapes() {
         })
     );
 
-    let err = ChoSolve.apply(square.view(), b3x2.view()).err();
+    let err = ChoSolve.apply([square.view(), b3x2.view()]).err();
     assert!(matches!(
         err,
         Some(Error::ShapeMismatch {
@@ -342,7 +354,7 @@ fn bad_shapes_are_typed_errors_naming_both_shapes() {
         })
     ));
     assert_eq!(
-        ChoSolve.apply(wide.view(), b3x2.view()).err(),
+        ChoSolve.apply([wide.view(), b3x2.view()]).err(),
         Some(Error::NotSquare {
             op: "ChoSolve",
             name: "L",
@@ -350,7 +362,7 @@ fn bad_shapes_are_typed_errors_naming_both_shapes() {
         })
     );
     assert_eq!(
-        CholLogDet.apply(wide.view()).err(),
+        CholLogDet.apply([wide.view()]).err(),
         Some(Error::NotSquare {
             op: "CholLogDet",
             name: "L",
@@ -359,8 +371,8 @@ fn bad_shapes_are_typed_errors_naming_both_shapes() {
     );
 
     let b = random::randn::<f64>(4, 2, &mut random::rng(19));
-    let x = left.apply(square.view(), b.view()).unwrap();
-    let err = x.backward(b3x2.view()).err();
+    let x = left.apply([square.view(), b.view()]).unwrap();
+    let err = x.backward::<2>(b3x2.view()).err();
     assert!(matches!(
         err,
         Some(Error::WrongShape {
@@ -369,7 +381,7 @@ fn bad_shapes_are_typed_errors_naming_both_shapes() {
             ..
         })
     ));
-    let err = x.jvp(wide.view(), b.view()).err();
+    let err = x.jvp([wide.view(), b.view()]).err();
     assert!(matches!(
         err,
         Some(Error::WrongShape {
@@ -378,8 +390,8 @@ fn bad_shapes_are_typed_errors_naming_both_shapes() {
             ..
         })
     ));
-    let c = CholLogDet.apply(square.view()).unwrap();
-    let err = c.backward(b3x2.view()).err();
+    let c = CholLogDet.apply([square.view()]).unwrap();
+    let err = c.backward::<1>(b3x2.view()).err();
     assert!(matches!(
         err,
         Some(Error::WrongShape {
@@ -388,4 +400,131 @@ fn bad_shapes_are_typed_errors_naming_both_shapes() {
             ..
         })
     ));
+}
+
+/// A NaN-filled workspace of exactly the declared length and NaN-filled `Grad::Write`
+/// buffers, contiguous or stepped in both axes (not BLAS-addressable, so a rule that computes in
+/// place in an addressable buffer takes its workspace path), for every subset of the
+/// inputs: the gradients written are `backward`'s, and the skipped buffers untouched.
+fn first_writes_match_backward<P: Primitive<f64> + ?Sized>(
+    p: &P,
+    inputs: &[ArrayView2<'_, f64>],
+    seed: u64,
+) {
+    let name = p.name();
+    let y = p.forward(inputs).unwrap();
+    let yv: Vec<ArrayView2<'_, f64>> = y.iter().map(|c| c.view()).collect();
+    let mut rng = random::rng(seed);
+    let ybar: Vec<Array2<f64>> = y
+        .iter()
+        .map(|c| random::randn::<f64>(c.nrows(), c.ncols(), &mut rng))
+        .collect();
+    let ybar: Vec<Option<ArrayView2<'_, f64>>> = ybar.iter().map(|c| Some(c.view())).collect();
+    let expected = p.backward(inputs, &yv, &ybar).unwrap();
+    let shapes: Vec<Shape> = inputs.iter().map(|x| Shape(x.nrows(), x.ncols())).collect();
+    let need = p.workspace(&shapes);
+    for stepped in [false, true] {
+        for mask in 1..(1u32 << inputs.len()) {
+            let wanted = |i: usize| mask & (1 << i) != 0;
+            let mut bases: Vec<Array2<f64>> = inputs
+                .iter()
+                .map(|x| {
+                    let k = if stepped { 2 } else { 1 };
+                    Array2::from_elem((k * x.nrows(), k * x.ncols()), f64::NAN)
+                })
+                .collect();
+            let mut ws = vec![f64::NAN; need];
+            {
+                let mut grads: Vec<Grad<'_, f64>> = bases
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, b)| {
+                        if !wanted(i) {
+                            Grad::Skip
+                        } else if stepped {
+                            Grad::Write(b.slice_mut(s![..;2, ..;2]))
+                        } else {
+                            Grad::Write(b.view_mut())
+                        }
+                    })
+                    .collect();
+                p.backward_into(inputs, &yv, &ybar, &mut grads, Some(&mut ws[..]))
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+            for (i, (b, e)) in bases.iter().zip(&expected).enumerate() {
+                let got = if stepped {
+                    b.slice(s![..;2, ..;2])
+                } else {
+                    b.view()
+                };
+                if !wanted(i) {
+                    assert!(
+                        b.iter().all(|x| x.is_nan()),
+                        "{name}: the skipped buffer {i} was written"
+                    );
+                    continue;
+                }
+                assert!(
+                    got.iter().all(|x| x.is_finite()),
+                    "{name} (stepped: {stepped}, mask {mask:b}): a first write read its buffer or workspace\n{got}"
+                );
+                let scale = e.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+                let err = (&got - e).iter().fold(0.0f64, |m, x| m.max(x.abs())) / scale;
+                assert!(
+                    err <= 1e-13,
+                    "{name} (stepped: {stepped}, mask {mask:b}): gradient {i} differs from backward by {err:e}\n{got}\nvs\n{e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn first_writes_with_caller_workspaces_match_backward() {
+    for (seed, n) in [5, 70].into_iter().enumerate() {
+        let a = random::spd::<f64>(n, &mut random::rng(4000 + seed as u64));
+        for conv in [Convention::Symmetric, Convention::Lower] {
+            for method in [
+                Method::Auto,
+                Method::Blocked { block: 16 },
+                Method::Symbolic,
+                Method::Unblocked,
+            ] {
+                let op = Cholesky::new().convention(conv).method(method);
+                first_writes_match_backward(&op, &[a.view()], 4010 + seed as u64);
+            }
+        }
+    }
+    for (o, op) in all_trisolves().into_iter().enumerate() {
+        for (i, &(n, k)) in SIZES.iter().enumerate() {
+            let seed = 4100 + 100 * o as u64 + 10 * i as u64;
+            first_writes_match_backward(
+                &op,
+                &[
+                    factor(n, op.uplo, seed).view(),
+                    rhs(&op, n, k, seed + 1).view(),
+                ],
+                seed + 2,
+            );
+        }
+    }
+    for (i, &(n, k)) in SIZES.iter().enumerate() {
+        let seed = 5000 + 10 * i as u64;
+        first_writes_match_backward(
+            &ChoSolve,
+            &[
+                factor(n, Uplo::Lower, seed).view(),
+                random::randn::<f64>(n, k, &mut random::rng(seed + 1)).view(),
+            ],
+            seed + 2,
+        );
+    }
+    for (i, n) in [1, 4, 7].into_iter().enumerate() {
+        let seed = 5100 + 10 * i as u64;
+        first_writes_match_backward(
+            &CholLogDet,
+            &[factor(n, Uplo::Lower, seed).view()],
+            seed + 1,
+        );
+    }
 }

@@ -1,11 +1,12 @@
 //! The BLAS-backed primitives against the scalar loops of `matgrad::naive`, forward
 //! and backward, on random non-square data, in f64 and f32, for every transpose flag
-//! and for operands that are transposed, step-sliced or negatively strided views.
+//! and for operands and gradient buffers (accumulated into, or first-written) that are
+//! transposed, step-sliced or negatively strided views.
 
 use matgrad::check::random;
 use matgrad::naive;
 use matgrad::prelude::*;
-use ndarray::{s, Array2, ArrayView2};
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
 
 /// Largest entry-wise difference relative to the largest entry of `want`.
 fn rel_err<T: Real>(got: ArrayView2<'_, T>, want: ArrayView2<'_, T>) -> f64 {
@@ -71,6 +72,13 @@ impl<T: Real> Laid<T> {
             Layout::Reversed => self.store.slice(s![..;-1, ..]),
         }
     }
+    fn view_mut(&mut self) -> ArrayViewMut2<'_, T> {
+        match self.layout {
+            Layout::Contiguous | Layout::Transposed => self.store.view_mut(),
+            Layout::Stepped => self.store.slice_mut(s![..;2, ..;3]),
+            Layout::Reversed => self.store.slice_mut(s![..;-1, ..]),
+        }
+    }
 }
 
 fn op_view<'v, T>(x: ArrayView2<'v, T>, t: Trans) -> ArrayView2<'v, T> {
@@ -102,8 +110,10 @@ fn matmul_case<T: Real>(
 ) {
     let (m, k, n) = dims;
     let mut rng = random::rng(seed);
-    let a = random::randn::<T>(ta.apply((m, k)).0, ta.apply((m, k)).1, &mut rng);
-    let b = random::randn::<T>(tb.apply((k, n)).0, tb.apply((k, n)).1, &mut rng);
+    let (ar, ac) = ta.dims((m, k));
+    let (br, bc) = tb.dims((k, n));
+    let a = random::randn::<T>(ar, ac, &mut rng);
+    let b = random::randn::<T>(br, bc, &mut rng);
     let cbar = random::randn::<T>(m, n, &mut rng);
     let (la_, lb_) = (Laid::new(&a, la), Laid::new(&b, lb));
     let (av, bv) = (la_.view(), lb_.view());
@@ -111,7 +121,7 @@ fn matmul_case<T: Real>(
     let what = format!("MatMul({ta:?},{tb:?}) A {la:?} B {lb:?}");
 
     let op = MatMul::new(ta, tb);
-    let c = op.apply(av, bv).unwrap();
+    let c = op.apply([av, bv]).unwrap();
     let (opa, opb) = (op_view(a.view(), ta), op_view(b.view(), tb));
     let want_c = naive::matmul_ijk(opa, opb).unwrap();
     assert_close(
@@ -128,7 +138,7 @@ fn matmul_case<T: Real>(
         tol,
     );
 
-    let (abar, bbar) = c.backward(cbar.view()).unwrap();
+    let [abar, bbar] = c.backward(cbar.view()).unwrap();
     let (g_opa, g_opb) = naive::matmul_backward(opa, opb, cbar.view()).unwrap();
     // The naive loop differentiates with respect to op(A); Ā is that gradient undone.
     let want_abar = op_view(g_opa.view(), ta).to_owned();
@@ -139,8 +149,11 @@ fn matmul_case<T: Real>(
     let mut acc_a = random::randn::<T>(a.nrows(), a.ncols(), &mut rng);
     let mut acc_b = random::randn::<T>(b.nrows(), b.ncols(), &mut rng);
     let (want_acc_a, want_acc_b) = (&acc_a + &want_abar, &acc_b + &want_bbar);
-    c.backward_into(cbar.view(), Some(acc_a.view_mut()), Some(acc_b.view_mut()))
-        .unwrap();
+    c.backward_add(
+        cbar.view(),
+        &mut [Some(acc_a.view_mut()), Some(acc_b.view_mut())],
+    )
+    .unwrap();
     assert_close(
         &format!("{what} Ā accumulated"),
         acc_a.view(),
@@ -151,6 +164,29 @@ fn matmul_case<T: Real>(
         &format!("{what} B̄ accumulated"),
         acc_b.view(),
         want_acc_b.view(),
+        tol,
+    );
+
+    // First writes into NaN-filled buffers laid out as the operands: never read.
+    let nan = T::of(f64::NAN);
+    let mut wa = Laid::new(&Array2::from_elem(a.raw_dim(), nan), la);
+    let mut wb = Laid::new(&Array2::from_elem(b.raw_dim(), nan), lb);
+    c.backward_into(
+        &[Some(cbar.view())],
+        &mut [Grad::Write(wa.view_mut()), Grad::Write(wb.view_mut())],
+        None,
+    )
+    .unwrap();
+    assert_close(
+        &format!("{what} Ā first write"),
+        wa.view(),
+        want_abar.view(),
+        tol,
+    );
+    assert_close(
+        &format!("{what} B̄ first write"),
+        wb.view(),
+        want_bbar.view(),
         tol,
     );
 }
@@ -192,7 +228,7 @@ fn structural_at<T: Real>(m: usize, n: usize, tol: f64) {
         let (av, bv) = (a_.view(), b_.view());
         let what = |p: &str| format!("{p} A {la:?}");
 
-        let t = Transpose.apply(av).unwrap();
+        let t = Transpose.apply([av]).unwrap();
         assert_close(
             &what("Transpose"),
             t.value().view(),
@@ -200,21 +236,21 @@ fn structural_at<T: Real>(m: usize, n: usize, tol: f64) {
             0.0,
         );
         let cbar = random::randn::<T>(n, m, &mut rng);
-        let got = t.backward(cbar.view()).unwrap();
+        let [got] = t.backward(cbar.view()).unwrap();
         let want = naive::transpose_backward(cbar.view());
         assert_close(&what("Transpose Ā"), got.view(), want.view(), 0.0);
 
-        let c = Add.apply(av, bv).unwrap();
+        let c = Add.apply([av, bv]).unwrap();
         let want = naive::add(a.view(), b.view()).unwrap();
         assert_close(&what("Add"), c.value().view(), want.view(), tol);
         let cbar = random::randn::<T>(m, n, &mut rng);
-        let (ga, gb) = c.backward(cbar.view()).unwrap();
+        let [ga, gb] = c.backward(cbar.view()).unwrap();
         let (wa, wb) = naive::add_backward(cbar.view());
         assert_close(&what("Add Ā"), ga.view(), wa.view(), 0.0);
         assert_close(&what("Add B̄"), gb.view(), wb.view(), 0.0);
 
         for k in [-2, -1, 0, 1, 3] {
-            let c = Tril { k }.apply(av).unwrap();
+            let c = Tril { k }.apply([av]).unwrap();
             let what = |p: &str| format!("Tril(k={k}) {p} A {la:?}");
             assert_close(
                 &what("forward"),
@@ -222,12 +258,12 @@ fn structural_at<T: Real>(m: usize, n: usize, tol: f64) {
                 naive::tril(a.view(), k).view(),
                 0.0,
             );
-            let got = c.backward(cbar.view()).unwrap();
+            let [got] = c.backward(cbar.view()).unwrap();
             let want = naive::tril_backward(cbar.view(), k);
             assert_close(&what("Ā"), got.view(), want.view(), 0.0);
         }
 
-        let v = VecOp.apply(av).unwrap();
+        let v = Vectorize.apply([av]).unwrap();
         assert_close(
             &what("Vec"),
             v.value().view(),
@@ -235,7 +271,7 @@ fn structural_at<T: Real>(m: usize, n: usize, tol: f64) {
             0.0,
         );
         let cbar = random::randn::<T>(m * n, 1, &mut rng);
-        let got = v.backward(cbar.view()).unwrap();
+        let [got] = v.backward(cbar.view()).unwrap();
         let want = naive::vec_backward(cbar.view(), m, n).unwrap();
         assert_close(&what("Vec Ā"), got.view(), want.view(), 0.0);
     }

@@ -7,9 +7,8 @@ mod support {
     pub mod views;
 }
 
-use matgrad::check::{check_precision, random, Checker, Mistake};
+use matgrad::check::{random, Checker, Mistake};
 use matgrad::prelude::*;
-use matgrad::Shape;
 use ndarray::{array, Array2, ArrayView2};
 use support::views::assert_same_on_views;
 
@@ -20,18 +19,16 @@ const SHAPES: [(usize, usize); 5] = [(1, 1), (1, 6), (6, 1), (3, 5), (4, 2)];
 /// to about 1e-12 here.
 const TOL: f64 = 1e-9;
 
-fn passes<P: Primitive<f32> + Primitive<f64>>(p: &P, inputs: &[&Array2<f64>]) {
-    let v: Vec<ArrayView2<'_, f64>> = inputs.iter().map(|x| x.view()).collect();
-    let r = Checker::new().tol(TOL).check(p, &v).unwrap();
-    r.assert_passed();
+/// The checker's whole check in both precisions (`f64` at [`TOL`], `f32` at its
+/// defaults, `f32` against `f64`): `assert_rule_precisions` at this file's tolerance.
+/// Inputs this small must get the full Jacobian.
+#[track_caller]
+fn passes<P: Primitive<f32> + Primitive<f64>>(p: &P, inputs: &[ArrayView2<'_, f64>]) {
+    let r = Checker::new().tol(TOL).assert_precisions(p, inputs);
     assert!(
         r.inputs.iter().all(|x| x.jacobian.is_some()),
         "small inputs run the full Jacobian"
     );
-    let x32: Vec<Array2<f32>> = inputs.iter().map(|x| x.mapv(|v| v as f32)).collect();
-    let v32: Vec<ArrayView2<'_, f32>> = x32.iter().map(|x| x.view()).collect();
-    Checker::new().check(p, &v32).unwrap().assert_passed();
-    check_precision(p, &v).unwrap().assert_passed();
 }
 
 fn randn(m: usize, n: usize, seed: u64) -> Array2<f64> {
@@ -52,15 +49,15 @@ fn every_function_and_hadamard_pass_the_checker() {
     for (i, &(m, n)) in SHAPES.iter().enumerate() {
         let s = 10 * i as u64;
         let a = randn(m, n, s);
-        passes(&Map(Tanh), &[&a]);
-        passes(&Map(Sigmoid), &[&a]);
-        passes(&Map(Relu), &[&away_from_zero(m, n, s + 1)]);
-        passes(&Map(Exp), &[&a]);
-        passes(&Map(Log), &[&positive(m, n, s + 2)]);
-        passes(&Map(Sin), &[&a]);
-        passes(&Map(Cos), &[&a]);
-        passes(&Map(Square), &[&a]);
-        passes(&Hadamard, &[&a, &randn(m, n, s + 3)]);
+        passes(&Map(Tanh), &[a.view()]);
+        passes(&Map(Sigmoid), &[a.view()]);
+        passes(&Map(Relu), &[away_from_zero(m, n, s + 1).view()]);
+        passes(&Map(Exp), &[a.view()]);
+        passes(&Map(Log), &[positive(m, n, s + 2).view()]);
+        passes(&Map(Sin), &[a.view()]);
+        passes(&Map(Cos), &[a.view()]);
+        passes(&Map(Square), &[a.view()]);
+        passes(&Hadamard, &[a.view(), randn(m, n, s + 3).view()]);
     }
 }
 
@@ -92,6 +89,9 @@ impl<T: Real> ElemFn<T> for Cube {
     fn name(&self) -> &'static str {
         "Cube"
     }
+    fn reads(&self) -> Deriv {
+        Deriv::Input
+    }
     fn f(&self, x: T) -> T {
         x * x * x
     }
@@ -106,6 +106,9 @@ impl<T: Real> ElemFn<T> for BadCube {
     fn name(&self) -> &'static str {
         "BadCube"
     }
+    fn reads(&self) -> Deriv {
+        Deriv::Input
+    }
     fn f(&self, x: T) -> T {
         x * x * x
     }
@@ -117,14 +120,14 @@ impl<T: Real> ElemFn<T> for BadCube {
 #[test]
 fn user_functions_get_the_same_rules_and_checks() {
     let a = randn(3, 5, 7);
-    passes(&Map::new(Cube), &[&a]);
+    passes(&Map::new(Cube), &[a.view()]);
     let r = Checker::new().check(&Map(BadCube), &[a.view()]).unwrap();
     assert!(!r.passed());
     assert_eq!(r.mistake(0), Some(Mistake::SignFlipped), "{r}");
 }
 
 fn matches_std(p: &dyn Primitive<f64>, x: &Array2<f64>, f: fn(f64) -> f64) {
-    let c = p.forward(&[x.view()]).unwrap();
+    let c = p.forward(&[x.view()]).unwrap().remove(0);
     for (got, want) in c.iter().zip(&x.mapv(f)) {
         assert!(
             (got - want).abs() <= 1e-15 * want.abs().max(1.0),
@@ -146,7 +149,10 @@ fn forward_matches_the_standard_library() {
     matches_std(&Map(Cos), &a, f64::cos);
     matches_std(&Map(Square), &a, |x| x * x);
     let b = randn(4, 3, 8);
-    assert_eq!(Hadamard.forward(&[a.view(), b.view()]).unwrap(), &a * &b);
+    assert_eq!(
+        Hadamard.forward(&[a.view(), b.view()]).unwrap(),
+        vec![&a * &b]
+    );
 }
 
 #[test]
@@ -163,7 +169,7 @@ fn derivatives_reuse_the_output_where_it_is_cheaper() {
 #[test]
 fn sigmoid_is_stable_for_large_inputs() {
     let a: Array2<f64> = array![[-1000.0, -740.0, -40.0, 0.0, 40.0, 1000.0]];
-    let c = Map(Sigmoid).apply(a.view()).unwrap();
+    let c = Map(Sigmoid).apply([a.view()]).unwrap();
     assert!(
         c.value()
             .iter()
@@ -179,11 +185,11 @@ fn sigmoid_is_stable_for_large_inputs() {
     // In the left tail σ(x) ≈ eˣ to full relative precision.
     let rel = (c.value()[(0, 2)] - (-40.0f64).exp()).abs() / (-40.0f64).exp();
     assert!(rel < 1e-14, "{rel}");
-    let g = c.backward(array![[1.0; 6]].view()).unwrap();
+    let [g] = c.backward(array![[1.0; 6]].view()).unwrap();
     assert!(g.iter().all(|d| d.is_finite() && *d >= 0.0), "{g}");
 
     let a32 = array![[-100.0f32, -30.0, 30.0, 100.0]];
-    let c32 = Map(Sigmoid).apply(a32.view()).unwrap();
+    let c32 = Map(Sigmoid).apply([a32.view()]).unwrap();
     assert!(
         c32.value()[(0, 0)] > 0.0,
         "f32 tail underflowed early: {}",
@@ -197,14 +203,14 @@ fn sigmoid_is_stable_for_large_inputs() {
 #[test]
 fn relu_has_zero_derivative_at_zero() {
     let a: Array2<f64> = array![[-1.5, 0.0, 2.0]];
-    let c = Map(Relu).apply(a.view()).unwrap();
+    let c = Map(Relu).apply([a.view()]).unwrap();
     assert_eq!(c.value(), &array![[0.0, 0.0, 2.0]]);
     assert_eq!(
         c.backward(array![[3.0, 3.0, 3.0]].view()).unwrap(),
-        array![[0.0, 0.0, 3.0]]
+        [array![[0.0, 0.0, 3.0]]]
     );
     assert_eq!(
-        c.jvp(array![[3.0, 3.0, 3.0]].view()).unwrap(),
+        c.jvp([array![[3.0, 3.0, 3.0]].view()]).unwrap(),
         array![[0.0, 0.0, 3.0]]
     );
 }
@@ -212,11 +218,11 @@ fn relu_has_zero_derivative_at_zero() {
 #[test]
 fn log_of_non_positive_input_is_nan_or_minus_infinity_without_panicking() {
     let a: Array2<f64> = array![[-1.0, 0.0, 1.0]];
-    let c = Map(Log).apply(a.view()).unwrap();
+    let c = Map(Log).apply([a.view()]).unwrap();
     assert!(c.value()[(0, 0)].is_nan());
     assert_eq!(c.value()[(0, 1)], f64::NEG_INFINITY);
     assert_eq!(c.value()[(0, 2)], 0.0);
-    let g = c.backward(array![[1.0, 1.0, 1.0]].view()).unwrap();
+    let [g] = c.backward(array![[1.0, 1.0, 1.0]].view()).unwrap();
     assert_eq!(g, array![[-1.0, f64::INFINITY, 1.0]]);
 }
 
@@ -224,7 +230,7 @@ fn log_of_non_positive_input_is_nan_or_minus_infinity_without_panicking() {
 fn wrong_shapes_are_typed_errors() {
     let a = randn(3, 5, 1);
     let err = Hadamard
-        .apply(a.view(), randn(5, 3, 2).view())
+        .apply([a.view(), randn(5, 3, 2).view()])
         .err()
         .unwrap();
     assert!(
@@ -245,39 +251,49 @@ fn wrong_shapes_are_typed_errors() {
     );
 
     let bad = randn(5, 3, 3);
-    let out = Map(Tanh).apply(a.view()).unwrap();
-    let err = out.backward(bad.view()).err().unwrap();
+    let out = Map(Tanh).apply([a.view()]).unwrap();
+    let err = out.backward::<1>(bad.view()).err().unwrap();
     assert!(
         matches!(
             err,
             Error::WrongShape {
                 op: "Tanh",
-                name: "C̄",
-                ..
+                name: "cotangent",
+                of: "C",
+                expected: Shape(3, 5),
+                got: Shape(5, 3),
             }
         ),
         "{err}"
     );
-    let err = out.jvp(bad.view()).err().unwrap();
+    let err = out.jvp([bad.view()]).err().unwrap();
     assert!(
         matches!(
             err,
             Error::WrongShape {
                 op: "Tanh",
-                name: "Ȧ",
-                ..
+                name: "tangent",
+                of: "A",
+                expected: Shape(3, 5),
+                got: Shape(5, 3),
             }
         ),
         "{err}"
     );
     let mut buf = Array2::zeros((5, 3));
-    let err = out.backward_into(a.view(), buf.view_mut()).err().unwrap();
+    let err = out
+        .backward_add(a.view(), &mut [Some(buf.view_mut())])
+        .err()
+        .unwrap();
     assert!(
         matches!(
             err,
             Error::WrongShape {
-                name: "Ā buffer",
-                ..
+                op: "Tanh",
+                name: "gradient buffer",
+                of: "A",
+                expected: Shape(3, 5),
+                got: Shape(5, 3),
             }
         ),
         "{err}"
@@ -285,7 +301,7 @@ fn wrong_shapes_are_typed_errors() {
 
     // An output C that is not this primitive's output is caught, not indexed out of bounds.
     let err = Map(Exp)
-        .backward(&[a.view()], bad.view(), a.view())
+        .backward(&[a.view()], &[bad.view()], &[Some(a.view())])
         .err()
         .unwrap();
     assert!(
@@ -293,14 +309,16 @@ fn wrong_shapes_are_typed_errors() {
             err,
             Error::WrongShape {
                 op: "Exp",
-                name: "C",
-                ..
+                name: "output",
+                of: "C",
+                expected: Shape(3, 5),
+                got: Shape(5, 3),
             }
         ),
         "{err}"
     );
     let err = Map(Exp)
-        .jvp(&[a.view()], bad.view(), &[a.view()])
+        .jvp(&[a.view()], &[bad.view()], &[Some(a.view())])
         .err()
         .unwrap();
     assert!(
@@ -308,7 +326,8 @@ fn wrong_shapes_are_typed_errors() {
             err,
             Error::WrongShape {
                 op: "Exp",
-                name: "C",
+                name: "output",
+                of: "C",
                 ..
             }
         ),
@@ -316,40 +335,45 @@ fn wrong_shapes_are_typed_errors() {
     );
 
     let b = randn(3, 5, 4);
-    let h = Hadamard.apply(a.view(), b.view()).unwrap();
-    let err = h.backward(bad.view()).err().unwrap();
+    let h = Hadamard.apply([a.view(), b.view()]).unwrap();
+    let err = h.backward::<2>(bad.view()).err().unwrap();
     assert!(
         matches!(
             err,
             Error::WrongShape {
                 op: "Hadamard",
-                name: "C̄",
+                name: "cotangent",
+                of: "C",
                 ..
             }
         ),
         "{err}"
     );
-    let err = h.jvp(a.view(), bad.view()).err().unwrap();
+    let err = h.jvp([a.view(), bad.view()]).err().unwrap();
     assert!(
         matches!(
             err,
             Error::WrongShape {
                 op: "Hadamard",
-                name: "Ḃ",
-                ..
+                name: "tangent",
+                of: "B",
+                expected: Shape(3, 5),
+                got: Shape(5, 3),
             }
         ),
         "{err}"
     );
     let err = h
-        .backward_into(a.view(), None, Some(buf.view_mut()))
+        .backward_add(a.view(), &mut [None, Some(buf.view_mut())])
         .err()
         .unwrap();
     assert!(
         matches!(
             err,
             Error::WrongShape {
-                name: "B̄ buffer",
+                op: "Hadamard",
+                name: "gradient buffer",
+                of: "B",
                 ..
             }
         ),
@@ -360,9 +384,10 @@ fn wrong_shapes_are_typed_errors() {
         matches!(
             err,
             Error::Arity {
+                op: "Hadamard",
+                what: "inputs",
                 expected: 2,
                 got: 1,
-                ..
             }
         ),
         "{err}"

@@ -3,7 +3,7 @@
 
 use matgrad::check::{random, Checker};
 use matgrad::prelude::*;
-use ndarray::Array2;
+use ndarray::{Array2, Order};
 use proptest::prelude::*;
 
 fn flag(t: bool) -> Trans {
@@ -23,8 +23,8 @@ proptest! {
     ) {
         let op = MatMul::new(flag(ta), flag(tb));
         let mut rng = random::rng(seed);
-        let (ar, ac) = op.ta.apply((m, k));
-        let (br, bc) = op.tb.apply((k, n));
+        let (ar, ac) = op.ta.dims((m, k));
+        let (br, bc) = op.tb.dims((k, n));
         let a = random::randn::<f64>(ar, ac, &mut rng);
         let b = random::randn::<f64>(br, bc, &mut rng);
         let r = Checker::new().seed(seed).check(&op, &[a.view(), b.view()]).unwrap();
@@ -37,16 +37,16 @@ proptest! {
     ) {
         let mut rng = random::rng(seed);
         let a = random::randn::<f64>(m, n, &mut rng);
-        let prims: Vec<Box<dyn Primitive<f64>>> = vec![
+        let prims: Vec<Box<dyn Rule<f64>>> = vec![
             Box::new(Tril::new(k)),
             Box::new(Triu::new(k)),
             Box::new(Transpose),
-            Box::new(VecOp),
+            Box::new(Vectorize),
             Box::new(Reshape::new(n, m, Order::RowMajor)),
-            Box::new(Reshape::new(1, m * n, Order::ColMajor)),
+            Box::new(Reshape::new(1, m * n, Order::ColumnMajor)),
         ];
         for p in &prims {
-            let r = Checker::new().seed(seed).check(p.as_ref(), &[a.view()]).unwrap();
+            let r = Checker::new().seed(seed).check(p, &[a.view()]).unwrap();
             prop_assert!(r.passed(), "{}", r);
         }
     }
@@ -55,9 +55,9 @@ proptest! {
     fn vec_then_unvec_is_the_identity(m in 1usize..8, n in 1usize..8, seed: u64) {
         let mut rng = random::rng(seed);
         let a: Array2<f64> = random::randn(m, n, &mut rng);
-        let v = VecOp.apply(a.view()).unwrap();
-        let back = Unvec::new(m, n).apply(v.value().view()).unwrap();
-        prop_assert_eq!(back.value(), &a);
+        let v = Vectorize.apply([a.view()]).unwrap();
+        let back = Unvec::new(m, n).apply([v.value()]).unwrap();
+        prop_assert_eq!(back.value().view(), a.view());
         // Column-major: consecutive entries of vec(A) walk down a column.
         prop_assert_eq!(v.value()[(1 % (m * n), 0)], if m > 1 { a[(1, 0)] } else if n > 1 { a[(0, 1)] } else { a[(0, 0)] });
     }

@@ -56,11 +56,11 @@ install_env() {
 # Debian's OpenBLAS 0.3.21 does not know recent Intel cores and falls back to its
 # generic SSE3 kernel ("Prescott"), 2-4x slower than what numpy's own OpenBLAS, MKL or
 # XLA use on the same machine. Unless told otherwise, matgrad gets the AVX-512 (or AVX2)
-# kernel such a CPU supports; peer_timings checks its results against the naive loops
+# kernel such a CPU supports; the peers program checks its results against the naive loops
 # before timing, so a kernel the CPU cannot run stops the run.
 choose_coretype() {
     local detected
-    detected=$(cargo run --release --quiet --example peer_timings -- --print-kernel)
+    detected=$(cargo run --release --quiet -p bench-report --bin peers -- --print-kernel)
     if [[ -n "${PEERS_OPENBLAS_CORETYPE:-}" ]]; then
         [[ "$PEERS_OPENBLAS_CORETYPE" == detected ]] && echo "" || echo "$PEERS_OPENBLAS_CORETYPE"
         return
@@ -87,8 +87,8 @@ main() {
 
     local coretype=""
     if [[ " $libraries " == *" matgrad "* ]]; then
-        say "building examples/peer_timings.rs"
-        cargo build --release --quiet --example peer_timings
+        say "building tools/bench-report (the peers program)"
+        cargo build --release --quiet -p bench-report --bin peers
         coretype=$(choose_coretype)
         say "matgrad: system OpenBLAS kernel ${coretype:-as detected}"
     fi
@@ -107,7 +107,7 @@ main() {
                 # Every thread setting is read when a library loads: one process each.
                 if [[ "$lib" == matgrad ]]; then
                     env $(thread_env "$t") ${coretype:+OPENBLAS_CORETYPE=$coretype} \
-                        cargo run --release --quiet --example peer_timings -- --threads "$t" "${reps[@]}" >>"$rows"
+                        cargo run --release --quiet -p bench-report --bin peers -- --threads "$t" "${reps[@]}" >>"$rows"
                 else
                     env $(thread_env "$t") "$py" "$here/peers.py" --library "$lib" --threads "$t" "${reps[@]}" >>"$rows"
                 fi

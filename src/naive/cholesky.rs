@@ -4,7 +4,8 @@
 //! The oracle for the LAPACK/BLAS versions in [`crate::ops::cholesky`] and the
 //! "naive" line of the Cholesky benchmark.
 
-use crate::error::{expect_shape, shape_of, Error, Result, Shape};
+use super::expect_dims;
+use crate::error::{shape_of, Error, Result, Shape};
 use crate::Real;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
@@ -63,7 +64,7 @@ pub fn cholesky_backward<T: Real>(
 ) -> Result<Array2<T>> {
     const OP: &str = "naive::cholesky_backward";
     let n = square(OP, "L", &l)?;
-    expect_shape(OP, "L̄", "L", Shape(n, n), shape_of(&lbar))?;
+    expect_dims(OP, "L̄", "L", Shape(n, n), shape_of(&lbar))?;
     let mut abar = Array2::zeros((n, n));
     for i in 0..n {
         for j in 0..=i {
@@ -77,7 +78,10 @@ pub fn cholesky_backward<T: Real>(
 /// The loop of [`cholesky_backward`] on a buffer holding `L̄` in its lower triangle,
 /// which it overwrites with `Ā`; the strict upper triangle is neither read nor written.
 /// Shapes are the caller's to check.
-pub(crate) fn backward_in_place<T: Real>(l: ArrayView2<'_, T>, mut g: ArrayViewMut2<'_, T>) {
+///
+/// This module's own copy of the loop: the production rule in `crate::ops::cholesky`
+/// keeps another, so that this oracle stays independent of the code it tests.
+fn backward_in_place<T: Real>(l: ArrayView2<'_, T>, mut g: ArrayViewMut2<'_, T>) {
     let n = l.nrows();
     let two = T::one() + T::one();
     // Forward order is row by row, left to right; every entry only feeds entries that

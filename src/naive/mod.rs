@@ -21,9 +21,30 @@
 
 pub mod cholesky;
 
-use crate::error::{expect_shape, shape_of, Error, Result, Shape};
+use crate::error::{shape_of, Error, Result, Shape};
 use crate::Real;
 use ndarray::{Array2, ArrayView2};
+
+/// Errors unless `got` is `expected`, naming the loop, the array and what fixes its shape.
+fn expect_dims(
+    op: &'static str,
+    name: &'static str,
+    of: &'static str,
+    expected: Shape,
+    got: Shape,
+) -> Result<()> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(Error::WrongShape {
+            op,
+            name,
+            of,
+            expected,
+            got,
+        })
+    }
+}
 
 fn inner_dims<T>(
     op: &'static str,
@@ -90,7 +111,7 @@ pub fn matmul_backward<T: Real>(
 ) -> Result<(Array2<T>, Array2<T>)> {
     const OP: &str = "naive::matmul_backward";
     let (m, k, n) = inner_dims(OP, &a, &b)?;
-    expect_shape(OP, "C̄", "AB", Shape(m, n), shape_of(&cbar))?;
+    expect_dims(OP, "C̄", "AB", Shape(m, n), shape_of(&cbar))?;
     let mut abar = Array2::zeros((m, k));
     for i in 0..m {
         for p in 0..k {
@@ -213,7 +234,7 @@ pub fn vec_backward<T: Real>(
             op: OP,
             msg: format!("{rows}×{cols} has more elements than fit in usize"),
         })?;
-    expect_shape(OP, "c̄", "vec(A)", Shape(len, 1), shape_of(&cbar))?;
+    expect_dims(OP, "c̄", "vec(A)", Shape(len, 1), shape_of(&cbar))?;
     let mut abar = Array2::zeros((rows, cols));
     for j in 0..cols {
         for i in 0..rows {

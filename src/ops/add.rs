@@ -1,195 +1,221 @@
 //! Sums: `C = A + B`, and the bias broadcast of a layer, `C = X + b1ᵀ`.
 //!
-//! Both rules are copies and row sums, done elementwise with `Zip`; accumulation
-//! adds into the caller's buffers in the same pass.
+//! Both rules are copies and row sums, done elementwise with `Zip` straight into the
+//! caller's buffers; neither reverse rule reads an input or the output.
 
-use super::{two, Binary};
-use crate::error::{expect_shape, shape_of, Error, Result, Shape};
-use crate::primitive::{check_arity, Primitive};
+use super::same_shape;
+use crate::error::{Error, Result, Shape};
+use crate::primitive::{Grad, Partials, Rule, Saves, Shapes};
 use crate::Real;
-use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, Zip};
+use ndarray::{ArrayView2, ArrayViewMut2, Zip};
+use smallvec::smallvec;
 
 const ADD: &str = "Add";
 const ADD_BIAS: &str = "AddBias";
 
-/// Errors unless `a` and `b` have the same shape, naming both.
-pub(crate) fn same_shape<T>(
-    op: &'static str,
-    lhs_name: &'static str,
-    a: &ArrayView2<'_, T>,
-    rhs_name: &'static str,
-    b: &ArrayView2<'_, T>,
-) -> Result<()> {
-    if a.dim() == b.dim() {
-        Ok(())
-    } else {
-        Err(Error::ShapeMismatch {
-            op,
-            what: "shapes differ",
-            lhs_name,
-            lhs: shape_of(a),
-            rhs_name,
-            rhs: shape_of(b),
-        })
-    }
-}
-
 /// `C = A + B` for `A`, `B` of the same shape.
 ///
-/// Forward `Ċ = Ȧ + Ḃ`; reverse `Ā = C̄`, `B̄ = C̄` (Giles 2008, §3.1).
+/// Forward `Ċ = Ȧ + Ḃ`; reverse `Ā = C̄`, `B̄ = C̄` (Giles 2008, §3.1; `docs/math.md`).
+/// The reverse rule reads nothing but `C̄`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
 pub struct Add;
 
-impl<T: Real> Primitive<T> for Add {
-    fn name(&self) -> String {
-        ADD.to_string()
+impl<T: Real> Rule<T> for Add {
+    fn name(&self) -> &'static str {
+        ADD
     }
     fn arity(&self) -> usize {
         2
     }
-    fn forward(&self, inputs: &[ArrayView2<'_, T>]) -> Result<Array2<T>> {
-        let (a, b) = two(ADD, "inputs", inputs)?;
-        same_shape(ADD, "A", a, "B", b)?;
-        Ok(Zip::from(a).and(b).map_collect(|&x, &y| x + y))
+    fn shapes(&self, x: &[Shape]) -> Result<Shapes> {
+        same_shape(ADD, "A", x[0], "B", x[1])?;
+        Ok(smallvec![x[0]])
     }
-    fn backward(
-        &self,
-        inputs: &[ArrayView2<'_, T>],
-        _output: ArrayView2<'_, T>,
-        cbar: ArrayView2<'_, T>,
-    ) -> Result<Vec<Array2<T>>> {
-        let (a, b) = two(ADD, "inputs", inputs)?;
-        same_shape(ADD, "A", a, "B", b)?;
-        expect_shape(ADD, "C̄", "C", shape_of(a), shape_of(&cbar))?;
-        Ok(vec![cbar.to_owned(), cbar.to_owned()])
+    fn saves(&self, _wanted: &[bool]) -> Saves {
+        Saves::NONE
     }
-    fn backward_into(
+    fn eval(
         &self,
-        inputs: &[ArrayView2<'_, T>],
-        _output: ArrayView2<'_, T>,
-        cbar: ArrayView2<'_, T>,
-        grads: &mut [Option<ArrayViewMut2<'_, T>>],
+        x: &[ArrayView2<'_, T>],
+        y: &mut [ArrayViewMut2<'_, T>],
+        _: &mut [T],
     ) -> Result<()> {
-        let (a, b) = two(ADD, "inputs", inputs)?;
-        check_arity(ADD, "gradient buffers", 2, grads.len())?;
-        same_shape(ADD, "A", a, "B", b)?;
-        expect_shape(ADD, "C̄", "C", shape_of(a), shape_of(&cbar))?;
-        for (g, (name, of)) in grads.iter_mut().zip([("Ā buffer", "A"), ("B̄ buffer", "B")]) {
-            if let Some(g) = g.as_mut() {
-                expect_shape(ADD, name, of, shape_of(a), shape_of(g))?;
-                Zip::from(g).and(&cbar).for_each(|g, &c| *g += c);
+        Zip::from(&mut y[0])
+            .and(&x[0])
+            .and(&x[1])
+            .for_each(|c, &a, &b| *c = a + b);
+        Ok(())
+    }
+    fn pullback(
+        &self,
+        _x: &[ArrayView2<'_, T>],
+        _y: &[ArrayView2<'_, T>],
+        ybar: &Partials<'_, '_, T>,
+        grads: &mut [Grad<'_, T>],
+        _: &mut [T],
+    ) -> Result<()> {
+        let cbar = ybar.view(0);
+        for g in grads.iter_mut() {
+            if let Some((g, acc)) = g.target() {
+                acc.assign(g, cbar.view());
             }
         }
         Ok(())
     }
-    fn jvp(
+    fn pushforward(
         &self,
-        inputs: &[ArrayView2<'_, T>],
-        _output: ArrayView2<'_, T>,
-        tangents: &[ArrayView2<'_, T>],
-    ) -> Result<Array2<T>> {
-        let (a, b) = two(ADD, "inputs", inputs)?;
-        let (ad, bd) = two(ADD, "tangents", tangents)?;
-        same_shape(ADD, "A", a, "B", b)?;
-        expect_shape(ADD, "Ȧ", "A", shape_of(a), shape_of(ad))?;
-        expect_shape(ADD, "Ḃ", "B", shape_of(b), shape_of(bd))?;
-        Ok(Zip::from(ad).and(bd).map_collect(|&x, &y| x + y))
+        _x: &[ArrayView2<'_, T>],
+        _y: &[ArrayView2<'_, T>],
+        xdot: &Partials<'_, '_, T>,
+        ydot: &mut [ArrayViewMut2<'_, T>],
+        _: &mut [T],
+    ) -> Result<()> {
+        Zip::from(&mut ydot[0])
+            .and(&xdot.view(0))
+            .and(&xdot.view(1))
+            .for_each(|c, &a, &b| *c = a + b);
+        Ok(())
     }
 }
-
-impl<T: Real> Binary<T> for Add {}
 
 /// `C = X + b1ᵀ`: the column `b` (`m×1`) added to every column of `X` (`m×n`), the
 /// bias of a layer `A = WH + b1ᵀ`.
 ///
 /// Forward `Ċ = Ẋ + ḃ1ᵀ`; reverse `X̄ = C̄`, `b̄ = C̄1`, the row sums of `C̄`
-/// (Giles 2008, §3.1, with the broadcast written as a product by `1ᵀ`).
+/// (Giles 2008, §3.1, with the broadcast written as a product by `1ᵀ`;
+/// `docs/math.md`). The reverse rule reads nothing but `C̄`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
 pub struct AddBias;
 
-impl AddBias {
-    fn check<T>(x: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>) -> Result<()> {
-        if b.dim() == (x.nrows(), 1) {
-            Ok(())
-        } else {
-            Err(Error::ShapeMismatch {
-                op: ADD_BIAS,
-                what: "b must be a column with one entry per row of X",
-                lhs_name: "X",
-                lhs: shape_of(x),
-                rhs_name: "b",
-                rhs: shape_of(b),
-            })
-        }
-    }
-}
-
-impl<T: Real> Primitive<T> for AddBias {
-    fn name(&self) -> String {
-        ADD_BIAS.to_string()
+impl<T: Real> Rule<T> for AddBias {
+    fn name(&self) -> &'static str {
+        ADD_BIAS
     }
     fn arity(&self) -> usize {
         2
     }
-    fn input_name(&self, input: usize) -> String {
-        ["X", "b"].get(input).map_or_else(
-            || crate::check::default_input_name(input),
-            |s| s.to_string(),
-        )
+    fn input_name(&self, i: usize) -> &'static str {
+        ["X", "b"].get(i).copied().unwrap_or("X")
     }
-    fn forward(&self, inputs: &[ArrayView2<'_, T>]) -> Result<Array2<T>> {
-        let (x, b) = two(ADD_BIAS, "inputs", inputs)?;
-        Self::check(x, b)?;
-        Ok(Zip::from(x).and_broadcast(b).map_collect(|&x, &b| x + b))
-    }
-    fn backward(
-        &self,
-        inputs: &[ArrayView2<'_, T>],
-        _output: ArrayView2<'_, T>,
-        cbar: ArrayView2<'_, T>,
-    ) -> Result<Vec<Array2<T>>> {
-        let (x, b) = two(ADD_BIAS, "inputs", inputs)?;
-        Self::check(x, b)?;
-        expect_shape(ADD_BIAS, "C̄", "C", shape_of(x), shape_of(&cbar))?;
-        let bbar = cbar.sum_axis(Axis(1)).insert_axis(Axis(1));
-        Ok(vec![cbar.to_owned(), bbar])
-    }
-    fn backward_into(
-        &self,
-        inputs: &[ArrayView2<'_, T>],
-        _output: ArrayView2<'_, T>,
-        cbar: ArrayView2<'_, T>,
-        grads: &mut [Option<ArrayViewMut2<'_, T>>],
-    ) -> Result<()> {
-        let (x, b) = two(ADD_BIAS, "inputs", inputs)?;
-        check_arity(ADD_BIAS, "gradient buffers", 2, grads.len())?;
-        Self::check(x, b)?;
-        expect_shape(ADD_BIAS, "C̄", "C", shape_of(x), shape_of(&cbar))?;
-        if let Some(g) = grads[0].as_mut() {
-            expect_shape(ADD_BIAS, "X̄ buffer", "X", shape_of(x), shape_of(g))?;
-            Zip::from(g).and(&cbar).for_each(|g, &c| *g += c);
+    fn shapes(&self, x: &[Shape]) -> Result<Shapes> {
+        let (xs, bs) = (x[0], x[1]);
+        if bs != Shape(xs.0, 1) {
+            return Err(Error::ShapeMismatch {
+                op: ADD_BIAS,
+                what: "b must be a column with one entry per row of X",
+                lhs_name: "X",
+                lhs: xs,
+                rhs_name: "b",
+                rhs: bs,
+            });
         }
-        if let Some(g) = grads[1].as_mut() {
-            expect_shape(ADD_BIAS, "b̄ buffer", "b", shape_of(b), shape_of(g))?;
+        Ok(smallvec![xs])
+    }
+    fn saves(&self, _wanted: &[bool]) -> Saves {
+        Saves::NONE
+    }
+    fn eval(
+        &self,
+        x: &[ArrayView2<'_, T>],
+        y: &mut [ArrayViewMut2<'_, T>],
+        _: &mut [T],
+    ) -> Result<()> {
+        Zip::from(&mut y[0])
+            .and(&x[0])
+            .and_broadcast(&x[1])
+            .for_each(|c, &x, &b| *c = x + b);
+        Ok(())
+    }
+    fn pullback(
+        &self,
+        _x: &[ArrayView2<'_, T>],
+        _y: &[ArrayView2<'_, T>],
+        ybar: &Partials<'_, '_, T>,
+        grads: &mut [Grad<'_, T>],
+        _: &mut [T],
+    ) -> Result<()> {
+        let cbar = ybar.view(0);
+        if let Some((g, acc)) = grads[0].target() {
+            acc.assign(g, cbar.view());
+        }
+        if let Some((mut g, acc)) = grads[1].target() {
             Zip::from(g.column_mut(0))
                 .and(cbar.rows())
-                .for_each(|g, row| *g += row.sum());
+                .for_each(|g, row| acc.store(g, row.sum()));
         }
         Ok(())
     }
-    fn jvp(
+    fn pushforward(
         &self,
-        inputs: &[ArrayView2<'_, T>],
-        _output: ArrayView2<'_, T>,
-        tangents: &[ArrayView2<'_, T>],
-    ) -> Result<Array2<T>> {
-        let (x, b) = two(ADD_BIAS, "inputs", inputs)?;
-        let (xd, bd) = two(ADD_BIAS, "tangents", tangents)?;
-        Self::check(x, b)?;
-        expect_shape(ADD_BIAS, "Ẋ", "X", shape_of(x), shape_of(xd))?;
-        expect_shape(ADD_BIAS, "ḃ", "b", Shape(x.nrows(), 1), shape_of(bd))?;
-        Ok(Zip::from(xd).and_broadcast(bd).map_collect(|&x, &b| x + b))
+        _x: &[ArrayView2<'_, T>],
+        _y: &[ArrayView2<'_, T>],
+        xdot: &Partials<'_, '_, T>,
+        ydot: &mut [ArrayViewMut2<'_, T>],
+        _: &mut [T],
+    ) -> Result<()> {
+        Zip::from(&mut ydot[0])
+            .and(&xdot.view(0))
+            .and_broadcast(&xdot.view(1))
+            .for_each(|c, &x, &b| *c = x + b);
+        Ok(())
     }
 }
 
-impl<T: Real> Binary<T> for AddBias {}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::primitive::Primitive;
+    use ndarray::{array, Array2};
+
+    #[test]
+    fn add_bias_writes_without_reading_then_adds() {
+        let x = array![[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]];
+        let b = array![[10.0], [20.0]];
+        let c = AddBias.forward(&[x.view(), b.view()]).unwrap().remove(0);
+        assert_eq!(c, array![[11.0, 12.0, 13.0], [24.0, 25.0, 26.0]]);
+        assert_eq!(Rule::<f64>::saves(&AddBias, &[true, true]), Saves::NONE);
+
+        // Placeholders for the unsaved inputs and output: NaN everywhere.
+        let (xn, bn, cn) = (
+            x.mapv(|_| f64::NAN),
+            b.mapv(|_| f64::NAN),
+            c.mapv(|_| f64::NAN),
+        );
+        let cbar = array![[1.0, 2.0, 3.0], [-1.0, 0.5, 0.5]];
+        let mut xbar = Array2::from_elem((2, 3), f64::NAN);
+        let mut bbar = Array2::from_elem((2, 1), f64::NAN);
+        let mut grads = [Grad::Write(xbar.view_mut()), Grad::Write(bbar.view_mut())];
+        AddBias
+            .backward_into(
+                &[xn.view(), bn.view()],
+                &[cn.view()],
+                &[Some(cbar.view())],
+                &mut grads,
+                None,
+            )
+            .unwrap();
+        assert_eq!(xbar, cbar);
+        assert_eq!(bbar, array![[6.0], [0.0]]);
+
+        let mut grads = [Grad::Skip, Grad::Add(bbar.view_mut())];
+        AddBias
+            .backward_into(
+                &[xn.view(), bn.view()],
+                &[cn.view()],
+                &[Some(cbar.view())],
+                &mut grads,
+                None,
+            )
+            .unwrap();
+        assert_eq!(bbar, array![[12.0], [0.0]]);
+    }
+
+    #[test]
+    fn add_bias_rejects_a_bias_that_is_not_one_column_per_row() {
+        let err = Rule::<f64>::shapes(&AddBias, &[Shape(3, 4), Shape(4, 1)]).unwrap_err();
+        assert!(
+            matches!(err, Error::ShapeMismatch { op: "AddBias", .. }),
+            "{err}"
+        );
+    }
+}

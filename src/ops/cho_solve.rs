@@ -2,7 +2,8 @@
 //!
 //! With `K = LLᵀ`, Giles' rule for `X = K⁻¹B` gives `B̄ = K⁻¹X̄` and `K̄ = −B̄Xᵀ`, and
 //! `K̇ = L̇Lᵀ + LL̇ᵀ` turns `K̄` into `L̄ = (K̄ + K̄ᵀ)L = −(B̄Xᵀ + XB̄ᵀ)L` on the lower
-//! triangle (Giles 2008, §3.3; Murray 2016, §2).
+//! triangle (Giles 2008, §2.2; Murray 2016, §2; `docs/math.md`, solve with a Cholesky
+//! factor).
 //!
 //! ```
 //! use matgrad::prelude::*;
@@ -10,256 +11,262 @@
 //!
 //! let l = array![[2.0f64, 0.0], [1.0, 3.0]];             // K = LLᵀ = [[4, 2], [2, 10]]
 //! let b = array![[8.0], [22.0]];
-//! let x = ChoSolve.apply(l.view(), b.view())?;           // X = K⁻¹B
+//! let x = ChoSolve.apply([l.view(), b.view()])?;         // X = K⁻¹B
 //! assert!((x.value() - &array![[1.0], [2.0]]).iter().all(|d| d.abs() < 1e-12));
-//! let (lbar, bbar) = x.backward(array![[1.0], [0.0]].view())?;
+//! let [lbar, bbar] = x.backward(array![[1.0], [0.0]].view())?;
 //! assert_eq!((lbar[(0, 1)], bbar.dim()), (0.0, (2, 1)));
 //! # Ok::<(), matgrad::Error>(())
 //! ```
 
-use super::triangular::{gemm_tri, nonsingular, square};
-use super::{two, Binary};
-use crate::blas::{trmm, trsm, Diag, Side, Trans, Uplo};
-use crate::error::{expect_shape, shape_of, Error, Result, Shape};
-use crate::primitive::{check_arity, Primitive, Structure};
+use super::triangular::{nonsingular, scratch, solve_saves, solve_shapes, with_bbar, TriSolve};
+use crate::blas::{gemm_tri, gemm_tri_workspace, trmm, Accum, Side, Tri, Uplo};
+use crate::error::{Result, Shape};
+use crate::primitive::{Grad, Partials, Rule, Saves, Shapes, Structure};
 use crate::Real;
-use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
+use ndarray::{s, ArrayView2, ArrayViewMut2};
 
 const OP: &str = "ChoSolve";
 
 /// `X = (LLᵀ)⁻¹B` for the lower Cholesky factor `L` (only its lower triangle is read).
 ///
 /// Forward `Ẋ = (LLᵀ)⁻¹(Ḃ − (L̇Lᵀ + LL̇ᵀ)X)`; reverse `B̄ = (LLᵀ)⁻¹X̄`,
-/// `L̄ = −tril((B̄Xᵀ + XB̄ᵀ)L)` (Giles 2008, §3.3, chained through `K = LLᵀ`).
-/// Input 0 is [`Structure::LowerTriangular`].
+/// `L̄ = −tril((B̄Xᵀ + XB̄ᵀ)L)` (Giles 2008, §2.2, chained through `K = LLᵀ`;
+/// `docs/math.md`). The solves are [`TriSolve::lower`] then [`TriSolve::lower_t`];
+/// `L̄ = −tril(B̄(LᵀX)ᵀ + X(LᵀB̄)ᵀ)` is one TRMM on `[B̄ X]` and two triangular GEMMs, in
+/// `O(n²k)` for `k` columns.
+///
+/// The reverse rule reads `L` (whenever a gradient is wanted) and `X` (only for `L̄`).
+/// Its workspace, `3nk` elements and one tile, holds `B̄` when its buffer is not a first
+/// write, the `n×2k` matrix `Lᵀ[B̄ X]` and the tile of the triangular GEMM; the forward
+/// rule uses `nk` of it. Input 0 is [`Structure::LowerTriangular`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
 pub struct ChoSolve;
 
 impl ChoSolve {
-    fn check<T>(&self, l: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>) -> Result<Shape> {
-        let n = square(OP, "L", l)?;
-        if b.nrows() != n {
-            return Err(Error::ShapeMismatch {
-                op: OP,
-                what: "B must have as many rows as L",
-                lhs_name: "L",
-                lhs: shape_of(l),
-                rhs_name: "B",
-                rhs: shape_of(b),
-            });
-        }
-        Ok(shape_of(b))
+    /// `Y ← (LLᵀ)⁻¹Y` in place: `L⁻¹` then `L⁻ᵀ`. `K⁻¹` is symmetric, so this is both
+    /// the forward pass (on `B`) and `B̄` (on `X̄`).
+    pub fn solve_in_place<T: Real>(
+        l: ArrayView2<'_, T>,
+        mut y: ArrayViewMut2<'_, T>,
+    ) -> Result<()> {
+        TriSolve::lower().solve_in_place(l, y.view_mut())?;
+        TriSolve::lower_t().solve_in_place(l, y)
     }
 }
 
-/// `Y ← (LLᵀ)⁻¹Y` in place.
-fn solve_in_place<T: Real>(l: ArrayView2<'_, T>, mut y: ArrayViewMut2<'_, T>) -> Result<()> {
-    trsm(
-        OP,
-        Side::Left,
-        Uplo::Lower,
-        Trans::No,
-        Diag::NonUnit,
-        T::one(),
-        l.view(),
-        y.view_mut(),
-    )?;
-    trsm(
-        OP,
-        Side::Left,
-        Uplo::Lower,
-        Trans::Yes,
-        Diag::NonUnit,
-        T::one(),
-        l,
-        y,
-    )
-}
-
-/// `L̄ −= tril(B̄(XᵀL) + X(B̄ᵀL))`, the same as `tril((B̄Xᵀ + XB̄ᵀ)L)` but O(n²k):
-/// one TRMM for `Lᵀ[B̄ X]`, then two triangular GEMMs with beta = 1 into `L̄`.
-fn sub_lbar<T: Real>(
+/// `L̄ ← −tril(B̄(LᵀX)ᵀ + X(LᵀB̄)ᵀ)`, the same as `−tril((B̄Xᵀ + XB̄ᵀ)L)` without the
+/// `n×n` product: one TRMM on `[B̄ X]` in `ws` (`2nk` elements, followed by the tile of
+/// [`gemm_tri`]), then two triangular GEMMs, the first replacing or adding as `accum`
+/// says, the second adding.
+fn backward_l<T: Real>(
     l: ArrayView2<'_, T>,
     x: ArrayView2<'_, T>,
     bbar: ArrayView2<'_, T>,
     mut lbar: ArrayViewMut2<'_, T>,
+    accum: Accum,
+    ws: &mut [T],
 ) -> Result<()> {
     let (n, k) = x.dim();
-    let mut y = Array2::zeros((n, 2 * k));
-    y.slice_mut(s![.., ..k]).assign(&bbar);
-    y.slice_mut(s![.., k..]).assign(&x);
-    trmm(
-        OP,
-        Side::Left,
-        Uplo::Lower,
-        Trans::Yes,
-        Diag::NonUnit,
-        T::one(),
-        l,
-        y.view_mut(),
-    )?;
-    let (ltb, ltx) = (y.slice(s![.., ..k]), y.slice(s![.., k..]));
+    let (mut lt, tile) = scratch(OP, ws, (n, 2 * k))?;
+    lt.slice_mut(s![.., ..k]).assign(&bbar);
+    lt.slice_mut(s![.., k..]).assign(&x);
+    trmm(lt.view_mut(), Side::Left, Tri::lower(l).t(), T::one())?;
+    let (ltb, ltx) = (lt.slice(s![.., ..k]), lt.slice(s![.., k..]));
     gemm_tri(
-        OP,
-        Uplo::Lower,
-        -T::one(),
-        bbar,
-        Trans::No,
-        ltx,
-        Trans::Yes,
         lbar.view_mut(),
-    )?;
-    gemm_tri(
-        OP,
         Uplo::Lower,
+        accum,
+        bbar,
+        ltx.t(),
         -T::one(),
-        x,
-        Trans::No,
-        ltb,
-        Trans::Yes,
-        lbar,
-    )
+        tile,
+    )?;
+    gemm_tri(lbar, Uplo::Lower, Accum::Add, x, ltb.t(), -T::one(), tile)
 }
 
-impl<T: Real> Primitive<T> for ChoSolve {
-    fn name(&self) -> String {
-        format!("{OP}((LLᵀ)⁻¹·B)")
+impl<T: Real> Rule<T> for ChoSolve {
+    fn name(&self) -> &'static str {
+        "ChoSolve((LLᵀ)⁻¹·B)"
     }
     fn arity(&self) -> usize {
         2
     }
-    fn input_name(&self, input: usize) -> String {
-        ["L", "B"].get(input).map_or_else(
-            || crate::check::default_input_name(input),
-            |s| s.to_string(),
-        )
+    fn input_name(&self, i: usize) -> &'static str {
+        ["L", "B"].get(i).copied().unwrap_or("X")
     }
-    fn structure(&self, input: usize) -> Structure {
-        if input == 0 {
+    fn structure(&self, i: usize) -> Structure {
+        if i == 0 {
             Structure::LowerTriangular
         } else {
             Structure::General
         }
     }
-    fn forward(&self, inputs: &[ArrayView2<'_, T>]) -> Result<Array2<T>> {
-        let (l, b) = two(OP, "inputs", inputs)?;
-        self.check(l, b)?;
-        nonsingular(OP, l)?;
-        let mut x = b.to_owned();
-        solve_in_place(l.view(), x.view_mut())?;
-        Ok(x)
+    fn shapes(&self, x: &[Shape]) -> Result<Shapes> {
+        solve_shapes(OP, Side::Left, x)
     }
-    fn backward(
-        &self,
-        inputs: &[ArrayView2<'_, T>],
-        output: ArrayView2<'_, T>,
-        cbar: ArrayView2<'_, T>,
-    ) -> Result<Vec<Array2<T>>> {
-        let (l, b) = two(OP, "inputs", inputs)?;
-        let xs = self.check(l, b)?;
-        expect_shape(OP, "X", "B", xs, shape_of(&output))?;
-        expect_shape(OP, "X̄", "X", xs, shape_of(&cbar))?;
-        nonsingular(OP, l)?;
-        let mut bbar = cbar.to_owned();
-        solve_in_place(l.view(), bbar.view_mut())?;
-        let mut lbar = Array2::zeros(l.dim());
-        sub_lbar(l.view(), output, bbar.view(), lbar.view_mut())?;
-        Ok(vec![lbar, bbar])
+    fn saves(&self, wanted: &[bool]) -> Saves {
+        solve_saves(wanted)
     }
-    fn backward_into(
+    fn workspace(&self, x: &[Shape]) -> usize {
+        3 * x[1].0 * x[1].1 + gemm_tri_workspace(x[0].0)
+    }
+    fn eval(
         &self,
-        inputs: &[ArrayView2<'_, T>],
-        output: ArrayView2<'_, T>,
-        cbar: ArrayView2<'_, T>,
-        grads: &mut [Option<ArrayViewMut2<'_, T>>],
+        x: &[ArrayView2<'_, T>],
+        y: &mut [ArrayViewMut2<'_, T>],
+        _: &mut [T],
     ) -> Result<()> {
-        let (l, b) = two(OP, "inputs", inputs)?;
-        check_arity(OP, "gradient buffers", 2, grads.len())?;
-        let xs = self.check(l, b)?;
-        expect_shape(OP, "X", "B", xs, shape_of(&output))?;
-        expect_shape(OP, "X̄", "X", xs, shape_of(&cbar))?;
-        if let Some(g) = grads[0].as_ref() {
-            expect_shape(OP, "L̄ buffer", "L", shape_of(l), shape_of(g))?;
-        }
-        if let Some(g) = grads[1].as_ref() {
-            expect_shape(OP, "B̄ buffer", "B", xs, shape_of(g))?;
-        }
-        if grads.iter().all(Option::is_none) {
-            return Ok(());
-        }
-        nonsingular(OP, l)?;
-        // TRSM has no beta, and L̄ needs B̄ anyway: B̄ is solved into its own buffer.
-        let mut bbar = cbar.to_owned();
-        solve_in_place(l.view(), bbar.view_mut())?;
-        if let Some(g) = grads[0].as_mut() {
-            sub_lbar(l.view(), output, bbar.view(), g.view_mut())?;
-        }
-        if let Some(g) = grads[1].as_mut() {
-            *g += &bbar;
-        }
-        Ok(())
+        nonsingular(OP, &x[0])?;
+        y[0].assign(&x[1]);
+        Self::solve_in_place(x[0].view(), y[0].view_mut())
     }
-    fn jvp(
+    fn pullback(
         &self,
-        inputs: &[ArrayView2<'_, T>],
-        output: ArrayView2<'_, T>,
-        tangents: &[ArrayView2<'_, T>],
-    ) -> Result<Array2<T>> {
-        let (l, b) = two(OP, "inputs", inputs)?;
-        let (ld, bd) = two(OP, "tangents", tangents)?;
-        let xs = self.check(l, b)?;
-        expect_shape(OP, "X", "B", xs, shape_of(&output))?;
-        expect_shape(OP, "L̇", "L", shape_of(l), shape_of(ld))?;
-        expect_shape(OP, "Ḃ", "B", xs, shape_of(bd))?;
-        nonsingular(OP, l)?;
-        // K̇X = L̇(LᵀX) + L(L̇ᵀX); TRMM reads only the lower triangles of L and L̇.
-        let mut xd = output.to_owned();
-        trmm(
-            OP,
-            Side::Left,
-            Uplo::Lower,
-            Trans::Yes,
-            Diag::NonUnit,
-            T::one(),
-            l.view(),
-            xd.view_mut(),
-        )?;
-        trmm(
-            OP,
-            Side::Left,
-            Uplo::Lower,
-            Trans::No,
-            Diag::NonUnit,
-            -T::one(),
-            ld.view(),
-            xd.view_mut(),
-        )?;
-        let mut v = output.to_owned();
-        trmm(
-            OP,
-            Side::Left,
-            Uplo::Lower,
-            Trans::Yes,
-            Diag::NonUnit,
-            T::one(),
-            ld.view(),
-            v.view_mut(),
-        )?;
-        trmm(
-            OP,
-            Side::Left,
-            Uplo::Lower,
-            Trans::No,
-            Diag::NonUnit,
-            -T::one(),
-            l.view(),
-            v.view_mut(),
-        )?;
-        xd += &v;
-        xd += bd;
-        solve_in_place(l.view(), xd.view_mut())?;
-        Ok(xd)
+        x: &[ArrayView2<'_, T>],
+        y: &[ArrayView2<'_, T>],
+        ybar: &Partials<'_, '_, T>,
+        grads: &mut [Grad<'_, T>],
+        ws: &mut [T],
+    ) -> Result<()> {
+        let l = x[0].view();
+        nonsingular(OP, &l)?;
+        let (n, k) = x[1].dim();
+        let (gl, gb) = grads.split_at_mut(1);
+        let (gl, gb) = (&mut gl[0], &mut gb[0]);
+        let (bws, rest) = ws.split_at_mut(n * k);
+        let solve = |v: ArrayViewMut2<'_, T>| Self::solve_in_place(l, v);
+        let lbar = gl.target().map(|(g, acc)| {
+            move |bbar: ArrayView2<'_, T>| backward_l(l, y[0].view(), bbar, g, acc, rest)
+        });
+        with_bbar(OP, ybar.view(0), gb, bws, solve, lbar)
+    }
+    fn pushforward(
+        &self,
+        x: &[ArrayView2<'_, T>],
+        y: &[ArrayView2<'_, T>],
+        xdot: &Partials<'_, '_, T>,
+        ydot: &mut [ArrayViewMut2<'_, T>],
+        ws: &mut [T],
+    ) -> Result<()> {
+        let l = x[0].view();
+        nonsingular(OP, &l)?;
+        let mut xd = ydot[0].view_mut();
+        match xdot.get(0) {
+            Some(ld) => {
+                // Ḃ − K̇X with K̇X = L̇(LᵀX) + L(L̇ᵀX); TRMM reads only the lower triangles.
+                xd.assign(&y[0]);
+                trmm(xd.view_mut(), Side::Left, Tri::lower(l).t(), T::one())?;
+                trmm(xd.view_mut(), Side::Left, Tri::lower(ld), -T::one())?;
+                let (mut v, _) = scratch(OP, ws, y[0].dim())?;
+                v.assign(&y[0]);
+                trmm(v.view_mut(), Side::Left, Tri::lower(ld).t(), T::one())?;
+                trmm(v.view_mut(), Side::Left, Tri::lower(l), -T::one())?;
+                xd += &v;
+                if let Some(bd) = xdot.get(1) {
+                    xd += &bd;
+                }
+            }
+            None => xd.assign(&xdot.view(1)),
+        }
+        Self::solve_in_place(l, xd)
     }
 }
 
-impl<T: Real> Binary<T> for ChoSolve {}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::ops::Apply;
+    use ndarray::Array2;
+
+    fn mat(m: usize, n: usize, seed: usize) -> Array2<f64> {
+        Array2::from_shape_fn((m, n), |(i, j)| {
+            ((i * 131 + j * 71 + seed * 29 + 1) as f64 * 0.7548776662).sin()
+        })
+    }
+
+    /// A lower factor with a positive diagonal and junk above it, which must not be read.
+    fn factor(n: usize, seed: usize) -> Array2<f64> {
+        let m = mat(n, n, seed);
+        Array2::from_shape_fn((n, n), |(i, j)| match i.cmp(&j) {
+            std::cmp::Ordering::Equal => 2.0 + m[(i, j)].abs(),
+            std::cmp::Ordering::Greater => 0.5 * m[(i, j)],
+            std::cmp::Ordering::Less => 1e3,
+        })
+    }
+
+    fn close(a: &Array2<f64>, b: &Array2<f64>, tol: f64) -> bool {
+        let scale = b.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+        a.dim() == b.dim() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol * scale)
+    }
+
+    #[test]
+    fn matches_the_dense_rules_in_every_gradient_mode() {
+        let (n, k) = (70, 3);
+        let l = factor(n, 1);
+        let lo = Array2::from_shape_fn((n, n), |(i, j)| if j <= i { l[(i, j)] } else { 0.0 });
+        let b = mat(n, k, 2);
+        let xbar = mat(n, k, 3);
+        let mut kinv = Array2::eye(n);
+        ChoSolve::solve_in_place(l.view(), kinv.view_mut()).unwrap();
+        let out = ChoSolve.apply([l.view(), b.view()]).unwrap();
+        let x = out.value().to_owned();
+        assert!(close(&lo.dot(&lo.t()).dot(&x), &b, 1e-12));
+        let want_bbar = kinv.dot(&xbar);
+        let m = -(want_bbar.dot(&x.t()) + x.dot(&want_bbar.t())).dot(&lo);
+        let want_lbar =
+            Array2::from_shape_fn((n, n), |(i, j)| if j <= i { m[(i, j)] } else { 0.0 });
+        let [lbar, bbar] = out.backward(xbar.view()).unwrap();
+        assert!(close(&bbar, &want_bbar, 1e-12));
+        assert!(close(&lbar, &want_lbar, 1e-12));
+
+        let shapes = [Shape(n, n), Shape(n, k)];
+        let mut ws = vec![f64::NAN; Rule::<f64>::workspace(&ChoSolve, &shapes)];
+        let (mut lb, mut bb) = (
+            Array2::from_elem((n, n), f64::NAN),
+            Array2::from_elem((n, k), f64::NAN),
+        );
+        out.backward_into(
+            &[Some(xbar.view())],
+            &mut [Grad::Write(lb.view_mut()), Grad::Skip],
+            Some(&mut ws),
+        )
+        .unwrap();
+        assert!(close(&lb, &want_lbar, 1e-12));
+        out.backward_into(
+            &[Some(xbar.view())],
+            &mut [Grad::Add(lb.view_mut()), Grad::Write(bb.view_mut())],
+            Some(&mut ws),
+        )
+        .unwrap();
+        assert!(close(&lb, &(&want_lbar * 2.0), 1e-12));
+        assert!(close(&bb, &want_bbar, 1e-12));
+        out.backward_into(
+            &[Some(xbar.view())],
+            &mut [Grad::Skip, Grad::Add(bb.view_mut())],
+            Some(&mut ws),
+        )
+        .unwrap();
+        assert!(close(&bb, &(&want_bbar * 2.0), 1e-12));
+
+        // ⟨X̄, Ẋ⟩ = ⟨L̄, L̇⟩ + ⟨B̄, Ḃ⟩, with L̇ lower triangular.
+        let m4 = mat(n, n, 4);
+        let ld = Array2::from_shape_fn((n, n), |(i, j)| if j <= i { m4[(i, j)] } else { 0.0 });
+        let bd = mat(n, k, 5);
+        let xd = out.jvp([ld.view(), bd.view()]).unwrap();
+        let lhs = (&xbar * &xd).sum();
+        let rhs = (&lbar * &ld).sum() + (&bbar * &bd).sum();
+        assert!((lhs - rhs).abs() < 1e-10 * (1.0 + lhs.abs()), "{lhs} {rhs}");
+    }
+
+    #[test]
+    fn a_zero_on_the_diagonal_is_singular() {
+        let mut l = factor(4, 6);
+        l[(1, 1)] = 0.0;
+        let b = mat(4, 2, 7);
+        assert_eq!(
+            ChoSolve.apply([l.view(), b.view()]).err(),
+            Some(Error::Singular { op: OP, index: 1 })
+        );
+    }
+}

@@ -1,9 +1,10 @@
 //! Elementwise functions `C = g(A)` and the Hadamard product `C = A ⊙ B`.
 //!
-//! A scalar function is an [`ElemFn`]: its value and its derivative, which may read
-//! the output `y = g(x)` when that is cheaper than recomputing from `x`
-//! (`tanh' = 1 − y²`, `σ' = y(1 − y)`, `exp' = y`). [`Map`] turns any `ElemFn`, the
-//! crate's or your own, into a [`Primitive`]:
+//! A scalar function is an [`ElemFn`]: its value, its derivative, and what the
+//! derivative reads ([`Deriv`]): the input `x`, the output `y = g(x)` when that is
+//! cheaper than recomputing from `x` (`tanh' = 1 − y²`, `σ' = y(1 − y)`, `exp' = y`),
+//! or both. [`Map`] turns any `ElemFn`, the crate's or your own, into a [`Rule`] whose
+//! reverse pass keeps only what `g'` reads:
 //!
 //! ```
 //! use matgrad::prelude::*;
@@ -15,6 +16,9 @@
 //!     fn name(&self) -> &'static str {
 //!         "Cube"
 //!     }
+//!     fn reads(&self) -> Deriv {
+//!         Deriv::Input
+//!     }
 //!     fn f(&self, x: T) -> T {
 //!         x * x * x
 //!     }
@@ -24,39 +28,57 @@
 //! }
 //!
 //! let a = array![[1.0, -2.0], [0.5, 3.0]];
-//! let c = Map(Cube).apply(a.view())?;
+//! let c = Map(Cube).apply([a.view()])?;
 //! assert_eq!(c.value()[(0, 1)], -8.0);
-//! let abar = c.backward(array![[1.0, 1.0], [1.0, 1.0]].view())?;
+//! let cbar = array![[1.0, 1.0], [1.0, 1.0]];
+//! let [abar] = c.backward(cbar.view())?;
 //! assert_eq!(abar[(1, 1)], 27.0);
 //!
-//! let t = Map::new(Tanh).apply(a.view())?;
+//! let t = Map::new(Tanh).apply([a.view()])?;
 //! assert!((t.value()[(0, 0)] - 1.0f64.tanh()).abs() < 1e-15);
 //! # Ok::<(), matgrad::Error>(())
 //! ```
 
-use super::add::same_shape;
-use super::{one, two, Binary, Unary};
-use crate::error::{expect_shape, shape_of, Result};
-use crate::primitive::{check_arity, Primitive};
+use super::same_shape;
+use crate::error::{Result, Shape};
+use crate::primitive::{Grad, Partials, Rule, Saves, Shapes};
 use crate::Real;
-use ndarray::{Array2, ArrayView2, ArrayViewMut2, Zip};
+use ndarray::{ArrayView2, ArrayViewMut2, Zip};
 use num_traits::Float;
+use smallvec::smallvec;
+
+/// What the derivative `g'` of an [`ElemFn`] reads: the input `x`, the output
+/// `y = g(x)`, or both. This is what [`Map`] declares in [`Rule::saves`], so a caller
+/// keeps only that value for the reverse pass.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum Deriv {
+    /// `g'` reads `x` only (`sin' = cos x`).
+    Input,
+    /// `g'` reads `y = g(x)` only (`tanh' = 1 − y²`).
+    Output,
+    /// `g'` reads both `x` and `y`.
+    Both,
+}
 
 /// A differentiable scalar function `y = g(x)`, applied entrywise by [`Map`].
 pub trait ElemFn<T: Real> {
     /// Name used in reports and errors ("Tanh").
     fn name(&self) -> &'static str;
+    /// What [`ElemFn::df`] reads: `x`, `y`, or both.
+    fn reads(&self) -> Deriv;
     /// `g(x)`.
     fn f(&self, x: T) -> T;
-    /// `g'(x)`, given `x` and `y = g(x)` so that either may be used.
+    /// `g'(x)`, given `x` and `y = g(x)`. In the reverse pass only what
+    /// [`ElemFn::reads`] declares is real: for [`Deriv::Input`] the `y` passed is `x`
+    /// again, for [`Deriv::Output`] the `x` passed is `y` again.
     fn df(&self, x: T, y: T) -> T;
 }
 
 /// `C = g(A)` entrywise, for any [`ElemFn`] `g`.
 ///
-/// Forward `Ċ = g'(A) ⊙ Ȧ`; reverse `Ā = g'(A) ⊙ C̄` (Giles 2008). The rules
-/// read `C` where `g'` is cheaper from it. The input `C` passed to `backward`/`jvp`
-/// must be this primitive's own output.
+/// Forward `Ċ = g'(A) ⊙ Ȧ`; reverse `Ā = g'(A) ⊙ C̄` (Giles 2008; `docs/math.md`).
+/// The reverse rule reads `A`, `C` or both, as [`ElemFn::reads`] says: `C` where `g'`
+/// is cheaper from it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
 pub struct Map<G>(pub G);
 
@@ -77,85 +99,85 @@ impl<G> From<G> for Map<G> {
     }
 }
 
-/// Errors unless the output `C` and the cotangent or tangent `x` have `A`'s shape.
-fn check_map<T: Real>(
-    op: &'static str,
-    a: &ArrayView2<'_, T>,
-    output: &ArrayView2<'_, T>,
-    (name, of, x): (&'static str, &'static str, &ArrayView2<'_, T>),
-) -> Result<()> {
-    expect_shape(op, "C", "A", shape_of(a), shape_of(output))?;
-    expect_shape(op, name, of, shape_of(a), shape_of(x))
-}
-
-impl<T: Real, G: ElemFn<T>> Primitive<T> for Map<G> {
-    fn name(&self) -> String {
-        self.0.name().to_string()
+impl<T: Real, G: ElemFn<T>> Rule<T> for Map<G> {
+    fn name(&self) -> &'static str {
+        self.0.name()
     }
     fn arity(&self) -> usize {
         1
     }
-    fn forward(&self, inputs: &[ArrayView2<'_, T>]) -> Result<Array2<T>> {
-        let a = one(self.0.name(), "inputs", inputs)?;
-        Ok(a.map(|&x| self.0.f(x)))
+    fn shapes(&self, x: &[Shape]) -> Result<Shapes> {
+        Ok(smallvec![x[0]])
     }
-    fn backward(
-        &self,
-        inputs: &[ArrayView2<'_, T>],
-        output: ArrayView2<'_, T>,
-        cbar: ArrayView2<'_, T>,
-    ) -> Result<Vec<Array2<T>>> {
-        let op = self.0.name();
-        let a = one(op, "inputs", inputs)?;
-        check_map(op, a, &output, ("C̄", "C", &cbar))?;
-        let g = Zip::from(a)
-            .and(&output)
-            .and(&cbar)
-            .map_collect(|&x, &y, &c| self.0.df(x, y) * c);
-        Ok(vec![g])
+    fn saves(&self, wanted: &[bool]) -> Saves {
+        if !wanted[0] {
+            return Saves::NONE;
+        }
+        match self.0.reads() {
+            Deriv::Input => Saves::NONE.input(0),
+            Deriv::Output => Saves::NONE.output(0),
+            Deriv::Both => Saves::NONE.input(0).output(0),
+        }
     }
-    fn backward_into(
+    fn eval(
         &self,
-        inputs: &[ArrayView2<'_, T>],
-        output: ArrayView2<'_, T>,
-        cbar: ArrayView2<'_, T>,
-        grads: &mut [Option<ArrayViewMut2<'_, T>>],
+        x: &[ArrayView2<'_, T>],
+        y: &mut [ArrayViewMut2<'_, T>],
+        _: &mut [T],
     ) -> Result<()> {
-        let op = self.0.name();
-        let a = one(op, "inputs", inputs)?;
-        check_arity(op, "gradient buffers", 1, grads.len())?;
-        check_map(op, a, &output, ("C̄", "C", &cbar))?;
-        if let Some(g) = grads[0].as_mut() {
-            expect_shape(op, "Ā buffer", "A", shape_of(a), shape_of(g))?;
-            Zip::from(g)
-                .and(a)
-                .and(&output)
-                .and(&cbar)
-                .for_each(|g, &x, &y, &c| *g += self.0.df(x, y) * c);
+        Zip::from(&mut y[0])
+            .and(&x[0])
+            .for_each(|y, &x| *y = self.0.f(x));
+        Ok(())
+    }
+    fn pullback(
+        &self,
+        x: &[ArrayView2<'_, T>],
+        y: &[ArrayView2<'_, T>],
+        ybar: &Partials<'_, '_, T>,
+        grads: &mut [Grad<'_, T>],
+        _: &mut [T],
+    ) -> Result<()> {
+        let Some((g, acc)) = grads[0].target() else {
+            return Ok(());
+        };
+        let (f, cbar) = (&self.0, ybar.view(0));
+        let z = Zip::from(g).and(&cbar);
+        // Only the declared value is read; the other slot of `df` gets the same one.
+        match f.reads() {
+            Deriv::Input => z
+                .and(&x[0])
+                .for_each(|g, &c, &x| acc.store(g, f.df(x, x) * c)),
+            Deriv::Output => z
+                .and(&y[0])
+                .for_each(|g, &c, &y| acc.store(g, f.df(y, y) * c)),
+            Deriv::Both => z
+                .and(&x[0])
+                .and(&y[0])
+                .for_each(|g, &c, &x, &y| acc.store(g, f.df(x, y) * c)),
         }
         Ok(())
     }
-    fn jvp(
+    fn pushforward(
         &self,
-        inputs: &[ArrayView2<'_, T>],
-        output: ArrayView2<'_, T>,
-        tangents: &[ArrayView2<'_, T>],
-    ) -> Result<Array2<T>> {
-        let op = self.0.name();
-        let a = one(op, "inputs", inputs)?;
-        let ad = one(op, "tangents", tangents)?;
-        check_map(op, a, &output, ("Ȧ", "A", ad))?;
-        Ok(Zip::from(a)
-            .and(&output)
-            .and(ad)
-            .map_collect(|&x, &y, &d| self.0.df(x, y) * d))
+        x: &[ArrayView2<'_, T>],
+        y: &[ArrayView2<'_, T>],
+        xdot: &Partials<'_, '_, T>,
+        ydot: &mut [ArrayViewMut2<'_, T>],
+        _: &mut [T],
+    ) -> Result<()> {
+        Zip::from(&mut ydot[0])
+            .and(&x[0])
+            .and(&y[0])
+            .and(&xdot.view(0))
+            .for_each(|d, &x, &y, &a| *d = self.0.df(x, y) * a);
+        Ok(())
     }
 }
 
-impl<T: Real, G: ElemFn<T>> Unary<T> for Map<G> {}
-
 macro_rules! elem_fn {
-    ($(#[$doc:meta])* $ty:ident, $name:literal, |$x:ident| $f:expr, |$dx:ident, $y:ident| $df:expr) => {
+    ($(#[$doc:meta])* $ty:ident, $name:literal, $reads:ident,
+     |$x:ident| $f:expr, |$dx:ident, $y:ident| $df:expr) => {
         $(#[$doc])*
         #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
         pub struct $ty;
@@ -163,6 +185,9 @@ macro_rules! elem_fn {
         impl<T: Real> ElemFn<T> for $ty {
             fn name(&self) -> &'static str {
                 $name
+            }
+            fn reads(&self) -> Deriv {
+                Deriv::$reads
             }
             #[inline]
             fn f(&self, $x: T) -> T {
@@ -179,7 +204,7 @@ macro_rules! elem_fn {
 
 elem_fn!(
     /// `tanh x`, with `tanh' = 1 − y²` from the output.
-    Tanh, "Tanh", |x| Float::tanh(x), |x, y| T::one() - y * y
+    Tanh, "Tanh", Output, |x| Float::tanh(x), |x, y| T::one() - y * y
 );
 elem_fn!(
     /// The logistic sigmoid `σ(x) = 1/(1 + e⁻ˣ)`, with `σ' = y(1 − y)` from the output.
@@ -187,7 +212,7 @@ elem_fn!(
     /// Evaluated as `1/(1 + e⁻ˣ)` for `x ≥ 0` and `eˣ/(1 + eˣ)` for `x < 0`, so the
     /// exponential never overflows and large negative inputs keep their relative
     /// precision instead of rounding to `0` early.
-    Sigmoid, "Sigmoid",
+    Sigmoid, "Sigmoid", Output,
     |x| if x >= T::zero() {
         T::one() / (T::one() + Float::exp(-x))
     } else {
@@ -199,109 +224,220 @@ elem_fn!(
 elem_fn!(
     /// `max(x, 0)`. At the kink the derivative is taken as `g'(0) = 0`, the usual
     /// subgradient convention. `NaN` passes through.
-    Relu, "Relu",
+    Relu, "Relu", Input,
     |x| if x < T::zero() { T::zero() } else { x },
     |x, y| if x > T::zero() { T::one() } else { T::zero() }
 );
 elem_fn!(
     /// `eˣ`, with `exp' = y` from the output.
-    Exp, "Exp", |x| Float::exp(x), |x, y| y
+    Exp, "Exp", Output, |x| Float::exp(x), |x, y| y
 );
 elem_fn!(
     /// The natural logarithm, `log' = 1/x`. As with `f64::ln`, `log 0 = −∞` and
     /// negative inputs give `NaN`: no error, no panic.
-    Log, "Log", |x| Float::ln(x), |x, y| Float::recip(x)
+    Log, "Log", Input, |x| Float::ln(x), |x, y| Float::recip(x)
 );
 elem_fn!(
     /// `sin x`, `sin' = cos x`.
-    Sin, "Sin", |x| Float::sin(x), |x, y| Float::cos(x)
+    Sin, "Sin", Input, |x| Float::sin(x), |x, y| Float::cos(x)
 );
 elem_fn!(
     /// `cos x`, `cos' = −sin x`.
-    Cos, "Cos", |x| Float::cos(x), |x, y| -Float::sin(x)
+    Cos, "Cos", Input, |x| Float::cos(x), |x, y| -Float::sin(x)
 );
 elem_fn!(
     /// `x²`, `(x²)' = 2x`.
-    Square, "Square", |x| x * x, |x, y| x + x
+    Square, "Square", Input, |x| x * x, |x, y| x + x
 );
 
 const HADAMARD: &str = "Hadamard";
 
 /// `C = A ⊙ B`, the entrywise product of two matrices of the same shape.
 ///
-/// Forward `Ċ = Ȧ ⊙ B + A ⊙ Ḃ`; reverse `Ā = C̄ ⊙ B`, `B̄ = C̄ ⊙ A` (Giles 2008).
+/// Forward `Ċ = Ȧ ⊙ B + A ⊙ Ḃ`; reverse `Ā = C̄ ⊙ B`, `B̄ = C̄ ⊙ A` (Giles 2008;
+/// `docs/math.md`). The reverse rule reads `B` only for `Ā` and `A` only for `B̄`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
 pub struct Hadamard;
 
-impl<T: Real> Primitive<T> for Hadamard {
-    fn name(&self) -> String {
-        HADAMARD.to_string()
+impl<T: Real> Rule<T> for Hadamard {
+    fn name(&self) -> &'static str {
+        HADAMARD
     }
     fn arity(&self) -> usize {
         2
     }
-    fn forward(&self, inputs: &[ArrayView2<'_, T>]) -> Result<Array2<T>> {
-        let (a, b) = two(HADAMARD, "inputs", inputs)?;
-        same_shape(HADAMARD, "A", a, "B", b)?;
-        Ok(Zip::from(a).and(b).map_collect(|&x, &y| x * y))
+    fn shapes(&self, x: &[Shape]) -> Result<Shapes> {
+        same_shape(HADAMARD, "A", x[0], "B", x[1])?;
+        Ok(smallvec![x[0]])
     }
-    fn backward(
-        &self,
-        inputs: &[ArrayView2<'_, T>],
-        _output: ArrayView2<'_, T>,
-        cbar: ArrayView2<'_, T>,
-    ) -> Result<Vec<Array2<T>>> {
-        let (a, b) = two(HADAMARD, "inputs", inputs)?;
-        same_shape(HADAMARD, "A", a, "B", b)?;
-        expect_shape(HADAMARD, "C̄", "C", shape_of(a), shape_of(&cbar))?;
-        let abar = Zip::from(&cbar).and(b).map_collect(|&c, &y| c * y);
-        let bbar = Zip::from(&cbar).and(a).map_collect(|&c, &x| c * x);
-        Ok(vec![abar, bbar])
-    }
-    fn backward_into(
-        &self,
-        inputs: &[ArrayView2<'_, T>],
-        _output: ArrayView2<'_, T>,
-        cbar: ArrayView2<'_, T>,
-        grads: &mut [Option<ArrayViewMut2<'_, T>>],
-    ) -> Result<()> {
-        let (a, b) = two(HADAMARD, "inputs", inputs)?;
-        check_arity(HADAMARD, "gradient buffers", 2, grads.len())?;
-        same_shape(HADAMARD, "A", a, "B", b)?;
-        expect_shape(HADAMARD, "C̄", "C", shape_of(a), shape_of(&cbar))?;
-        if let Some(g) = grads[0].as_mut() {
-            expect_shape(HADAMARD, "Ā buffer", "A", shape_of(a), shape_of(g))?;
-            Zip::from(g)
-                .and(&cbar)
-                .and(b)
-                .for_each(|g, &c, &y| *g += c * y);
+    fn saves(&self, wanted: &[bool]) -> Saves {
+        let mut s = Saves::NONE;
+        if wanted[0] {
+            s = s.input(1);
         }
-        if let Some(g) = grads[1].as_mut() {
-            expect_shape(HADAMARD, "B̄ buffer", "B", shape_of(b), shape_of(g))?;
-            Zip::from(g)
-                .and(&cbar)
-                .and(a)
-                .for_each(|g, &c, &x| *g += c * x);
+        if wanted[1] {
+            s = s.input(0);
+        }
+        s
+    }
+    fn eval(
+        &self,
+        x: &[ArrayView2<'_, T>],
+        y: &mut [ArrayViewMut2<'_, T>],
+        _: &mut [T],
+    ) -> Result<()> {
+        Zip::from(&mut y[0])
+            .and(&x[0])
+            .and(&x[1])
+            .for_each(|c, &a, &b| *c = a * b);
+        Ok(())
+    }
+    fn pullback(
+        &self,
+        x: &[ArrayView2<'_, T>],
+        _y: &[ArrayView2<'_, T>],
+        ybar: &Partials<'_, '_, T>,
+        grads: &mut [Grad<'_, T>],
+        _: &mut [T],
+    ) -> Result<()> {
+        let cbar = ybar.view(0);
+        // Ā = C̄ ⊙ B reads B, B̄ = C̄ ⊙ A reads A.
+        for (i, other) in [(0, &x[1]), (1, &x[0])] {
+            if let Some((g, acc)) = grads[i].target() {
+                Zip::from(g)
+                    .and(&cbar)
+                    .and(other)
+                    .for_each(|g, &c, &o| acc.store(g, c * o));
+            }
         }
         Ok(())
     }
-    fn jvp(
+    fn pushforward(
         &self,
-        inputs: &[ArrayView2<'_, T>],
-        _output: ArrayView2<'_, T>,
-        tangents: &[ArrayView2<'_, T>],
-    ) -> Result<Array2<T>> {
-        let (a, b) = two(HADAMARD, "inputs", inputs)?;
-        let (ad, bd) = two(HADAMARD, "tangents", tangents)?;
-        same_shape(HADAMARD, "A", a, "B", b)?;
-        expect_shape(HADAMARD, "Ȧ", "A", shape_of(a), shape_of(ad))?;
-        expect_shape(HADAMARD, "Ḃ", "B", shape_of(b), shape_of(bd))?;
-        Ok(Zip::from(ad)
-            .and(b)
-            .and(a)
-            .and(bd)
-            .map_collect(|&ad, &b, &a, &bd| ad * b + a * bd))
+        x: &[ArrayView2<'_, T>],
+        _y: &[ArrayView2<'_, T>],
+        xdot: &Partials<'_, '_, T>,
+        ydot: &mut [ArrayViewMut2<'_, T>],
+        _: &mut [T],
+    ) -> Result<()> {
+        let (a, b, c) = (&x[0], &x[1], &mut ydot[0]);
+        // A missing tangent is zero and is skipped, as in MatMul.
+        match (xdot.get(0), xdot.get(1)) {
+            (Some(ad), Some(bd)) => Zip::from(c)
+                .and(&ad)
+                .and(b)
+                .and(a)
+                .and(&bd)
+                .for_each(|c, &ad, &b, &a, &bd| *c = ad * b + a * bd),
+            (Some(ad), None) => Zip::from(c)
+                .and(&ad)
+                .and(b)
+                .for_each(|c, &ad, &b| *c = ad * b),
+            (None, Some(bd)) => Zip::from(c)
+                .and(a)
+                .and(&bd)
+                .for_each(|c, &a, &bd| *c = a * bd),
+            (None, None) => c.fill(T::zero()),
+        }
+        Ok(())
     }
 }
 
-impl<T: Real> Binary<T> for Hadamard {}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::primitive::Primitive;
+    use ndarray::{array, Array2};
+
+    /// `Ā` with the value `reads` does not declare replaced by NaN.
+    fn abar_with_placeholder<G: ElemFn<f64>>(g: G, a: &Array2<f64>) -> Array2<f64> {
+        let map = Map(g);
+        let c = map.forward(&[a.view()]).unwrap().remove(0);
+        let saves = map.saves(&[true]);
+        let nan = a.mapv(|_| f64::NAN);
+        let x = if saves.reads_input(0) {
+            a.view()
+        } else {
+            nan.view()
+        };
+        let y = if saves.reads_output(0) {
+            c.view()
+        } else {
+            nan.view()
+        };
+        let cbar = Array2::ones(a.dim());
+        let mut abar = Array2::from_elem(a.dim(), f64::NAN);
+        map.backward_into(
+            &[x],
+            &[y],
+            &[Some(cbar.view())],
+            &mut [Grad::Write(abar.view_mut())],
+            None,
+        )
+        .unwrap();
+        abar
+    }
+
+    #[test]
+    fn reverse_rules_read_only_what_they_declare() {
+        let a = array![[0.5, -1.0], [2.0, 0.25]];
+        let close = |g: Array2<f64>, d: fn(f64) -> f64| {
+            Zip::from(&g)
+                .and(&a)
+                .for_each(|&g, &x| assert!((g - d(x)).abs() < 1e-14, "{g} vs {}", d(x)));
+        };
+        close(abar_with_placeholder(Tanh, &a), |x| 1.0 - x.tanh().powi(2));
+        close(abar_with_placeholder(Sigmoid, &a), |x| {
+            let s = 1.0 / (1.0 + (-x).exp());
+            s * (1.0 - s)
+        });
+        close(abar_with_placeholder(Exp, &a), f64::exp);
+        close(abar_with_placeholder(Relu, &a), |x| {
+            if x > 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        });
+        close(abar_with_placeholder(Sin, &a), f64::cos);
+        close(abar_with_placeholder(Cos, &a), |x| -x.sin());
+        close(abar_with_placeholder(Square, &a), |x| 2.0 * x);
+        let p = array![[0.5, 1.0], [2.0, 0.25]];
+        let g = abar_with_placeholder(Log, &p);
+        Zip::from(&g)
+            .and(&p)
+            .for_each(|&g, &x| assert!((g - 1.0 / x).abs() < 1e-14));
+    }
+
+    #[test]
+    fn saves_follow_reads() {
+        assert_eq!(
+            Rule::<f64>::saves(&Map(Tanh), &[true]),
+            Saves::NONE.output(0)
+        );
+        assert_eq!(Rule::<f64>::saves(&Map(Log), &[true]), Saves::NONE.input(0));
+        assert_eq!(Rule::<f64>::saves(&Map(Log), &[false]), Saves::NONE);
+        assert_eq!(
+            Rule::<f64>::saves(&Hadamard, &[true, false]),
+            Saves::NONE.input(1)
+        );
+        assert_eq!(
+            Rule::<f64>::saves(&Hadamard, &[false, true]),
+            Saves::NONE.input(0)
+        );
+    }
+
+    #[test]
+    fn hadamard_with_one_tangent_missing() {
+        let a = array![[1.0, f64::INFINITY]];
+        let b = array![[2.0, 3.0]];
+        let c = Hadamard.forward(&[a.view(), b.view()]).unwrap().remove(0);
+        let ad = array![[1.0, 0.0]];
+        let cd = Hadamard
+            .jvp(&[a.view(), b.view()], &[c.view()], &[Some(ad.view()), None])
+            .unwrap()
+            .remove(0);
+        // A missing Ḃ is skipped, not multiplied by A's infinity.
+        assert_eq!(cd, array![[2.0, 0.0]]);
+    }
+}

@@ -1,40 +1,43 @@
 //! Log-determinant from a Cholesky factor, `c = log det(LLᵀ) = 2 Σᵢ log Lᵢᵢ`.
 //!
 //! Only the diagonal enters: `ċ = 2 Σᵢ L̇ᵢᵢ/Lᵢᵢ` and `L̄ = diag(2c̄/Lᵢᵢ)` (the
-//! elementwise rule for `log` on the diagonal, Giles 2008, §3.1; chained with
-//! Cholesky it gives `Ā = c̄A⁻¹`, Giles' determinant rule).
+//! elementwise rule for `log` on the diagonal; chained with Cholesky it gives
+//! `Ā = c̄A⁻¹`, Giles' determinant rule, Giles 2008, §2.2; `docs/math.md`).
 //!
 //! ```
 //! use matgrad::prelude::*;
 //! use ndarray::array;
 //!
 //! let l = array![[2.0f64, 0.0], [7.0, 0.5]];
-//! let c = CholLogDet.apply(l.view())?;
+//! let c = CholLogDet.apply([l.view()])?;
 //! assert!(c.value()[(0, 0)].abs() < 1e-15);              // det(LLᵀ) = (2·0.5)² = 1
-//! let lbar = c.backward(array![[1.0]].view())?;
+//! let [lbar] = c.backward(array![[1.0]].view())?;
 //! assert_eq!(lbar, array![[1.0, 0.0], [0.0, 4.0]]);
 //! # Ok::<(), matgrad::Error>(())
 //! ```
 
-use super::triangular::square;
-use super::{one, Unary};
-use crate::error::{expect_shape, shape_of, Error, Result, Shape};
-use crate::primitive::{check_arity, Primitive, Structure};
+use super::square;
+use crate::blas::Accum;
+use crate::error::{Error, Result, Shape};
+use crate::primitive::{Grad, Partials, Rule, Saves, Shapes, Structure};
 use crate::Real;
-use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+use ndarray::{ArrayView2, ArrayViewMut2};
+use smallvec::smallvec;
 
 const OP: &str = "CholLogDet";
 
 /// `c = 2 Σᵢ log Lᵢᵢ` as a `1×1` matrix: `log det(LLᵀ)` for a Cholesky factor `L`.
 ///
-/// Forward `ċ = 2 Σᵢ L̇ᵢᵢ/Lᵢᵢ`; reverse `L̄ = diag(2c̄/Lᵢᵢ)` (Giles 2008, §3.1).
-/// The diagonal must be positive. Input 0 is [`Structure::LowerTriangular`].
+/// Forward `ċ = 2 Σᵢ L̇ᵢᵢ/Lᵢᵢ`; reverse `L̄ = diag(2c̄/Lᵢᵢ)` (Giles 2008, §2.2, the
+/// determinant rule through `log`; `docs/math.md`). The diagonal must be positive:
+/// a zero is [`Error::Singular`], a NaN [`Error::NonFinite`], a negative entry
+/// [`Error::InvalidArgument`]. The reverse rule reads `L` only, and needs no workspace.
+/// Input 0 is [`Structure::LowerTriangular`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
 pub struct CholLogDet;
 
-/// The order of `L` after checking that its diagonal has a logarithm.
-fn positive_diagonal<T: Real>(l: &ArrayView2<'_, T>) -> Result<usize> {
-    let n = square(OP, "L", l)?;
+/// Errors unless every diagonal entry of `L` has a real logarithm.
+fn positive_diagonal<T: Real>(l: &ArrayView2<'_, T>) -> Result<()> {
     for (i, &d) in l.diag().iter().enumerate() {
         if d > T::zero() {
             continue;
@@ -55,87 +58,131 @@ fn positive_diagonal<T: Real>(l: &ArrayView2<'_, T>) -> Result<usize> {
             }
         });
     }
-    Ok(n)
+    Ok(())
 }
 
-fn scalar_cbar<T: Real>(cbar: &ArrayView2<'_, T>) -> Result<T> {
-    expect_shape(OP, "c̄", "c", Shape(1, 1), shape_of(cbar))?;
-    Ok(cbar[(0, 0)])
-}
-
-impl<T: Real> Primitive<T> for CholLogDet {
-    fn name(&self) -> String {
-        format!("{OP}(2Σ log Lᵢᵢ)")
+impl<T: Real> Rule<T> for CholLogDet {
+    fn name(&self) -> &'static str {
+        "CholLogDet(2Σ log Lᵢᵢ)"
     }
     fn arity(&self) -> usize {
         1
     }
-    fn input_name(&self, input: usize) -> String {
-        ["L"].get(input).map_or_else(
-            || crate::check::default_input_name(input),
-            |s| s.to_string(),
-        )
+    fn input_name(&self, i: usize) -> &'static str {
+        ["L"].get(i).copied().unwrap_or("X")
     }
-    fn structure(&self, _input: usize) -> Structure {
+    fn structure(&self, _i: usize) -> Structure {
         Structure::LowerTriangular
     }
-    fn forward(&self, inputs: &[ArrayView2<'_, T>]) -> Result<Array2<T>> {
-        let l = one(OP, "inputs", inputs)?;
-        positive_diagonal(l)?;
-        let two = T::one() + T::one();
-        let c = l.diag().iter().map(|d| d.ln()).sum::<T>() * two;
-        Ok(Array2::from_elem((1, 1), c))
+    fn shapes(&self, x: &[Shape]) -> Result<Shapes> {
+        square(OP, "L", x[0])?;
+        Ok(smallvec![Shape(1, 1)])
     }
-    fn backward(
-        &self,
-        inputs: &[ArrayView2<'_, T>],
-        output: ArrayView2<'_, T>,
-        cbar: ArrayView2<'_, T>,
-    ) -> Result<Vec<Array2<T>>> {
-        let l = one(OP, "inputs", inputs)?;
-        let mut lbar = Array2::zeros(l.dim());
-        self.backward_into(inputs, output, cbar, &mut [Some(lbar.view_mut())])?;
-        Ok(vec![lbar])
+    fn saves(&self, wanted: &[bool]) -> Saves {
+        if wanted[0] {
+            Saves::NONE.input(0)
+        } else {
+            Saves::NONE
+        }
     }
-    fn backward_into(
+    fn eval(
         &self,
-        inputs: &[ArrayView2<'_, T>],
-        _output: ArrayView2<'_, T>,
-        cbar: ArrayView2<'_, T>,
-        grads: &mut [Option<ArrayViewMut2<'_, T>>],
+        x: &[ArrayView2<'_, T>],
+        y: &mut [ArrayViewMut2<'_, T>],
+        _: &mut [T],
     ) -> Result<()> {
-        let l = one(OP, "inputs", inputs)?;
-        check_arity(OP, "gradient buffers", 1, grads.len())?;
-        positive_diagonal(l)?;
-        let c2 = scalar_cbar(&cbar)? * (T::one() + T::one());
-        if let Some(g) = grads[0].as_mut() {
-            expect_shape(OP, "L̄ buffer", "L", shape_of(l), shape_of(g))?;
+        positive_diagonal(&x[0])?;
+        let two = T::one() + T::one();
+        y[0][(0, 0)] = x[0].diag().iter().map(|d| d.ln()).sum::<T>() * two;
+        Ok(())
+    }
+    fn pullback(
+        &self,
+        x: &[ArrayView2<'_, T>],
+        _y: &[ArrayView2<'_, T>],
+        ybar: &Partials<'_, '_, T>,
+        grads: &mut [Grad<'_, T>],
+        _: &mut [T],
+    ) -> Result<()> {
+        let l = x[0].view();
+        positive_diagonal(&l)?;
+        let c2 = ybar.view(0)[(0, 0)] * (T::one() + T::one());
+        if let Some((mut g, acc)) = grads[0].target() {
+            if acc == Accum::Replace {
+                g.fill(T::zero());
+            }
             for (gi, &d) in g.diag_mut().iter_mut().zip(l.diag()) {
-                *gi += c2 / d;
+                acc.store(gi, c2 / d);
             }
         }
         Ok(())
     }
-    fn jvp(
+    fn pushforward(
         &self,
-        inputs: &[ArrayView2<'_, T>],
-        _output: ArrayView2<'_, T>,
-        tangents: &[ArrayView2<'_, T>],
-    ) -> Result<Array2<T>> {
-        let l = one(OP, "inputs", inputs)?;
-        let ld = one(OP, "tangents", tangents)?;
-        positive_diagonal(l)?;
-        expect_shape(OP, "L̇", "L", shape_of(l), shape_of(ld))?;
+        x: &[ArrayView2<'_, T>],
+        _y: &[ArrayView2<'_, T>],
+        xdot: &Partials<'_, '_, T>,
+        ydot: &mut [ArrayViewMut2<'_, T>],
+        _: &mut [T],
+    ) -> Result<()> {
+        let l = x[0].view();
+        positive_diagonal(&l)?;
+        let ld = xdot.view(0);
         let two = T::one() + T::one();
-        let c = l
+        ydot[0][(0, 0)] = l
             .diag()
             .iter()
             .zip(ld.diag())
             .map(|(&d, &dd)| dd / d)
             .sum::<T>()
             * two;
-        Ok(Array2::from_elem((1, 1), c))
+        Ok(())
     }
 }
 
-impl<T: Real> Unary<T> for CholLogDet {}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::Apply;
+    use ndarray::{array, Array2};
+
+    #[test]
+    fn value_gradient_and_tangent_of_a_small_factor() {
+        let l = array![[2.0f64, 0.0, 0.0], [7.0, 0.5, 0.0], [1.0, -3.0, 4.0]];
+        let c = CholLogDet.apply([l.view()]).unwrap();
+        assert!((c.value()[(0, 0)] - 2.0 * 4.0f64.ln()).abs() < 1e-14);
+        let [lbar] = c.backward(array![[0.5]].view()).unwrap();
+        assert_eq!(lbar, Array2::from_diag(&array![0.5, 2.0, 0.25]));
+        let mut g = Array2::from_elem((3, 3), 1.0);
+        c.backward_add(array![[0.5]].view(), &mut [Some(g.view_mut())])
+            .unwrap();
+        assert_eq!(g, Array2::from_diag(&array![0.5, 2.0, 0.25]) + 1.0);
+        let ld = Array2::from_elem((3, 3), 1.0);
+        let cd = c.jvp([ld.view()]).unwrap();
+        assert!((cd[(0, 0)] - 2.0 * (0.5 + 2.0 + 0.25)).abs() < 1e-14);
+    }
+
+    #[test]
+    fn a_diagonal_without_a_logarithm_is_rejected() {
+        let mut l = array![[2.0f64, 0.0], [1.0, 0.0]];
+        assert_eq!(
+            CholLogDet.apply([l.view()]).err(),
+            Some(Error::Singular { op: OP, index: 1 })
+        );
+        l[(1, 1)] = -1.0;
+        assert!(matches!(
+            CholLogDet.apply([l.view()]).err(),
+            Some(Error::InvalidArgument { op: OP, .. })
+        ));
+        l[(1, 1)] = f64::NAN;
+        assert!(matches!(
+            CholLogDet.apply([l.view()]).err(),
+            Some(Error::NonFinite {
+                op: OP,
+                row: 1,
+                col: 1,
+                ..
+            })
+        ));
+    }
+}

@@ -1,20 +1,96 @@
 //! Masks, `C = r(A)`: keep some entries of `A` and zero the rest. The lower and upper
 //! triangles with a diagonal offset (as numpy's `tril`/`triu`), or a fixed mask.
 //!
-//! A mask is its own adjoint, so `Ā = r(C̄)` and `Ċ = r(Ȧ)` (Giles 2008).
-//! Any shape works, square or not.
+//! A mask is its own adjoint, so `Ā = r(C̄)` and `Ċ = r(Ȧ)` (Giles 2008;
+//! `docs/math.md`). Any shape works, square or not.
+//!
+//! Masks, rearrangements ([`super::reshape`]) and [`super::transpose`] are linear maps
+//! that only keep, drop or move entries; they share one rule, written once here for a
+//! map and its adjoint (the crate-private `Linear`), which reads nothing in reverse.
 
-use super::{one, Unary};
-use crate::error::{expect_shape, shape_of, Error, Result, Shape};
-use crate::primitive::{check_arity, Primitive};
+use crate::blas::Accum;
+use crate::error::{shape_of, Error, Result, Shape};
 use crate::Real;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Zip};
+
+/// A linear map of one input, `C = r(A)`, that keeps, drops or moves entries: its
+/// rules are `Ċ = r(Ȧ)` and `Ā = r*(C̄)` with `r*` the adjoint (`r` itself for a mask,
+/// `r⁻¹` for a rearrangement), and they read neither `A` nor `C`.
+/// [`linear_rule!`] turns it into a [`crate::Rule`].
+pub(crate) trait Linear {
+    /// Name used in reports and errors.
+    const NAME: &'static str;
+    /// Shape of `r(A)` for `A` of shape `a`, or the error naming why `a` does not fit.
+    fn out_shape(&self, a: Shape) -> Result<Shape>;
+    /// `dst ← r(src)` (`dst`'s contents not read) or `dst += r(src)`.
+    fn map_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum);
+    /// `dst ← r*(src)` (`dst`'s contents not read) or `dst += r*(src)`.
+    fn adjoint_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum);
+}
+
+/// `impl Rule<T>` for types implementing [`Linear`]: `Saves::NONE`, no workspace.
+macro_rules! linear_rule {
+    ($($ty:ty),+ $(,)?) => {$(
+        impl<T: $crate::Real> $crate::primitive::Rule<T> for $ty {
+            fn name(&self) -> &'static str {
+                <$ty as $crate::ops::mask::Linear>::NAME
+            }
+            fn arity(&self) -> usize {
+                1
+            }
+            fn shapes(&self, x: &[$crate::Shape]) -> $crate::Result<$crate::Shapes> {
+                let c = $crate::ops::mask::Linear::out_shape(self, x[0])?;
+                Ok(smallvec::smallvec![c])
+            }
+            fn saves(&self, _wanted: &[bool]) -> $crate::Saves {
+                $crate::Saves::NONE
+            }
+            fn eval(
+                &self,
+                x: &[ndarray::ArrayView2<'_, T>],
+                y: &mut [ndarray::ArrayViewMut2<'_, T>],
+                _: &mut [T],
+            ) -> $crate::Result<()> {
+                let y = y[0].view_mut();
+                $crate::ops::mask::Linear::map_into(self, x[0].view(), y, $crate::Accum::Replace);
+                Ok(())
+            }
+            fn pullback(
+                &self,
+                _x: &[ndarray::ArrayView2<'_, T>],
+                _y: &[ndarray::ArrayView2<'_, T>],
+                ybar: &$crate::Partials<'_, '_, T>,
+                grads: &mut [$crate::Grad<'_, T>],
+                _: &mut [T],
+            ) -> $crate::Result<()> {
+                if let Some((g, acc)) = grads[0].target() {
+                    $crate::ops::mask::Linear::adjoint_into(self, ybar.view(0), g, acc);
+                }
+                Ok(())
+            }
+            fn pushforward(
+                &self,
+                _x: &[ndarray::ArrayView2<'_, T>],
+                _y: &[ndarray::ArrayView2<'_, T>],
+                xdot: &$crate::Partials<'_, '_, T>,
+                ydot: &mut [ndarray::ArrayViewMut2<'_, T>],
+                _: &mut [T],
+            ) -> $crate::Result<()> {
+                let y = ydot[0].view_mut();
+                $crate::ops::mask::Linear::map_into(self, xdot.view(0), y, $crate::Accum::Replace);
+                Ok(())
+            }
+        }
+    )+};
+}
+pub(crate) use linear_rule;
 
 /// The lower triangle from diagonal `k` down: `C[i][j] = A[i][j]` where `j − i ≤ k`,
 /// zero elsewhere. `k = 0` keeps the main diagonal, `k = −1` drops it, `k = 1` keeps
 /// one superdiagonal too (numpy's `tril(A, k)`).
 ///
-/// Forward `Ċ = tril_k(Ȧ)`; reverse `Ā = tril_k(C̄)` (Giles 2008).
+/// Forward `Ċ = tril_k(Ȧ)`; reverse `Ā = tril_k(C̄)` (Giles 2008; `docs/math.md`).
+/// The reverse rule reads nothing but `C̄`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
 pub struct Tril {
     /// Diagonal offset: positive above the main diagonal, negative below.
@@ -24,7 +100,8 @@ pub struct Tril {
 /// The upper triangle from diagonal `k` up: `C[i][j] = A[i][j]` where `j − i ≥ k`,
 /// zero elsewhere (numpy's `triu(A, k)`).
 ///
-/// Forward `Ċ = triu_k(Ȧ)`; reverse `Ā = triu_k(C̄)` (Giles 2008).
+/// Forward `Ċ = triu_k(Ȧ)`; reverse `Ā = triu_k(C̄)` (Giles 2008; `docs/math.md`).
+/// The reverse rule reads nothing but `C̄`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
 pub struct Triu {
     /// Diagonal offset: positive above the main diagonal, negative below.
@@ -33,8 +110,9 @@ pub struct Triu {
 
 /// A fixed mask `M` of `A`'s shape: `C = M ⊙ A` with `M` boolean.
 ///
-/// Forward `Ċ = M ⊙ Ȧ`; reverse `Ā = M ⊙ C̄` (Giles 2008). An input whose
-/// shape differs from the mask's is an error.
+/// Forward `Ċ = M ⊙ Ȧ`; reverse `Ā = M ⊙ C̄` (Giles 2008; `docs/math.md`). An input
+/// whose shape differs from the mask's is an error. The reverse rule reads nothing but
+/// `C̄`. Apply it by reference, `(&mask).apply([a])`, to keep it without a copy.
 #[derive(Clone, PartialEq, Eq, Debug, Hash)]
 pub struct Mask {
     keep: Array2<bool>,
@@ -54,9 +132,6 @@ impl Tril {
     pub fn keeps(&self, i: usize, j: usize) -> bool {
         offset(i, j) <= self.k
     }
-    fn check(&self, _a: Shape) -> Result<()> {
-        Ok(())
-    }
 }
 
 impl Triu {
@@ -67,9 +142,6 @@ impl Triu {
     /// Whether entry `(i, j)` is kept.
     pub fn keeps(&self, i: usize, j: usize) -> bool {
         offset(i, j) >= self.k
-    }
-    fn check(&self, _a: Shape) -> Result<()> {
-        Ok(())
     }
 }
 
@@ -92,21 +164,6 @@ impl Mask {
     pub fn keeps(&self, i: usize, j: usize) -> bool {
         self.keep.get((i, j)).copied().unwrap_or(false)
     }
-    fn check(&self, a: Shape) -> Result<()> {
-        let m = shape_of(&self.keep);
-        if m == a {
-            Ok(())
-        } else {
-            Err(Error::ShapeMismatch {
-                op: "Mask",
-                what: "the mask and the input have different shapes",
-                lhs_name: "A",
-                lhs: a,
-                rhs_name: "mask",
-                rhs: m,
-            })
-        }
-    }
 }
 
 impl From<Array2<bool>> for Mask {
@@ -115,76 +172,123 @@ impl From<Array2<bool>> for Mask {
     }
 }
 
-/// `r(x)`, a new array.
-fn masked<T: Real>(x: &ArrayView2<'_, T>, keeps: impl Fn(usize, usize) -> bool) -> Array2<T> {
-    Zip::indexed(x).map_collect(|(i, j), &v| if keeps(i, j) { v } else { T::zero() })
+/// `dst ← r(src)` or `dst += r(src)` for the mask `keeps`, entry by entry.
+fn masked<T: Real>(
+    src: ArrayView2<'_, T>,
+    dst: ArrayViewMut2<'_, T>,
+    acc: Accum,
+    keeps: impl Fn(usize, usize) -> bool,
+) {
+    Zip::indexed(dst).and(&src).for_each(|(i, j), d, &s| {
+        acc.store(d, if keeps(i, j) { s } else { T::zero() });
+    });
 }
 
-macro_rules! impl_mask {
-    ($ty:ty, $op:literal, $name:expr) => {
-        impl<T: Real> Primitive<T> for $ty {
-            fn name(&self) -> String {
-                #[allow(clippy::redundant_closure_call)]
-                ($name)(self)
-            }
-            fn arity(&self) -> usize {
-                1
-            }
-            fn forward(&self, inputs: &[ArrayView2<'_, T>]) -> Result<Array2<T>> {
-                let a = one($op, "inputs", inputs)?;
-                self.check(shape_of(a))?;
-                Ok(masked(a, |i, j| self.keeps(i, j)))
-            }
-            fn backward(
-                &self,
-                inputs: &[ArrayView2<'_, T>],
-                _output: ArrayView2<'_, T>,
-                cbar: ArrayView2<'_, T>,
-            ) -> Result<Vec<Array2<T>>> {
-                let a = one($op, "inputs", inputs)?;
-                self.check(shape_of(a))?;
-                expect_shape($op, "C̄", "C", shape_of(a), shape_of(&cbar))?;
-                Ok(vec![masked(&cbar, |i, j| self.keeps(i, j))])
-            }
-            fn backward_into(
-                &self,
-                inputs: &[ArrayView2<'_, T>],
-                _output: ArrayView2<'_, T>,
-                cbar: ArrayView2<'_, T>,
-                grads: &mut [Option<ArrayViewMut2<'_, T>>],
-            ) -> Result<()> {
-                let a = one($op, "inputs", inputs)?;
-                check_arity($op, "gradient buffers", 1, grads.len())?;
-                self.check(shape_of(a))?;
-                expect_shape($op, "C̄", "C", shape_of(a), shape_of(&cbar))?;
-                if let Some(g) = grads[0].as_mut() {
-                    expect_shape($op, "Ā buffer", "A", shape_of(a), shape_of(g))?;
-                    Zip::indexed(g).and(&cbar).for_each(|(i, j), g, &c| {
-                        if self.keeps(i, j) {
-                            *g += c;
-                        }
-                    });
-                }
-                Ok(())
-            }
-            fn jvp(
-                &self,
-                inputs: &[ArrayView2<'_, T>],
-                _output: ArrayView2<'_, T>,
-                tangents: &[ArrayView2<'_, T>],
-            ) -> Result<Array2<T>> {
-                let a = one($op, "inputs", inputs)?;
-                let ad = one($op, "tangents", tangents)?;
-                self.check(shape_of(a))?;
-                expect_shape($op, "Ȧ", "A", shape_of(a), shape_of(ad))?;
-                Ok(masked(ad, |i, j| self.keeps(i, j)))
-            }
+impl Linear for Tril {
+    const NAME: &'static str = "Tril";
+    fn out_shape(&self, a: Shape) -> Result<Shape> {
+        Ok(a)
+    }
+    fn map_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
+        masked(src, dst, acc, |i, j| self.keeps(i, j));
+    }
+    fn adjoint_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
+        self.map_into(src, dst, acc);
+    }
+}
+
+impl Linear for Triu {
+    const NAME: &'static str = "Triu";
+    fn out_shape(&self, a: Shape) -> Result<Shape> {
+        Ok(a)
+    }
+    fn map_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
+        masked(src, dst, acc, |i, j| self.keeps(i, j));
+    }
+    fn adjoint_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
+        self.map_into(src, dst, acc);
+    }
+}
+
+impl Linear for Mask {
+    const NAME: &'static str = "Mask";
+    fn out_shape(&self, a: Shape) -> Result<Shape> {
+        let m = shape_of(&self.keep);
+        if m == a {
+            Ok(a)
+        } else {
+            Err(Error::ShapeMismatch {
+                op: Self::NAME,
+                what: "the mask and the input have different shapes",
+                lhs_name: "A",
+                lhs: a,
+                rhs_name: "mask",
+                rhs: m,
+            })
         }
-
-        impl<T: Real> Unary<T> for $ty {}
-    };
+    }
+    fn map_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
+        // Same shapes (checked by `out_shape`): zip the mask itself, no bounds checks.
+        Zip::from(dst)
+            .and(&src)
+            .and(&self.keep)
+            .for_each(|d, &s, &k| acc.store(d, if k { s } else { T::zero() }));
+    }
+    fn adjoint_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
+        self.map_into(src, dst, acc);
+    }
 }
 
-impl_mask!(Tril, "Tril", |m: &Tril| format!("Tril(k={})", m.k));
-impl_mask!(Triu, "Triu", |m: &Triu| format!("Triu(k={})", m.k));
-impl_mask!(Mask, "Mask", |_: &Mask| "Mask".to_string());
+linear_rule!(Tril, Triu, Mask);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::primitive::{Grad, Primitive, Rule, Saves};
+    use ndarray::array;
+
+    #[test]
+    fn masks_keep_their_entries_in_every_pass() {
+        let a = array![[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]];
+        let nan = a.mapv(|_| f64::NAN);
+        let tril = Tril::new(0).forward(&[a.view()]).unwrap().remove(0);
+        assert_eq!(tril, array![[1.0, 0.0, 0.0], [4.0, 5.0, 0.0]]);
+        let triu = Triu::new(1)
+            .jvp(&[nan.view()], &[nan.view()], &[Some(a.view())])
+            .unwrap();
+        assert_eq!(triu[0], array![[0.0, 2.0, 3.0], [0.0, 0.0, 6.0]]);
+
+        let m = Mask::new(array![[true, false, true], [false, true, false]]);
+        assert_eq!(Rule::<f64>::saves(&m, &[true]), Saves::NONE);
+        let mut abar = a.clone();
+        m.backward_into(
+            &[nan.view()],
+            &[nan.view()],
+            &[Some(a.view())],
+            &mut [Grad::Add(abar.view_mut())],
+            None,
+        )
+        .unwrap();
+        assert_eq!(abar, array![[2.0, 2.0, 6.0], [4.0, 10.0, 6.0]]);
+        let mut abar = nan.clone();
+        m.backward_into(
+            &[nan.view()],
+            &[nan.view()],
+            &[Some(a.view())],
+            &mut [Grad::Write(abar.view_mut())],
+            None,
+        )
+        .unwrap();
+        assert_eq!(abar, array![[1.0, 0.0, 3.0], [0.0, 5.0, 0.0]]);
+    }
+
+    #[test]
+    fn a_mask_of_another_shape_is_an_error() {
+        let m = Mask::new(Array2::from_elem((2, 2), true));
+        let err = Rule::<f64>::shapes(&m, &[Shape(2, 3)]).unwrap_err();
+        assert!(
+            matches!(err, Error::ShapeMismatch { op: "Mask", .. }),
+            "{err}"
+        );
+    }
+}

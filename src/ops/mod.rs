@@ -1,13 +1,43 @@
-//! The primitives, one file per primitive or small family.
+//! The primitives, one file per primitive or small family, and the typed layer that
+//! applies any of them: [`Apply::apply`] runs the forward pass and returns an
+//! [`Applied`], which keeps what the reverse and forward rules need and runs them.
 //!
-//! Each primitive implements [`Primitive`] (slice-based, for the checker and for
-//! tapes) and one of [`Unary`] / [`Binary`], whose `apply` gives a typed result that
-//! keeps what the reverse pass needs: borrowed inputs and the owned output.
+//! Results own their outputs as shared arrays (`ArcArray2`), so a result can feed the
+//! next primitive without a copy and results can be kept together in one `Vec`:
+//!
+//! ```
+//! use matgrad::prelude::*;
+//! use matgrad::check::random;
+//!
+//! let mut rng = random::rng(3);
+//! let x = random::randn::<f64>(4, 6, &mut rng);
+//! let ws: Vec<_> = (0..3).map(|_| random::randn::<f64>(4, 4, &mut rng)).collect();
+//!
+//! // H_{k+1} = tanh(W_k H_k), results kept in one Vec.
+//! let mut layers = Vec::new();
+//! let mut h = Arg::from(x.view());
+//! for w in &ws {
+//!     let z = MatMul::nn().apply([Arg::from(w), h])?;
+//!     let t = Map(Tanh).apply([z.value()])?;
+//!     h = Arg::from(t.value());
+//!     layers.push((z, t));
+//! }
+//! // Reverse sweep from H̄ = 1.
+//! let mut hbar = ndarray::Array2::<f64>::ones((4, 6));
+//! for (z, t) in layers.iter().rev() {
+//!     let [zbar] = t.backward(hbar.view())?;
+//!     let [_wbar, below] = z.backward(zbar.view())?;
+//!     hbar = below;
+//! }
+//! assert_eq!(hbar.dim(), (4, 6));
+//! # Ok::<(), matgrad::Error>(())
+//! ```
 
-use crate::error::Result;
-use crate::primitive::{check_arity, Primitive};
+use crate::error::{shape_of, Error, Result, Shape};
+use crate::primitive::{Grad, Primitive};
 use crate::Real;
-use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+use ndarray::{ArcArray2, Array2, ArrayView2, ArrayViewMut2};
+use smallvec::SmallVec;
 
 pub mod add;
 pub mod cho_solve;
@@ -20,138 +50,224 @@ pub mod reshape;
 pub mod transpose;
 pub mod triangular;
 
-/// The result of a one-input primitive: `C` plus the borrowed input its rules need.
-pub struct Out1<'a, P, T: Real> {
+/// An input of [`Apply::apply`]: a borrowed view, or a shared array (the output of an
+/// earlier [`Applied`]) whose reference count keeps it alive without a copy.
+#[derive(Clone, Debug)]
+pub enum Arg<'a, T> {
+    /// Borrowed for `'a`.
+    View(ArrayView2<'a, T>),
+    /// Shared ownership.
+    Shared(ArcArray2<T>),
+}
+
+impl<T> Arg<'_, T> {
+    /// The input as a view.
+    pub fn view(&self) -> ArrayView2<'_, T> {
+        match self {
+            Arg::View(v) => v.view(),
+            Arg::Shared(a) => a.view(),
+        }
+    }
+}
+
+impl<'a, T> From<ArrayView2<'a, T>> for Arg<'a, T> {
+    fn from(v: ArrayView2<'a, T>) -> Self {
+        Arg::View(v)
+    }
+}
+
+impl<'a, T> From<&'a Array2<T>> for Arg<'a, T> {
+    fn from(a: &'a Array2<T>) -> Self {
+        Arg::View(a.view())
+    }
+}
+
+impl<T> From<ArcArray2<T>> for Arg<'_, T> {
+    fn from(a: ArcArray2<T>) -> Self {
+        Arg::Shared(a)
+    }
+}
+
+/// Shares the array (a reference count, no copy).
+impl<T> From<&ArcArray2<T>> for Arg<'_, T> {
+    fn from(a: &ArcArray2<T>) -> Self {
+        Arg::Shared(a.clone())
+    }
+}
+
+/// Views of a few matrices, inline up to four.
+type Views<'v, T> = SmallVec<[ArrayView2<'v, T>; 4]>;
+
+/// A primitive applied to its inputs: the outputs, plus the inputs its rules read.
+/// One type for every arity and number of outputs.
+pub struct Applied<'a, P, T> {
     op: P,
-    x: ArrayView2<'a, T>,
-    value: Array2<T>,
+    inputs: SmallVec<[Arg<'a, T>; 2]>,
+    outputs: SmallVec<[ArcArray2<T>; 1]>,
 }
 
-impl<'a, T: Real, P: Primitive<T>> Out1<'a, P, T> {
-    /// The output `C`.
-    pub fn value(&self) -> &Array2<T> {
-        &self.value
-    }
-    /// The output `C`, consuming the result.
-    pub fn into_value(self) -> Array2<T> {
-        self.value
-    }
-    /// `Ā` for the cotangent `C̄`.
-    pub fn backward(&self, cbar: ArrayView2<'_, T>) -> Result<Array2<T>> {
-        let mut g = self
-            .op
-            .backward(&[self.x.view()], self.value.view(), cbar)?;
-        Ok(g.remove(0))
-    }
-    /// `Ā += …` for the cotangent `C̄`.
-    pub fn backward_into(&self, cbar: ArrayView2<'_, T>, abar: ArrayViewMut2<'_, T>) -> Result<()> {
-        self.op
-            .backward_into(&[self.x.view()], self.value.view(), cbar, &mut [Some(abar)])
-    }
-    /// `Ċ` for the tangent `Ȧ`.
-    pub fn jvp(&self, adot: ArrayView2<'_, T>) -> Result<Array2<T>> {
-        self.op.jvp(&[self.x.view()], self.value.view(), &[adot])
-    }
-}
-
-/// The result of a two-input primitive: `C` plus the borrowed inputs its rules need.
-pub struct Out2<'a, P, T: Real> {
-    op: P,
-    a: ArrayView2<'a, T>,
-    b: ArrayView2<'a, T>,
-    value: Array2<T>,
-}
-
-impl<'a, T: Real, P: Primitive<T>> Out2<'a, P, T> {
-    /// The output `C`.
-    pub fn value(&self) -> &Array2<T> {
-        &self.value
-    }
-    /// The output `C`, consuming the result.
-    pub fn into_value(self) -> Array2<T> {
-        self.value
-    }
-    /// `(Ā, B̄)` for the cotangent `C̄`.
-    pub fn backward(&self, cbar: ArrayView2<'_, T>) -> Result<(Array2<T>, Array2<T>)> {
-        let mut g = self
-            .op
-            .backward(&[self.a.view(), self.b.view()], self.value.view(), cbar)?;
-        let bbar = g.remove(1);
-        Ok((g.remove(0), bbar))
-    }
-    /// `Ā += …`, `B̄ += …` into the buffers given; `None` skips that input's work.
-    pub fn backward_into(
-        &self,
-        cbar: ArrayView2<'_, T>,
-        abar: Option<ArrayViewMut2<'_, T>>,
-        bbar: Option<ArrayViewMut2<'_, T>>,
-    ) -> Result<()> {
-        self.op.backward_into(
-            &[self.a.view(), self.b.view()],
-            self.value.view(),
-            cbar,
-            &mut [abar, bbar],
-        )
-    }
-    /// `Ċ` for the tangents `Ȧ`, `Ḃ`.
-    pub fn jvp(&self, adot: ArrayView2<'_, T>, bdot: ArrayView2<'_, T>) -> Result<Array2<T>> {
-        self.op.jvp(
-            &[self.a.view(), self.b.view()],
-            self.value.view(),
-            &[adot, bdot],
-        )
-    }
-}
-
-/// A one-input primitive with a typed `apply`.
+/// The typed layer of every primitive: `op.apply([a, b])`.
 ///
 /// `apply` takes the primitive by value, which copies the small `Copy` ones; for one
-/// that holds data (a [`mask::Mask`]) apply a reference: `(&mask).apply(a)`.
-pub trait Unary<T: Real>: Primitive<T> + Sized {
+/// that holds data (a [`mask::Mask`]) apply a reference: `(&mask).apply([a])`.
+pub trait Apply<T: Real>: Primitive<T> + Sized {
     /// Runs the forward pass and keeps what the rules need.
-    fn apply<'a>(self, a: ArrayView2<'a, T>) -> Result<Out1<'a, Self, T>> {
-        let value = self.forward(&[a.view()])?;
-        Ok(Out1 {
+    fn apply<'a, const N: usize>(
+        self,
+        inputs: [impl Into<Arg<'a, T>>; N],
+    ) -> Result<Applied<'a, Self, T>> {
+        let inputs: SmallVec<[Arg<'a, T>; 2]> = inputs.into_iter().map(Into::into).collect();
+        let views: SmallVec<[ArrayView2<'_, T>; 4]> = inputs.iter().map(Arg::view).collect();
+        let outputs = self
+            .forward(&views)?
+            .into_iter()
+            .map(Array2::into_shared)
+            .collect();
+        drop(views);
+        Ok(Applied {
             op: self,
-            x: a,
-            value,
+            inputs,
+            outputs,
         })
     }
 }
 
-/// A two-input primitive with a typed `apply`, taking the primitive as [`Unary`] does.
-pub trait Binary<T: Real>: Primitive<T> + Sized {
-    /// Runs the forward pass and keeps what the rules need.
-    fn apply<'a>(self, a: ArrayView2<'a, T>, b: ArrayView2<'a, T>) -> Result<Out2<'a, Self, T>> {
-        let value = self.forward(&[a.view(), b.view()])?;
-        Ok(Out2 {
-            op: self,
-            a,
-            b,
-            value,
+impl<T: Real, P: Primitive<T>> Apply<T> for P {}
+
+impl<'a, P: Primitive<T>, T: Real> Applied<'a, P, T> {
+    /// The primitive.
+    pub fn op(&self) -> &P {
+        &self.op
+    }
+    /// The (first) output `C`.
+    pub fn value(&self) -> &ArcArray2<T> {
+        &self.outputs[0]
+    }
+    /// All outputs, in the primitive's order.
+    pub fn outputs(&self) -> &[ArcArray2<T>] {
+        &self.outputs
+    }
+    /// The (first) output `C`, consuming the result (no copy unless it is shared).
+    pub fn into_value(self) -> Array2<T> {
+        self.into_outputs().swap_remove(0)
+    }
+    /// All outputs, consuming the result.
+    pub fn into_outputs(self) -> Vec<Array2<T>> {
+        self.outputs.into_iter().map(|o| o.into_owned()).collect()
+    }
+
+    fn views(&self) -> (Views<'_, T>, Views<'_, T>) {
+        (
+            self.inputs.iter().map(Arg::view).collect(),
+            self.outputs.iter().map(|o| o.view()).collect(),
+        )
+    }
+
+    fn first_only<'c>(&self, cbar: ArrayView2<'c, T>) -> SmallVec<[Option<ArrayView2<'c, T>>; 4]> {
+        let mut ybar: SmallVec<[Option<ArrayView2<'c, T>>; 4]> =
+            (0..self.outputs.len()).map(|_| None).collect();
+        ybar[0] = Some(cbar);
+        ybar
+    }
+
+    /// The gradients `[X̄₀, …]` for the cotangent `C̄` of the (first) output, as many as
+    /// the primitive has inputs: `let [abar, bbar] = c.backward(cbar)?;`.
+    pub fn backward<const N: usize>(&self, cbar: ArrayView2<'_, T>) -> Result<[Array2<T>; N]> {
+        if N != self.inputs.len() {
+            return Err(Error::Arity {
+                op: self.op.name(),
+                what: "gradients asked of backward",
+                expected: self.inputs.len(),
+                got: N,
+            });
+        }
+        let grads = self.backward_all(&self.first_only(cbar))?;
+        grads.try_into().map_err(|g: Vec<Array2<T>>| Error::Arity {
+            op: self.op.name(),
+            what: "gradients",
+            expected: N,
+            got: g.len(),
+        })
+    }
+
+    /// The gradients for one cotangent per output, `None` meaning zero.
+    pub fn backward_all(&self, ybar: &[Option<ArrayView2<'_, T>>]) -> Result<Vec<Array2<T>>> {
+        let (x, y) = self.views();
+        self.op.backward(&x, &y, ybar)
+    }
+
+    /// `X̄ᵢ += …` for the cotangent `C̄` of the (first) output, into each `Some` buffer;
+    /// `None` skips that input's work.
+    pub fn backward_add(
+        &self,
+        cbar: ArrayView2<'_, T>,
+        grads: &mut [Option<ArrayViewMut2<'_, T>>],
+    ) -> Result<()> {
+        let (x, y) = self.views();
+        self.op.backward_add(&x, &y, &self.first_only(cbar), grads)
+    }
+
+    /// The general reverse pass: one cotangent per output (`None` is zero), per input
+    /// skip / first write / add, and an optional caller-owned workspace.
+    pub fn backward_into(
+        &self,
+        ybar: &[Option<ArrayView2<'_, T>>],
+        grads: &mut [Grad<'_, T>],
+        ws: Option<&mut [T]>,
+    ) -> Result<()> {
+        let (x, y) = self.views();
+        self.op.backward_into(&x, &y, ybar, grads, ws)
+    }
+
+    /// The tangent of the (first) output for the input tangents `[Ẋ₀, …]`.
+    pub fn jvp<const N: usize>(&self, xdot: [ArrayView2<'_, T>; N]) -> Result<Array2<T>> {
+        let xdot: SmallVec<[Option<ArrayView2<'_, T>>; 4]> = xdot.into_iter().map(Some).collect();
+        Ok(self.jvp_all(&xdot)?.swap_remove(0))
+    }
+
+    /// The tangents of every output for input tangents `None` meaning zero.
+    pub fn jvp_all(&self, xdot: &[Option<ArrayView2<'_, T>>]) -> Result<Vec<Array2<T>>> {
+        let (x, y) = self.views();
+        self.op.jvp(&x, &y, xdot)
+    }
+
+    /// Shapes of the inputs.
+    pub fn input_shapes(&self) -> Vec<Shape> {
+        self.inputs.iter().map(|a| shape_of(&a.view())).collect()
+    }
+}
+
+/// Errors unless `shape` is square, naming the primitive and the input.
+pub(crate) fn square(op: &'static str, name: &'static str, shape: Shape) -> Result<usize> {
+    if shape.0 == shape.1 {
+        Ok(shape.0)
+    } else {
+        Err(Error::NotSquare {
+            op,
+            name,
+            got: shape,
         })
     }
 }
 
-/// Splits a slice of one view, with an arity error naming the primitive otherwise.
-pub(crate) fn one<'s, 'a, T>(
-    name: &str,
-    what: &'static str,
-    xs: &'s [ArrayView2<'a, T>],
-) -> Result<&'s ArrayView2<'a, T>> {
-    check_arity(name, what, 1, xs.len())?;
-    Ok(&xs[0])
+/// Errors unless two shapes are equal, naming both.
+pub(crate) fn same_shape(
+    op: &'static str,
+    lhs_name: &'static str,
+    lhs: Shape,
+    rhs_name: &'static str,
+    rhs: Shape,
+) -> Result<()> {
+    if lhs == rhs {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch {
+            op,
+            what: "shapes differ",
+            lhs_name,
+            lhs,
+            rhs_name,
+            rhs,
+        })
+    }
 }
-
-/// Splits a slice of two views, with an arity error naming the primitive otherwise.
-pub(crate) fn two<'s, 'a, T>(
-    name: &str,
-    what: &'static str,
-    xs: &'s [ArrayView2<'a, T>],
-) -> Result<(&'s ArrayView2<'a, T>, &'s ArrayView2<'a, T>)> {
-    check_arity(name, what, 2, xs.len())?;
-    Ok((&xs[0], &xs[1]))
-}
-
-impl<T: Real, P: Unary<T>> Unary<T> for &P {}
-impl<T: Real, P: Binary<T>> Binary<T> for &P {}

@@ -1,52 +1,56 @@
-//! Rearrangements that keep every entry: reshape in row- or column-major order,
-//! `vec(A)` (the columns of `A` stacked into one column) and its inverse.
+//! Rearrangements that keep every entry: reshape in row- or column-major order
+//! ([`ndarray::Order`]), `vec(A)` (the columns of `A` stacked into one column) and its
+//! inverse.
 //!
-//! For a rearrangement `C = r(A)`, `Ċ = r(Ȧ)` and `Ā = r⁻¹(C̄)` (Giles 2008).
-//! Entries are read in the logical order of the matrix, so a transposed or strided
-//! view reshapes as the matrix it shows, not as its memory. Outputs are in standard
-//! layout.
+//! For a rearrangement `C = r(A)`, `Ċ = r(Ȧ)` and `Ā = r⁻¹(C̄)` (Giles 2008;
+//! `docs/math.md`); neither rule reads `A` or `C`. Entries are read and written in the
+//! logical order of the matrices, so a transposed or strided view reshapes as the
+//! matrix it shows, not as its memory, and the output buffer may have any layout.
 
-use super::{one, Unary};
-use crate::error::{expect_shape, shape_of, Error, Result, Shape};
-use crate::primitive::{check_arity, Primitive};
+use super::mask::{linear_rule, Linear};
+use crate::blas::Accum;
+use crate::error::{Error, Result, Shape};
 use crate::Real;
-use ndarray::{Array2, ArrayView2, ArrayViewMut2};
-
-/// The order in which a reshape reads and writes entries.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
-pub enum Order {
-    /// Along rows first, as C and numpy's default.
-    #[default]
-    RowMajor,
-    /// Down columns first, as Fortran, MATLAB and `vec`.
-    ColMajor,
-}
+use ndarray::{ArrayView2, ArrayViewMut2, Order};
+use std::hash::{Hash, Hasher};
 
 /// `C = reshape(A, rows×cols)`, entries taken and placed in `order`.
 ///
 /// Forward `Ċ = reshape(Ȧ)`; reverse `Ā = C̄` reshaped back to `A`'s shape in the
-/// same order (Giles 2008). A target with a different number of entries is
-/// [`Error::BadReshape`].
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+/// same order (Giles 2008; `docs/math.md`). A target with a different number of
+/// entries, or one whose count overflows, is [`Error::BadReshape`]. The reverse rule
+/// reads nothing but `C̄`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Reshape {
     /// Rows of `C`.
     pub rows: usize,
     /// Columns of `C`.
     pub cols: usize,
-    /// Reading and writing order.
+    /// Reading and writing order: [`Order::RowMajor`] (along rows first, as C and
+    /// numpy's default) or [`Order::ColumnMajor`] (down columns first, as Fortran,
+    /// MATLAB and `vec`).
     pub order: Order,
+}
+
+/// `ndarray::Order` is not `Hash`; its two orders hash as a flag.
+impl Hash for Reshape {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        (self.rows, self.cols, self.order.is_row_major()).hash(h);
+    }
 }
 
 /// `c = vec(A)`: the columns of the `m×n` matrix `A` stacked into an `mn×1` column.
 ///
-/// Forward `ċ = vec(Ȧ)`; reverse `Ā = unvec(c̄)` (Giles 2008).
+/// Forward `ċ = vec(Ȧ)`; reverse `Ā = unvec(c̄)` (Giles 2008; `docs/math.md`). The
+/// reverse rule reads nothing but `c̄`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
-pub struct Vec;
+pub struct Vectorize;
 
 /// `C = unvec(a)`: an `(rows·cols)×1` column cut into `cols` columns of length `rows`,
-/// the inverse of [`Vec`].
+/// the inverse of [`Vectorize`].
 ///
-/// Forward `Ċ = unvec(ȧ)`; reverse `ā = vec(C̄)` (Giles 2008).
+/// Forward `Ċ = unvec(ȧ)`; reverse `ā = vec(C̄)` (Giles 2008; `docs/math.md`). The
+/// reverse rule reads nothing but `C̄`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 pub struct Unvec {
     /// Rows of `C`.
@@ -66,31 +70,7 @@ impl Reshape {
     }
     /// `rows×cols`, column-major.
     pub fn col_major(rows: usize, cols: usize) -> Self {
-        Self::new(rows, cols, Order::ColMajor)
-    }
-    fn order(&self) -> Order {
-        self.order
-    }
-    fn target(&self, a: Shape) -> Result<Shape> {
-        let to = Shape(self.rows, self.cols);
-        if count(a) == count(to) {
-            Ok(to)
-        } else {
-            Err(Error::BadReshape {
-                op: "Reshape",
-                from: a,
-                to,
-            })
-        }
-    }
-}
-
-impl Vec {
-    fn order(&self) -> Order {
-        Order::ColMajor
-    }
-    fn target(&self, a: Shape) -> Result<Shape> {
-        Ok(Shape(count(a), 1))
+        Self::new(rows, cols, Order::ColumnMajor)
     }
 }
 
@@ -99,123 +79,181 @@ impl Unvec {
     pub fn new(rows: usize, cols: usize) -> Self {
         Unvec { rows, cols }
     }
-    fn order(&self) -> Order {
-        Order::ColMajor
+}
+
+/// Entry count, or `None` when it overflows (no array holds that many).
+fn count(s: Shape) -> Option<usize> {
+    s.0.checked_mul(s.1)
+}
+
+/// `dst ← src` or `dst += src` with the entries of both paired in `order`; both hold
+/// the same number of entries. A rearrangement and its inverse pair the same entries,
+/// so this is both `r` (`src = A`) and `r⁻¹` (`src = C̄`).
+fn pair<T: Real>(dst: ArrayViewMut2<'_, T>, src: ArrayView2<'_, T>, order: Order, acc: Accum) {
+    if order.is_row_major() {
+        dst.into_iter()
+            .zip(src.iter())
+            .for_each(|(d, &s)| acc.store(d, s));
+    } else {
+        dst.reversed_axes()
+            .into_iter()
+            .zip(src.t().iter())
+            .for_each(|(d, &s)| acc.store(d, s));
     }
-    fn target(&self, a: Shape) -> Result<Shape> {
+}
+
+impl Linear for Reshape {
+    const NAME: &'static str = "Reshape";
+    fn out_shape(&self, a: Shape) -> Result<Shape> {
         let to = Shape(self.rows, self.cols);
-        if count(a) != count(to) {
-            return Err(Error::BadReshape {
-                op: "Unvec",
+        match (count(a), count(to)) {
+            (Some(n), Some(m)) if n == m => Ok(to),
+            _ => Err(Error::BadReshape {
+                op: Self::NAME,
                 from: a,
                 to,
+            }),
+        }
+    }
+    fn map_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
+        pair(dst, src, self.order, acc);
+    }
+    fn adjoint_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
+        pair(dst, src, self.order, acc);
+    }
+}
+
+impl Linear for Vectorize {
+    const NAME: &'static str = "Vectorize";
+    fn out_shape(&self, a: Shape) -> Result<Shape> {
+        // An overflowing count has no column to go to: the largest one stands for it.
+        count(a).map(|n| Shape(n, 1)).ok_or(Error::BadReshape {
+            op: Self::NAME,
+            from: a,
+            to: Shape(usize::MAX, 1),
+        })
+    }
+    fn map_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
+        pair(dst, src, Order::ColumnMajor, acc);
+    }
+    fn adjoint_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
+        pair(dst, src, Order::ColumnMajor, acc);
+    }
+}
+
+impl Linear for Unvec {
+    const NAME: &'static str = "Unvec";
+    fn out_shape(&self, a: Shape) -> Result<Shape> {
+        let to = Shape(self.rows, self.cols);
+        let n = match (count(a), count(to)) {
+            (Some(n), Some(m)) if n == m => n,
+            _ => {
+                return Err(Error::BadReshape {
+                    op: Self::NAME,
+                    from: a,
+                    to,
+                })
+            }
+        };
+        if a != Shape(n, 1) {
+            return Err(Error::WrongShape {
+                op: Self::NAME,
+                name: "A",
+                of: "vec(C)",
+                expected: Shape(n, 1),
+                got: a,
             });
         }
-        expect_shape("Unvec", "input", "vec(C)", Shape(count(to), 1), a)?;
         Ok(to)
     }
-}
-
-/// Entry count, saturating: a count that overflows cannot equal a real array's.
-fn count(s: Shape) -> usize {
-    s.0.saturating_mul(s.1)
-}
-
-/// Applies `f(dst, src)` to the entries of `dst` and `src` paired in `order`; both
-/// hold the same number of entries.
-fn pair<T: Real>(
-    mut dst: ArrayViewMut2<'_, T>,
-    src: ArrayView2<'_, T>,
-    order: Order,
-    f: impl Fn(&mut T, T),
-) {
-    match order {
-        Order::RowMajor => dst.iter_mut().zip(src.iter()).for_each(|(d, &s)| f(d, s)),
-        Order::ColMajor => dst
-            .reversed_axes()
-            .iter_mut()
-            .zip(src.t().iter())
-            .for_each(|(d, &s)| f(d, s)),
+    fn map_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
+        pair(dst, src, Order::ColumnMajor, acc);
+    }
+    fn adjoint_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
+        pair(dst, src, Order::ColumnMajor, acc);
     }
 }
 
-/// `src` rearranged into a new standard-layout array of shape `to`.
-fn rearranged<T: Real>(src: ArrayView2<'_, T>, to: Shape, order: Order) -> Array2<T> {
-    let mut out = Array2::zeros((to.0, to.1));
-    pair(out.view_mut(), src, order, |d, s| *d = s);
-    out
-}
+linear_rule!(Reshape, Vectorize, Unvec);
 
-macro_rules! impl_rearrangement {
-    ($ty:ty, $op:literal, $name:expr) => {
-        impl<T: Real> Primitive<T> for $ty {
-            fn name(&self) -> String {
-                #[allow(clippy::redundant_closure_call)]
-                ($name)(self)
-            }
-            fn arity(&self) -> usize {
-                1
-            }
-            fn forward(&self, inputs: &[ArrayView2<'_, T>]) -> Result<Array2<T>> {
-                let a = one($op, "inputs", inputs)?;
-                let to = self.target(shape_of(a))?;
-                Ok(rearranged(a.view(), to, self.order()))
-            }
-            fn backward(
-                &self,
-                inputs: &[ArrayView2<'_, T>],
-                _output: ArrayView2<'_, T>,
-                cbar: ArrayView2<'_, T>,
-            ) -> Result<std::vec::Vec<Array2<T>>> {
-                let a = one($op, "inputs", inputs)?;
-                let to = self.target(shape_of(a))?;
-                expect_shape($op, "C̄", "C", to, shape_of(&cbar))?;
-                Ok(vec![rearranged(cbar, shape_of(a), self.order())])
-            }
-            fn backward_into(
-                &self,
-                inputs: &[ArrayView2<'_, T>],
-                _output: ArrayView2<'_, T>,
-                cbar: ArrayView2<'_, T>,
-                grads: &mut [Option<ArrayViewMut2<'_, T>>],
-            ) -> Result<()> {
-                let a = one($op, "inputs", inputs)?;
-                check_arity($op, "gradient buffers", 1, grads.len())?;
-                let to = self.target(shape_of(a))?;
-                expect_shape($op, "C̄", "C", to, shape_of(&cbar))?;
-                if let Some(g) = grads[0].as_mut() {
-                    expect_shape($op, "Ā buffer", "A", shape_of(a), shape_of(g))?;
-                    pair(g.view_mut(), cbar, self.order(), |g, c| *g += c);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::primitive::{Grad, Primitive, Rule};
+    use ndarray::{array, Array2};
+
+    #[test]
+    fn orders_and_inverses() {
+        let a = array![[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]];
+        let row = Reshape::row_major(3, 2)
+            .forward(&[a.view()])
+            .unwrap()
+            .remove(0);
+        assert_eq!(row, array![[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]);
+        let col = Reshape::col_major(3, 2)
+            .forward(&[a.view()])
+            .unwrap()
+            .remove(0);
+        assert_eq!(col, array![[1.0, 5.0], [4.0, 3.0], [2.0, 6.0]]);
+        // A transposed view reshapes as the matrix it shows.
+        let v = Vectorize.forward(&[a.t()]).unwrap().remove(0);
+        assert_eq!(v, array![[1.0], [2.0], [3.0], [4.0], [5.0], [6.0]]);
+        let back = Unvec::new(3, 2).forward(&[v.view()]).unwrap().remove(0);
+        assert_eq!(back, a.t());
+
+        // Reverse: the inverse rearrangement, written into a NaN buffer without reading it.
+        let (an, cn) = (
+            Array2::from_elem((2, 3), f64::NAN),
+            Array2::from_elem((3, 2), f64::NAN),
+        );
+        let mut abar = an.clone();
+        Reshape::col_major(3, 2)
+            .backward_into(
+                &[an.view()],
+                &[cn.view()],
+                &[Some(col.view())],
+                &mut [Grad::Write(abar.view_mut())],
+                None,
+            )
+            .unwrap();
+        assert_eq!(abar, a);
+    }
+
+    #[test]
+    fn overflowing_counts_are_bad_reshapes() {
+        let huge = Shape(usize::MAX, 2);
+        let err = Rule::<f64>::shapes(&Reshape::row_major(2, 3), &[huge]).unwrap_err();
+        assert!(
+            matches!(err, Error::BadReshape { op: "Reshape", .. }),
+            "{err}"
+        );
+        let err =
+            Rule::<f64>::shapes(&Reshape::row_major(usize::MAX, 2), &[Shape(2, 3)]).unwrap_err();
+        assert!(matches!(err, Error::BadReshape { .. }), "{err}");
+        let err = Rule::<f64>::shapes(&Vectorize, &[huge]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::BadReshape {
+                    op: "Vectorize",
+                    ..
                 }
-                Ok(())
-            }
-            fn jvp(
-                &self,
-                inputs: &[ArrayView2<'_, T>],
-                _output: ArrayView2<'_, T>,
-                tangents: &[ArrayView2<'_, T>],
-            ) -> Result<Array2<T>> {
-                let a = one($op, "inputs", inputs)?;
-                let ad = one($op, "tangents", tangents)?;
-                let to = self.target(shape_of(a))?;
-                expect_shape($op, "Ȧ", "A", shape_of(a), shape_of(ad))?;
-                Ok(rearranged(ad.view(), to, self.order()))
-            }
-        }
-
-        impl<T: Real> Unary<T> for $ty {}
-    };
+            ),
+            "{err}"
+        );
+        let err = Rule::<f64>::shapes(&Unvec::new(usize::MAX, 3), &[Shape(6, 1)]).unwrap_err();
+        assert!(
+            matches!(err, Error::BadReshape { op: "Unvec", .. }),
+            "{err}"
+        );
+        let err = Rule::<f64>::shapes(&Unvec::new(2, 3), &[Shape(2, 3)]).unwrap_err();
+        assert!(
+            matches!(err, Error::WrongShape { op: "Unvec", .. }),
+            "{err}"
+        );
+        let a = Array2::<f64>::zeros((2, 3));
+        assert!(Reshape::row_major(usize::MAX, 2)
+            .forward(&[a.view()])
+            .is_err());
+    }
 }
-
-impl_rearrangement!(Reshape, "Reshape", |r: &Reshape| {
-    let order = match r.order {
-        Order::RowMajor => "row-major",
-        Order::ColMajor => "column-major",
-    };
-    format!("Reshape({}×{}, {order})", r.rows, r.cols)
-});
-impl_rearrangement!(Vec, "Vec", |_: &Vec| "Vec".to_string());
-impl_rearrangement!(Unvec, "Unvec", |u: &Unvec| format!(
-    "Unvec({}×{})",
-    u.rows, u.cols
-));

@@ -1,79 +1,68 @@
-//! Transpose, `C = Aᵀ`, materialised in standard (row-major) layout.
+//! Transpose, `C = Aᵀ`, materialised into the output buffer.
 //!
-//! Inside products a transpose is a BLAS flag and never needs this primitive; it is
-//! for graphs where `Aᵀ` is a node of its own.
+//! Inside products a transpose is a view and a BLAS flag and never needs this
+//! primitive; it is for graphs where `Aᵀ` is a node of its own.
 
-use super::{one, Unary};
-use crate::error::{expect_shape, shape_of, Result, Shape};
-use crate::primitive::{check_arity, Primitive};
+use super::mask::{linear_rule, Linear};
+use crate::blas::Accum;
+use crate::error::{Result, Shape};
 use crate::Real;
-use ndarray::{Array2, ArrayView2, ArrayViewMut2, Zip};
+use ndarray::{ArrayView2, ArrayViewMut2, Zip};
 
-const OP: &str = "Transpose";
-
-/// `C = Aᵀ`, returned in standard layout.
+/// `C = Aᵀ`, written entry by entry into the output (standard layout from
+/// [`crate::Primitive::forward`]).
 ///
-/// Forward `Ċ = Ȧᵀ`; reverse `Ā = C̄ᵀ` (Giles 2008; a rearrangement's
-/// adjoint is its inverse).
+/// Forward `Ċ = Ȧᵀ`; reverse `Ā = C̄ᵀ` (Giles 2008; `docs/math.md`: a
+/// rearrangement's adjoint is its inverse). The reverse rule reads nothing but `C̄`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
 pub struct Transpose;
 
-fn transposed<T: Real>(x: ArrayView2<'_, T>) -> Array2<T> {
-    x.reversed_axes().as_standard_layout().into_owned()
-}
-
-fn t_shape<T>(a: &ArrayView2<'_, T>) -> Shape {
-    Shape(a.ncols(), a.nrows())
-}
-
-impl<T: Real> Primitive<T> for Transpose {
-    fn name(&self) -> String {
-        OP.to_string()
+impl Linear for Transpose {
+    const NAME: &'static str = "Transpose";
+    fn out_shape(&self, a: Shape) -> Result<Shape> {
+        Ok(Shape(a.1, a.0))
     }
-    fn arity(&self) -> usize {
-        1
+    fn map_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
+        Zip::from(dst)
+            .and(src.t())
+            .for_each(|d, &s| acc.store(d, s));
     }
-    fn forward(&self, inputs: &[ArrayView2<'_, T>]) -> Result<Array2<T>> {
-        let a = one(OP, "inputs", inputs)?;
-        Ok(transposed(a.view()))
-    }
-    fn backward(
-        &self,
-        inputs: &[ArrayView2<'_, T>],
-        _output: ArrayView2<'_, T>,
-        cbar: ArrayView2<'_, T>,
-    ) -> Result<Vec<Array2<T>>> {
-        let a = one(OP, "inputs", inputs)?;
-        expect_shape(OP, "C̄", "C", t_shape(a), shape_of(&cbar))?;
-        Ok(vec![transposed(cbar)])
-    }
-    fn backward_into(
-        &self,
-        inputs: &[ArrayView2<'_, T>],
-        _output: ArrayView2<'_, T>,
-        cbar: ArrayView2<'_, T>,
-        grads: &mut [Option<ArrayViewMut2<'_, T>>],
-    ) -> Result<()> {
-        let a = one(OP, "inputs", inputs)?;
-        check_arity(OP, "gradient buffers", 1, grads.len())?;
-        expect_shape(OP, "C̄", "C", t_shape(a), shape_of(&cbar))?;
-        if let Some(g) = grads[0].as_mut() {
-            expect_shape(OP, "Ā buffer", "A", shape_of(a), shape_of(g))?;
-            Zip::from(g).and(cbar.t()).for_each(|g, &c| *g += c);
-        }
-        Ok(())
-    }
-    fn jvp(
-        &self,
-        inputs: &[ArrayView2<'_, T>],
-        _output: ArrayView2<'_, T>,
-        tangents: &[ArrayView2<'_, T>],
-    ) -> Result<Array2<T>> {
-        let a = one(OP, "inputs", inputs)?;
-        let ad = one(OP, "tangents", tangents)?;
-        expect_shape(OP, "Ȧ", "A", shape_of(a), shape_of(ad))?;
-        Ok(transposed(ad.view()))
+    fn adjoint_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
+        self.map_into(src, dst, acc);
     }
 }
 
-impl<T: Real> Unary<T> for Transpose {}
+linear_rule!(Transpose);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::primitive::{Grad, Primitive};
+    use ndarray::{array, Array2};
+
+    #[test]
+    fn transpose_in_every_pass() {
+        let a = array![[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]];
+        let c = Transpose.forward(&[a.view()]).unwrap().remove(0);
+        assert_eq!(c, a.t());
+        let (an, cn) = (
+            Array2::from_elem((2, 3), f64::NAN),
+            Array2::from_elem((3, 2), f64::NAN),
+        );
+        let cd = Transpose
+            .jvp(&[an.view()], &[cn.view()], &[Some(a.view())])
+            .unwrap();
+        assert_eq!(cd[0], a.t());
+        let mut abar = Array2::ones((2, 3));
+        Transpose
+            .backward_into(
+                &[an.view()],
+                &[cn.view()],
+                &[Some(c.view())],
+                &mut [Grad::Add(abar.view_mut())],
+                None,
+            )
+            .unwrap();
+        assert_eq!(abar, a.mapv(|x| x + 1.0));
+    }
+}

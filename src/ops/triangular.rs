@@ -2,8 +2,9 @@
 //!
 //! With `A = op(L)`, the left solve `X = A⁻¹B` has `Ẋ = A⁻¹(Ḃ − ȦX)`, `B̄ = A⁻ᵀX̄`,
 //! `Ā = −B̄Xᵀ`, and the right solve `X = BA⁻¹` has `Ẋ = (Ḃ − XȦ)A⁻¹`, `B̄ = X̄A⁻ᵀ`,
-//! `Ā = −XᵀB̄` (Giles 2008, §3.3). `L̄` is `Ā` (or `Āᵀ` when `L` enters transposed)
-//! restricted to the triangle TRSM reads: the other triangle is not an input.
+//! `Ā = −XᵀB̄` (Giles 2008, §2.2; `docs/math.md`, triangular solves). `L̄` is `Ā` (or `Āᵀ`
+//! when `L` enters transposed) restricted to the triangle TRSM reads: the other triangle
+//! is not an input.
 //!
 //! ```
 //! use matgrad::prelude::*;
@@ -11,29 +12,53 @@
 //!
 //! let l = array![[2.0, 0.0], [1.0, 4.0]];
 //! let b = array![[2.0, 4.0, 6.0], [5.0, 6.0, 11.0]];
-//! let x = TriSolve::default().apply(l.view(), b.view())?;   // X = L⁻¹B
+//! let x = TriSolve::lower().apply([l.view(), b.view()])?;   // X = L⁻¹B
 //! assert_eq!(x.value(), &array![[1.0, 2.0, 3.0], [1.0, 1.0, 2.0]]);
-//! let (lbar, bbar) = x.backward(array![[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]].view())?;
+//! let xbar = array![[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]];
+//! let [lbar, bbar] = x.backward(xbar.view())?;
 //! assert_eq!(lbar[(0, 1)], 0.0);                             // L̄ is lower triangular
 //! assert_eq!(bbar.dim(), (2, 3));
+//!
+//! // Transposed: Xᵀ = Bᵀ·U⁻¹ with U = Lᵀ, a right solve with an upper factor.
+//! let u = l.t().to_owned();
+//! let y = TriSolve::upper().right().apply([u.view(), b.t()])?;
+//! assert_eq!(y.value(), &x.value().t());
 //! # Ok::<(), matgrad::Error>(())
 //! ```
 
-use super::{two, Binary};
-use crate::blas::{gemm, matmul, trmm, trsm, Diag, Side, Trans, Uplo};
-use crate::error::{expect_shape, shape_of, Error, Result, Shape};
-use crate::primitive::{check_arity, Primitive, Structure};
+use super::square;
+use crate::blas::{
+    addressable, gemm_tri, gemm_tri_workspace, trmm, trsm, Accum, Side, Trans, Tri, Uplo,
+};
+use crate::error::{Error, Result, Shape};
+use crate::primitive::{Grad, Partials, Rule, Saves, Shapes, Structure};
 use crate::Real;
-use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
+use ndarray::{ArrayView2, ArrayViewMut2};
+use smallvec::smallvec;
 
 const OP: &str = "TriSolve";
 
 /// The triangular solve `X = op(L)⁻¹B` (left) or `X = B·op(L)⁻¹` (right), `L` square
 /// with a non-zero diagonal and only its `uplo` triangle read.
 ///
-/// Left, `A = op(L)`: `Ẋ = A⁻¹(Ḃ − ȦX)`, `B̄ = A⁻ᵀX̄`, `Ā = −B̄Xᵀ`; right: `Ẋ =
-/// (Ḃ − XȦ)A⁻¹`, `B̄ = X̄A⁻ᵀ`, `Ā = −XᵀB̄` (Giles 2008, §3.3). `L̄ = Ā` (or `Āᵀ`) on the
-/// `uplo` triangle, zero on the other.
+/// Left, `A = op(L)`: forward `Ẋ = A⁻¹(Ḃ − ȦX)`, reverse `B̄ = A⁻ᵀX̄`, `Ā = −B̄Xᵀ`;
+/// right: `Ẋ = (Ḃ − XȦ)A⁻¹`, `B̄ = X̄A⁻ᵀ`, `Ā = −XᵀB̄` (Giles 2008, §2.2; `docs/math.md`).
+/// `L̄ = Ā` (or `Āᵀ`) on the `uplo` triangle, zero on the other. `B̄` is one TRSM, `L̄`
+/// one triangular GEMM ([`gemm_tri`]), `Ẋ` one TRMM and one TRSM.
+///
+/// Constructors, as [`crate::ops::matmul::MatMul::nn`] for products:
+///
+/// | constructor | solve |
+/// |---|---|
+/// | [`TriSolve::lower`] (the default) | `X = L⁻¹B` |
+/// | [`TriSolve::lower_t`] | `X = L⁻ᵀB` |
+/// | [`TriSolve::upper`] | `X = U⁻¹B` |
+/// | [`TriSolve::upper_t`] | `X = U⁻ᵀB` |
+/// | any of them `.right()` | `X = B·L⁻¹`, `B·L⁻ᵀ`, `B·U⁻¹`, `B·U⁻ᵀ` |
+///
+/// The reverse rule reads `L` (whenever a gradient is wanted) and `X` (only for `L̄`),
+/// never `B`. Its workspace holds `B̄` when `B̄`'s buffer is not a first write (TRSM has
+/// no beta) and one tile for an accumulated `L̄`.
 ///
 /// Input 0 declares [`Structure::LowerTriangular`] for `Uplo::Lower`. For `Uplo::Upper`
 /// it declares [`Structure::General`]: the strict lower triangle gets a zero gradient
@@ -51,223 +76,210 @@ pub struct TriSolve {
 impl Default for TriSolve {
     /// `X = L⁻¹B` with `L` lower triangular.
     fn default() -> Self {
-        TriSolve::new(Side::Left, Trans::No, Uplo::Lower)
+        TriSolve::lower()
     }
 }
 
 impl TriSolve {
     /// A solve with the given side, transpose flag and triangle.
-    pub fn new(side: Side, trans: Trans, uplo: Uplo) -> Self {
+    pub const fn new(side: Side, trans: Trans, uplo: Uplo) -> Self {
         TriSolve { side, trans, uplo }
     }
-
-    /// Shape of `X` (that of `B`) after checking that `L` is square and fits `B`.
-    fn check<T>(&self, l: &ArrayView2<'_, T>, b: &ArrayView2<'_, T>) -> Result<Shape> {
-        let n = square(OP, "L", l)?;
-        let (what, fits) = match self.side {
-            Side::Left => ("B must have as many rows as L", b.nrows() == n),
-            Side::Right => ("B must have as many columns as L", b.ncols() == n),
-        };
-        if !fits {
-            return Err(Error::ShapeMismatch {
-                op: OP,
-                what,
-                lhs_name: "L",
-                lhs: shape_of(l),
-                rhs_name: "B",
-                rhs: shape_of(b),
-            });
-        }
-        Ok(shape_of(b))
+    /// `X = L⁻¹B`, `L` lower triangular (forward substitution): the default.
+    pub const fn lower() -> Self {
+        Self::new(Side::Left, Trans::No, Uplo::Lower)
+    }
+    /// `X = L⁻ᵀB`, `L` lower triangular (back substitution with `Lᵀ`).
+    pub const fn lower_t() -> Self {
+        Self::new(Side::Left, Trans::Yes, Uplo::Lower)
+    }
+    /// `X = U⁻¹B`, `U` upper triangular (back substitution).
+    pub const fn upper() -> Self {
+        Self::new(Side::Left, Trans::No, Uplo::Upper)
+    }
+    /// `X = U⁻ᵀB`, `U` upper triangular (forward substitution with `Uᵀ`).
+    pub const fn upper_t() -> Self {
+        Self::new(Side::Left, Trans::Yes, Uplo::Upper)
+    }
+    /// The same solve from the right, `X = B·op(L)⁻¹`: `TriSolve::lower().right()` is
+    /// `X = BL⁻¹`.
+    pub const fn right(self) -> Self {
+        Self::new(Side::Right, self.trans, self.uplo)
     }
 
-    /// `B̄ = op(L)⁻ᵀX̄` (left) or `X̄·op(L)⁻ᵀ` (right), in a new array.
-    fn bbar<T: Real>(&self, l: ArrayView2<'_, T>, cbar: ArrayView2<'_, T>) -> Result<Array2<T>> {
-        let mut bbar = cbar.to_owned();
-        trsm(
-            OP,
-            self.side,
-            self.uplo,
-            self.trans.flip(),
-            Diag::NonUnit,
-            T::one(),
-            l,
-            bbar.view_mut(),
-        )?;
-        Ok(bbar)
+    /// `A = op(L)` as the triangular operand of TRSM and TRMM.
+    fn factor<'a, T>(&self, l: ArrayView2<'a, T>) -> Tri<'a, T> {
+        Tri::new(l, self.uplo).op(self.trans)
     }
 
-    /// `L̄ += tri(Ā)` (or `tri(Āᵀ)`), one triangular GEMM straight into the buffer.
-    fn add_lbar<T: Real>(
+    /// `Y ← A⁻¹Y` (left) or `Y ← YA⁻¹` (right), `A = op(L)`: the forward pass on `Y = B`.
+    pub fn solve_in_place<T: Real>(
+        &self,
+        l: ArrayView2<'_, T>,
+        y: ArrayViewMut2<'_, T>,
+    ) -> Result<()> {
+        trsm(y, self.side, self.factor(l), T::one())
+    }
+
+    /// `Y ← A⁻ᵀY` (left) or `Y ← YA⁻ᵀ` (right): `B̄` from `Y = X̄`.
+    pub fn adjoint_in_place<T: Real>(
+        &self,
+        l: ArrayView2<'_, T>,
+        y: ArrayViewMut2<'_, T>,
+    ) -> Result<()> {
+        trsm(y, self.side, self.factor(l).t(), T::one())
+    }
+
+    /// `L̄ ← op(Ā)` on the `uplo` triangle, `Ā = −B̄Xᵀ` (left) or `−XᵀB̄` (right), replacing
+    /// (the other triangle is zeroed) or adding (the other triangle is left as it is).
+    /// `tile` holds [`gemm_tri_workspace`]`(n)` elements when adding.
+    pub fn backward_l<T: Real>(
         &self,
         x: ArrayView2<'_, T>,
         bbar: ArrayView2<'_, T>,
         lbar: ArrayViewMut2<'_, T>,
+        accum: Accum,
+        tile: &mut [T],
     ) -> Result<()> {
-        // Ā = −B̄Xᵀ (left) or −XᵀB̄ (right), and (PQ)ᵀ = QᵀPᵀ when L enters transposed.
-        let (p, tp, q, tq) = match self.side {
-            Side::Left => (bbar, Trans::No, x, Trans::Yes),
-            Side::Right => (x, Trans::Yes, bbar, Trans::No),
+        let (p, q) = match self.side {
+            Side::Left => (bbar, x.t()),
+            Side::Right => (x.t(), bbar),
         };
-        let (p, tp, q, tq) = match self.trans {
-            Trans::No => (p, tp, q, tq),
-            Trans::Yes => (q, tq.flip(), p, tp.flip()),
+        // Ā is written into op(L̄)'s view, where L's triangle is the flipped one.
+        let uplo = match self.trans {
+            Trans::No => self.uplo,
+            Trans::Yes => self.uplo.flip(),
         };
-        gemm_tri(OP, self.uplo, -T::one(), p, tp, q, tq, lbar)
+        gemm_tri(
+            self.trans.view_mut(lbar),
+            uplo,
+            accum,
+            p,
+            q,
+            -T::one(),
+            tile,
+        )
     }
 }
 
-impl<T: Real> Primitive<T> for TriSolve {
-    fn name(&self) -> String {
-        let l = match self.uplo {
-            Uplo::Lower => "L",
-            Uplo::Upper => "U",
-        };
-        let inv = match self.trans {
-            Trans::No => "⁻¹",
-            Trans::Yes => "⁻ᵀ",
-        };
-        match self.side {
-            Side::Left => format!("{OP}({l}{inv}·B)"),
-            Side::Right => format!("{OP}(B·{l}{inv})"),
+impl<T: Real> Rule<T> for TriSolve {
+    fn name(&self) -> &'static str {
+        match (self.side, self.uplo, self.trans) {
+            (Side::Left, Uplo::Lower, Trans::No) => "TriSolve(L⁻¹·B)",
+            (Side::Left, Uplo::Lower, Trans::Yes) => "TriSolve(L⁻ᵀ·B)",
+            (Side::Left, Uplo::Upper, Trans::No) => "TriSolve(U⁻¹·B)",
+            (Side::Left, Uplo::Upper, Trans::Yes) => "TriSolve(U⁻ᵀ·B)",
+            (Side::Right, Uplo::Lower, Trans::No) => "TriSolve(B·L⁻¹)",
+            (Side::Right, Uplo::Lower, Trans::Yes) => "TriSolve(B·L⁻ᵀ)",
+            (Side::Right, Uplo::Upper, Trans::No) => "TriSolve(B·U⁻¹)",
+            (Side::Right, Uplo::Upper, Trans::Yes) => "TriSolve(B·U⁻ᵀ)",
         }
     }
     fn arity(&self) -> usize {
         2
     }
-    fn input_name(&self, input: usize) -> String {
-        ["L", "B"].get(input).map_or_else(
-            || crate::check::default_input_name(input),
-            |s| s.to_string(),
-        )
+    fn input_name(&self, i: usize) -> &'static str {
+        ["L", "B"].get(i).copied().unwrap_or("X")
     }
-    fn structure(&self, input: usize) -> Structure {
-        match (input, self.uplo) {
+    fn structure(&self, i: usize) -> Structure {
+        match (i, self.uplo) {
             (0, Uplo::Lower) => Structure::LowerTriangular,
             _ => Structure::General,
         }
     }
-    fn forward(&self, inputs: &[ArrayView2<'_, T>]) -> Result<Array2<T>> {
-        let (l, b) = two(OP, "inputs", inputs)?;
-        self.check(l, b)?;
-        nonsingular(OP, l)?;
-        let mut x = b.to_owned();
-        trsm(
-            OP,
-            self.side,
-            self.uplo,
-            self.trans,
-            Diag::NonUnit,
-            T::one(),
-            l.view(),
-            x.view_mut(),
-        )?;
-        Ok(x)
+    fn shapes(&self, x: &[Shape]) -> Result<Shapes> {
+        solve_shapes(OP, self.side, x)
     }
-    fn backward(
-        &self,
-        inputs: &[ArrayView2<'_, T>],
-        output: ArrayView2<'_, T>,
-        cbar: ArrayView2<'_, T>,
-    ) -> Result<Vec<Array2<T>>> {
-        let (l, b) = two(OP, "inputs", inputs)?;
-        let xs = self.check(l, b)?;
-        expect_shape(OP, "X", "B", xs, shape_of(&output))?;
-        expect_shape(OP, "X̄", "X", xs, shape_of(&cbar))?;
-        nonsingular(OP, l)?;
-        let bbar = self.bbar(l.view(), cbar)?;
-        let mut lbar = Array2::zeros(l.dim());
-        self.add_lbar(output, bbar.view(), lbar.view_mut())?;
-        Ok(vec![lbar, bbar])
+    fn saves(&self, wanted: &[bool]) -> Saves {
+        solve_saves(wanted)
     }
-    fn backward_into(
+    fn workspace(&self, x: &[Shape]) -> usize {
+        x[1].0 * x[1].1 + gemm_tri_workspace(x[0].0)
+    }
+    fn eval(
         &self,
-        inputs: &[ArrayView2<'_, T>],
-        output: ArrayView2<'_, T>,
-        cbar: ArrayView2<'_, T>,
-        grads: &mut [Option<ArrayViewMut2<'_, T>>],
+        x: &[ArrayView2<'_, T>],
+        y: &mut [ArrayViewMut2<'_, T>],
+        _: &mut [T],
     ) -> Result<()> {
-        let (l, b) = two(OP, "inputs", inputs)?;
-        check_arity(OP, "gradient buffers", 2, grads.len())?;
-        let xs = self.check(l, b)?;
-        expect_shape(OP, "X", "B", xs, shape_of(&output))?;
-        expect_shape(OP, "X̄", "X", xs, shape_of(&cbar))?;
-        if let Some(g) = grads[0].as_ref() {
-            expect_shape(OP, "L̄ buffer", "L", shape_of(l), shape_of(g))?;
-        }
-        if let Some(g) = grads[1].as_ref() {
-            expect_shape(OP, "B̄ buffer", "B", shape_of(b), shape_of(g))?;
-        }
-        if grads.iter().all(Option::is_none) {
-            return Ok(());
-        }
-        nonsingular(OP, l)?;
-        // TRSM has no beta, and L̄ needs B̄ anyway: B̄ is solved into its own buffer.
-        let bbar = self.bbar(l.view(), cbar)?;
-        if let Some(g) = grads[0].as_mut() {
-            self.add_lbar(output, bbar.view(), g.view_mut())?;
-        }
-        if let Some(g) = grads[1].as_mut() {
-            *g += &bbar;
-        }
-        Ok(())
+        nonsingular(OP, &x[0])?;
+        y[0].assign(&x[1]);
+        self.solve_in_place(x[0].view(), y[0].view_mut())
     }
-    fn jvp(
+    fn pullback(
         &self,
-        inputs: &[ArrayView2<'_, T>],
-        output: ArrayView2<'_, T>,
-        tangents: &[ArrayView2<'_, T>],
-    ) -> Result<Array2<T>> {
-        let (l, b) = two(OP, "inputs", inputs)?;
-        let (ld, bd) = two(OP, "tangents", tangents)?;
-        let xs = self.check(l, b)?;
-        expect_shape(OP, "X", "B", xs, shape_of(&output))?;
-        expect_shape(OP, "L̇", "L", shape_of(l), shape_of(ld))?;
-        expect_shape(OP, "Ḃ", "B", xs, shape_of(bd))?;
-        nonsingular(OP, l)?;
-        // TRMM reads only the factor's triangle of L̇, as the forward pass reads L.
-        let mut xd = output.to_owned();
-        trmm(
-            OP,
-            self.side,
-            self.uplo,
-            self.trans,
-            Diag::NonUnit,
-            -T::one(),
-            ld.view(),
-            xd.view_mut(),
-        )?;
-        xd += bd;
-        trsm(
-            OP,
-            self.side,
-            self.uplo,
-            self.trans,
-            Diag::NonUnit,
-            T::one(),
-            l.view(),
-            xd.view_mut(),
-        )?;
-        Ok(xd)
+        x: &[ArrayView2<'_, T>],
+        y: &[ArrayView2<'_, T>],
+        ybar: &Partials<'_, '_, T>,
+        grads: &mut [Grad<'_, T>],
+        ws: &mut [T],
+    ) -> Result<()> {
+        let l = x[0].view();
+        nonsingular(OP, &l)?;
+        let (gl, gb) = grads.split_at_mut(1);
+        let (gl, gb) = (&mut gl[0], &mut gb[0]);
+        let (bws, tile) = ws.split_at_mut(x[1].len());
+        let solve = |v: ArrayViewMut2<'_, T>| self.adjoint_in_place(l, v);
+        let lbar = gl.target().map(|(g, acc)| {
+            move |bbar: ArrayView2<'_, T>| self.backward_l(y[0].view(), bbar, g, acc, tile)
+        });
+        with_bbar(OP, ybar.view(0), gb, bws, solve, lbar)
+    }
+    fn pushforward(
+        &self,
+        x: &[ArrayView2<'_, T>],
+        y: &[ArrayView2<'_, T>],
+        xdot: &Partials<'_, '_, T>,
+        ydot: &mut [ArrayViewMut2<'_, T>],
+        _: &mut [T],
+    ) -> Result<()> {
+        let l = x[0].view();
+        nonsingular(OP, &l)?;
+        let mut xd = ydot[0].view_mut();
+        match xdot.get(0) {
+            Some(ld) => {
+                // Ḃ − ȦX (left) or Ḃ − XȦ (right); TRMM reads only L's triangle of L̇.
+                xd.assign(&y[0]);
+                trmm(xd.view_mut(), self.side, self.factor(ld), -T::one())?;
+                if let Some(bd) = xdot.get(1) {
+                    xd += &bd;
+                }
+            }
+            None => xd.assign(&xdot.view(1)),
+        }
+        self.solve_in_place(l, xd)
     }
 }
 
-impl<T: Real> Binary<T> for TriSolve {}
-
-/// The order of a square matrix, or `NotSquare` naming it.
-pub(crate) fn square<T>(
-    op: &'static str,
-    name: &'static str,
-    a: &ArrayView2<'_, T>,
-) -> Result<usize> {
-    if a.nrows() == a.ncols() {
-        Ok(a.nrows())
-    } else {
-        Err(Error::NotSquare {
+/// The shape rule of a solve `X = op(L)⁻¹B` or `B·op(L)⁻¹`: `L` square and fitting
+/// `B` on `side`, `X` shaped as `B`. Errors name `op`.
+pub(crate) fn solve_shapes(op: &'static str, side: Side, x: &[Shape]) -> Result<Shapes> {
+    let n = square(op, "L", x[0])?;
+    let b = x[1];
+    let (what, fits) = match side {
+        Side::Left => ("B must have as many rows as L", b.0 == n),
+        Side::Right => ("B must have as many columns as L", b.1 == n),
+    };
+    if !fits {
+        return Err(Error::ShapeMismatch {
             op,
-            name,
-            got: shape_of(a),
-        })
+            what,
+            lhs_name: "L",
+            lhs: x[0],
+            rhs_name: "B",
+            rhs: b,
+        });
+    }
+    Ok(smallvec![b])
+}
+
+/// What the reverse rule of a solve with inputs `(L, B)` and output `X` reads: `L` for
+/// either gradient, `X` only for `L̄`.
+pub(crate) fn solve_saves(wanted: &[bool]) -> Saves {
+    match (wanted[0], wanted[1]) {
+        (true, _) => Saves::NONE.input(0).output(0),
+        (false, true) => Saves::NONE.input(0),
+        (false, false) => Saves::NONE,
     }
 }
 
@@ -279,131 +291,269 @@ pub(crate) fn nonsingular<T: Real>(op: &'static str, l: &ArrayView2<'_, T>) -> R
     }
 }
 
-/// Whether entry `(i, j)` lies in the `uplo` triangle (with the diagonal).
-fn in_triangle(uplo: Uplo, i: usize, j: usize) -> bool {
-    match uplo {
-        Uplo::Lower => j <= i,
-        Uplo::Upper => j >= i,
+/// The first `r·c` elements of `ws` as an `r×c` standard-layout matrix, and the rest.
+pub(crate) fn scratch<'w, T>(
+    op: &'static str,
+    ws: &'w mut [T],
+    (r, c): (usize, usize),
+) -> Result<(ArrayViewMut2<'w, T>, &'w mut [T])> {
+    let short = |got| Error::Workspace {
+        op,
+        needed: r * c,
+        got,
+    };
+    if ws.len() < r * c {
+        return Err(short(ws.len()));
     }
+    let (head, rest) = ws.split_at_mut(r * c);
+    let view = ArrayViewMut2::from_shape((r, c), head).map_err(|_| short(r * c))?;
+    Ok((view, rest))
 }
 
-/// `out += alpha·op(P)·op(Q)` on the `uplo` triangle of the square `out` only.
+/// `B̄` of a solve, computed by `solve` in place on a copy of `X̄`, where it costs least:
+/// in `B̄`'s own buffer when that is a first write BLAS can address, otherwise in
+/// `scratch_ws` (at least `X̄`'s size), then written or added into `B̄`'s buffer if
+/// wanted. When `lbar` is given (`L̄` is wanted), it is then called with `B̄`.
 ///
-/// BLAS has no triangular-output GEMM (gemmt is a vendor extension), so this goes by
-/// block rows: the part of each block row off the diagonal block is one GEMM with
-/// beta = 1 straight into `out`, and only the small diagonal block is computed apart
-/// and added on its triangle. That halves the flops of a full product and leaves the
-/// other triangle untouched.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_tri<T: Real>(
+/// Nothing is done when neither `B̄` nor `L̄` is wanted.
+pub(crate) fn with_bbar<T: Real>(
     op: &'static str,
-    uplo: Uplo,
-    alpha: T,
-    p: ArrayView2<'_, T>,
-    tp: Trans,
-    q: ArrayView2<'_, T>,
-    tq: Trans,
-    mut out: ArrayViewMut2<'_, T>,
+    xbar: ArrayView2<'_, T>,
+    grad: &mut Grad<'_, T>,
+    scratch_ws: &mut [T],
+    solve: impl FnOnce(ArrayViewMut2<'_, T>) -> Result<()>,
+    lbar: Option<impl FnOnce(ArrayView2<'_, T>) -> Result<()>>,
 ) -> Result<()> {
-    let (m, k) = tp.apply(p.dim());
-    let (kq, n) = tq.apply(q.dim());
-    if k != kq {
-        return Err(Error::ShapeMismatch {
-            op,
-            what: "inner dimensions differ",
-            lhs_name: "op(P)",
-            lhs: Shape(m, k),
-            rhs_name: "op(Q)",
-            rhs: Shape(kq, n),
-        });
-    }
-    expect_shape(op, "output", "op(P)·op(Q)", Shape(m, m), shape_of(&out))?;
-    expect_shape(op, "op(Q)", "op(P)ᵀ", Shape(k, m), Shape(kq, n))?;
-    let rows = |r0: usize, r1: usize| match tp {
-        Trans::No => p.slice(s![r0..r1, ..]),
-        Trans::Yes => p.slice(s![.., r0..r1]),
-    };
-    let cols = |c0: usize, c1: usize| match tq {
-        Trans::No => q.slice(s![.., c0..c1]),
-        Trans::Yes => q.slice(s![c0..c1, ..]),
-    };
-    let nb = T::CHOL_BLOCK.max(1);
-    let mut r0 = 0;
-    while r0 < m {
-        let r1 = (r0 + nb).min(m);
-        let (c0, c1) = match uplo {
-            Uplo::Lower => (0, r0),
-            Uplo::Upper => (r1, m),
-        };
-        if c1 > c0 {
-            gemm(
-                op,
-                alpha,
-                rows(r0, r1),
-                tp,
-                cols(c0, c1),
-                tq,
-                T::one(),
-                out.slice_mut(s![r0..r1, c0..c1]),
-            )?;
+    match grad {
+        Grad::Write(b) if addressable(&b.view()) => {
+            b.assign(&xbar);
+            solve(b.view_mut())?;
+            lbar.map_or(Ok(()), |f| f(b.view()))
         }
-        let diag = matmul(op, rows(r0, r1), tp, cols(r0, r1), tq)?;
-        for ((i, j), &d) in diag.indexed_iter() {
-            if in_triangle(uplo, i, j) {
-                out[(r0 + i, r0 + j)] += alpha * d;
+        grad => {
+            if !grad.wanted() && lbar.is_none() {
+                return Ok(());
             }
+            let (mut w, _) = scratch(op, scratch_ws, xbar.dim())?;
+            w.assign(&xbar);
+            solve(w.view_mut())?;
+            if let Some((g, acc)) = grad.target() {
+                acc.assign(g, w.view());
+            }
+            lbar.map_or(Ok(()), |f| f(w.view()))
         }
-        r0 = r1;
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::random::{lower, randn, rng};
-    use crate::Error;
+    use crate::ops::Apply;
+    use crate::primitive::Primitive;
+    use ndarray::Array2;
+
+    /// Deterministic test values in (−1, 1).
+    fn mat(m: usize, n: usize, seed: usize) -> Array2<f64> {
+        Array2::from_shape_fn((m, n), |(i, j)| {
+            ((i * 131 + j * 71 + seed * 29 + 1) as f64 * 0.7548776662).sin()
+        })
+    }
+
+    /// A well-conditioned factor with the `uplo` triangle set.
+    fn factor(n: usize, uplo: Uplo, seed: usize) -> Array2<f64> {
+        let m = mat(n, n, seed);
+        Array2::from_shape_fn((n, n), |(i, j)| match (i == j, uplo.contains(i, j)) {
+            (true, _) => 2.0 + m[(i, j)].abs(),
+            (false, true) => 0.5 * m[(i, j)],
+            (false, false) => 0.0,
+        })
+    }
+
+    fn all() -> Vec<TriSolve> {
+        let mut ops = Vec::new();
+        for side in [Side::Left, Side::Right] {
+            for trans in [Trans::No, Trans::Yes] {
+                for uplo in [Uplo::Lower, Uplo::Upper] {
+                    ops.push(TriSolve::new(side, trans, uplo));
+                }
+            }
+        }
+        ops
+    }
+
+    fn close(a: &Array2<f64>, b: &Array2<f64>, tol: f64) -> bool {
+        let scale = b.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+        a.dim() == b.dim() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol * scale)
+    }
+
+    /// `op(L)` densely, and the dense inverse by solving against the identity.
+    fn dense(op: &TriSolve, l: &Array2<f64>) -> (Array2<f64>, Array2<f64>) {
+        let a = match op.trans {
+            Trans::No => l.clone(),
+            Trans::Yes => l.t().to_owned(),
+        };
+        let mut inv = Array2::eye(l.nrows());
+        trsm(inv.view_mut(), Side::Left, op.factor(l.view()), 1.0).unwrap();
+        (a, inv)
+    }
 
     #[test]
-    fn gemm_tri_adds_only_its_triangle() {
-        let mut r = rng(3);
-        let p = randn::<f64>(150, 7, &mut r);
-        let q = randn::<f64>(150, 7, &mut r);
+    fn gemm_tri_writes_or_adds_only_its_triangle() {
+        let (p, q) = (mat(150, 7, 1), mat(150, 7, 2));
         let full = p.dot(&q.t());
+        let mut tile = vec![0.0; gemm_tri_workspace(150)];
         for uplo in [Uplo::Lower, Uplo::Upper] {
-            let start = randn::<f64>(150, 150, &mut r);
-            let mut out = start.clone();
+            let start = mat(150, 150, 3);
+            let mut add = start.clone();
             gemm_tri(
-                "test",
+                add.view_mut(),
                 uplo,
-                2.0,
+                Accum::Add,
                 p.view(),
-                Trans::No,
-                q.view(),
-                Trans::Yes,
-                out.view_mut(),
+                q.t(),
+                2.0,
+                &mut tile,
             )
             .unwrap();
-            for ((i, j), &o) in out.indexed_iter() {
-                let want = if in_triangle(uplo, i, j) {
+            let mut write = Array2::from_elem((150, 150), f64::NAN);
+            gemm_tri(
+                write.view_mut(),
+                uplo,
+                Accum::Replace,
+                p.view(),
+                q.t(),
+                2.0,
+                &mut [],
+            )
+            .unwrap();
+            for ((i, j), &o) in add.indexed_iter() {
+                let inside = uplo.contains(i, j);
+                let want = if inside {
                     start[(i, j)] + 2.0 * full[(i, j)]
                 } else {
                     start[(i, j)]
                 };
-                assert!((o - want).abs() < 1e-12, "{uplo:?} ({i}, {j})");
+                assert!((o - want).abs() < 1e-12, "add {uplo:?} ({i}, {j})");
+                let want = if inside { 2.0 * full[(i, j)] } else { 0.0 };
+                assert!(
+                    (write[(i, j)] - want).abs() < 1e-12,
+                    "write {uplo:?} ({i}, {j})"
+                );
             }
         }
+        let mut out = Array2::zeros((150, 150));
+        assert!(matches!(
+            gemm_tri(
+                out.view_mut(),
+                Uplo::Lower,
+                Accum::Add,
+                p.view(),
+                q.t(),
+                1.0,
+                &mut []
+            ),
+            Err(Error::Workspace { .. })
+        ));
     }
 
     #[test]
     fn singular_diagonal_is_reported() {
-        let mut r = rng(5);
-        let mut l = lower::<f64>(4, &mut r);
+        let mut l = factor(4, Uplo::Lower, 5);
         l[(2, 2)] = 0.0;
-        let b = randn::<f64>(4, 2, &mut r);
+        let b = mat(4, 2, 6);
         let e = TriSolve::default()
             .forward(&[l.view(), b.view()])
             .unwrap_err();
         assert_eq!(e, Error::Singular { op: OP, index: 2 });
+    }
+
+    #[test]
+    fn every_solve_matches_the_dense_rules() {
+        let (n, k) = (70, 3);
+        for op in all() {
+            let l = factor(n, op.uplo, 7);
+            let b = match op.side {
+                Side::Left => mat(n, k, 8),
+                Side::Right => mat(k, n, 8),
+            };
+            let xbar = mat(b.nrows(), b.ncols(), 9);
+            let (a, ainv) = dense(&op, &l);
+            let out = op.apply([l.view(), b.view()]).unwrap();
+            let x = out.value().to_owned();
+            let (want_x, want_bbar, want_abar) = match op.side {
+                Side::Left => {
+                    let bbar = ainv.t().dot(&xbar);
+                    (ainv.dot(&b), bbar.clone(), -bbar.dot(&x.t()))
+                }
+                Side::Right => {
+                    let bbar = xbar.dot(&ainv.t());
+                    (b.dot(&ainv), bbar.clone(), -x.t().dot(&bbar))
+                }
+            };
+            let back = match op.side {
+                Side::Left => a.dot(&x),
+                Side::Right => x.dot(&a),
+            };
+            assert!(close(&back, &b, 1e-12), "{op:?} op(L)·X = B");
+            assert!(close(&x, &want_x, 1e-12), "{op:?} X");
+            let abar_l = match op.trans {
+                Trans::No => want_abar,
+                Trans::Yes => want_abar.t().to_owned(),
+            };
+            let want_lbar = Array2::from_shape_fn((n, n), |(i, j)| {
+                if op.uplo.contains(i, j) {
+                    abar_l[(i, j)]
+                } else {
+                    0.0
+                }
+            });
+            let [lbar, bbar] = out.backward(xbar.view()).unwrap();
+            assert!(close(&bbar, &want_bbar, 1e-12), "{op:?} B̄");
+            assert!(close(&lbar, &want_lbar, 1e-12), "{op:?} L̄");
+
+            // Accumulating, and first writes into NaN, through a caller workspace.
+            let mut ws =
+                vec![
+                    f64::NAN;
+                    Rule::<f64>::workspace(&op, &[Shape(n, n), Shape(b.nrows(), b.ncols())])
+                ];
+            let (mut lb, mut bb) = (
+                Array2::from_elem((n, n), f64::NAN),
+                Array2::from_elem(b.dim(), f64::NAN),
+            );
+            for (first, second) in [(true, true), (true, false), (false, true)] {
+                let g = |v, w: bool| if w { Grad::Write(v) } else { Grad::Skip };
+                out.backward_into(
+                    &[Some(xbar.view())],
+                    &mut [g(lb.view_mut(), first), g(bb.view_mut(), second)],
+                    Some(&mut ws),
+                )
+                .unwrap();
+                if first {
+                    assert!(close(&lb, &want_lbar, 1e-12), "{op:?} L̄ written");
+                }
+                if second {
+                    assert!(close(&bb, &want_bbar, 1e-12), "{op:?} B̄ written");
+                }
+            }
+            out.backward_into(
+                &[Some(xbar.view())],
+                &mut [Grad::Add(lb.view_mut()), Grad::Add(bb.view_mut())],
+                Some(&mut ws),
+            )
+            .unwrap();
+            assert!(close(&lb, &(&want_lbar * 2.0), 1e-12), "{op:?} L̄ added");
+            assert!(close(&bb, &(&want_bbar * 2.0), 1e-12), "{op:?} B̄ added");
+
+            // Forward mode against the adjoint identity ⟨X̄, Ẋ⟩ = ⟨L̄, L̇⟩ + ⟨B̄, Ḃ⟩.
+            let (ld, bd) = (mat(n, n, 10), mat(b.nrows(), b.ncols(), 11));
+            let xd = out.jvp([ld.view(), bd.view()]).unwrap();
+            let lhs = (&xbar * &xd).sum();
+            let rhs = (&lbar * &ld).sum() + (&bbar * &bd).sum();
+            assert!(
+                (lhs - rhs).abs() < 1e-10 * (1.0 + lhs.abs()),
+                "{op:?} JVP {lhs} {rhs}"
+            );
+        }
     }
 }

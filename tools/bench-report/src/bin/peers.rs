@@ -3,8 +3,8 @@
 //! `benches/peers/run.sh` can set them beside JAX, PyTorch and HIPS autograd.
 //!
 //! ```text
-//! cargo run --release --example peer_timings -- --threads 1 [--min-reps 3] [--max-reps 10] [--budget 1.0] [--seed 7]
-//! cargo run --release --example peer_timings -- --print-kernel
+//! cargo run --release -p bench-report --bin peers -- --threads 1 [--min-reps 3] [--max-reps 10] [--budget 1.0] [--seed 7]
+//! cargo run --release -p bench-report --bin peers -- --print-kernel
 //! ```
 //!
 //! `--print-kernel` prints the name of the kernel OpenBLAS chose for this CPU and exits.
@@ -18,25 +18,16 @@
 //! of `matgrad::naive`, so that a misconfigured BLAS (for example a forced
 //! `OPENBLAS_CORETYPE`) stops the run instead of producing fast wrong numbers.
 
+use bench_report::machine::{blas_core, set_threads};
+use bench_report::timing::measure;
 use matgrad::check::random;
 use matgrad::prelude::*;
-use ndarray::Array2;
-use ndarray::ArrayView2;
+use ndarray::{Array2, ArrayView2};
 use std::error::Error as StdError;
-use std::ffi::CStr;
-use std::os::raw::{c_char, c_int};
 use std::process::ExitCode;
-use std::time::Instant;
 
 const MATMUL_SIZES: [usize; 2] = [256, 1024];
 const CHOLESKY_SIZES: [usize; 3] = [500, 1000, 2000];
-
-extern "C" {
-    // OpenBLAS reads OPENBLAS_NUM_THREADS once at load; this also covers a run without it.
-    fn openblas_set_num_threads(n: c_int);
-    fn openblas_get_num_threads() -> c_int;
-    fn openblas_get_corename() -> *const c_char;
-}
 
 /// Largest relative difference accepted between the BLAS results and the naive loops.
 const AGREEMENT: f64 = 1e-9;
@@ -50,7 +41,7 @@ struct Options {
     print_kernel: bool,
 }
 
-fn parse_options() -> std::result::Result<Options, String> {
+fn parse_options() -> Result<Options, String> {
     let mut o = Options {
         threads: 1,
         min_reps: 3,
@@ -82,31 +73,9 @@ fn parse_options() -> std::result::Result<Options, String> {
     Ok(o)
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let m = xs.len() / 2;
-    if xs.len() % 2 == 1 {
-        xs[m]
-    } else {
-        0.5 * (xs[m - 1] + xs[m])
-    }
-}
-
-/// Median wall time of `run` after one untimed call, with the same stopping rule as
-/// the Python side: at least `min_reps`, at most `max_reps`, no new run past `budget`.
-fn measure<R>(o: &Options, mut run: impl FnMut() -> Result<R>) -> Result<(f64, usize)> {
-    run()?;
-    let mut times = Vec::with_capacity(o.max_reps);
-    let mut spent = 0.0;
-    while times.len() < o.max_reps && (times.len() < o.min_reps || spent < o.budget) {
-        let t0 = Instant::now();
-        std::hint::black_box(run()?);
-        let dt = t0.elapsed().as_secs_f64();
-        times.push(dt);
-        spent += dt;
-    }
-    let reps = times.len();
-    Ok((median(times), reps))
+/// Median seconds of `run` under the options' stopping rule, and the number of runs.
+fn timed<R>(o: &Options, run: impl FnMut() -> matgrad::Result<R>) -> matgrad::Result<(f64, usize)> {
+    measure(o.min_reps, o.max_reps, o.budget, run)
 }
 
 fn emit(o: &Options, op: &str, n: usize, pass: &str, (med, reps): (f64, usize)) {
@@ -118,6 +87,7 @@ fn emit(o: &Options, op: &str, n: usize, pass: &str, (med, reps): (f64, usize)) 
     );
 }
 
+/// A random `n×n` cotangent with zero strict upper triangle.
 fn lower_cotangent(n: usize, rng: &mut rand::rngs::StdRng) -> Array2<f64> {
     let mut lbar = random::randn::<f64>(n, n, rng);
     for i in 0..n {
@@ -136,11 +106,7 @@ fn rel_diff(x: ArrayView2<'_, f64>, r: ArrayView2<'_, f64>) -> f64 {
     diff / scale
 }
 
-fn agree(
-    what: &str,
-    x: ArrayView2<'_, f64>,
-    r: ArrayView2<'_, f64>,
-) -> std::result::Result<f64, String> {
+fn agree(what: &str, x: ArrayView2<'_, f64>, r: ArrayView2<'_, f64>) -> Result<f64, String> {
     let d = rel_diff(x, r);
     if d <= AGREEMENT {
         Ok(d)
@@ -152,31 +118,28 @@ fn agree(
 }
 
 /// The smallest matmul and Cholesky case, forward and backward, against `matgrad::naive`.
-fn verify(o: &Options) -> std::result::Result<(), Box<dyn StdError>> {
+fn verify(o: &Options) -> Result<(), Box<dyn StdError>> {
     let mut rng = random::rng(o.seed ^ 0x5eed);
     let n = MATMUL_SIZES[0];
     let a = random::randn::<f64>(n, n, &mut rng);
     let b = random::randn::<f64>(n, n, &mut rng);
     let cbar = random::randn::<f64>(n, n, &mut rng);
-    let c = MatMul::nn().apply(a.view(), b.view())?;
-    let (abar, bbar) = c.backward(cbar.view())?;
+    let c = MatMul::nn().apply([a.view(), b.view()])?;
+    let [abar, bbar] = c.backward(cbar.view())?;
     let (abar_ref, bbar_ref) = matgrad::naive::matmul_backward(a.view(), b.view(), cbar.view())?;
-    let mut worst = agree(
-        "matmul C",
-        c.value().view(),
-        matgrad::naive::matmul_ijk(a.view(), b.view())?.view(),
-    )?;
+    let c_ref = matgrad::naive::matmul_ijk(a.view(), b.view())?;
+    let mut worst = agree("matmul C", c.value().view(), c_ref.view())?;
     worst = worst.max(agree("matmul Ā", abar.view(), abar_ref.view())?);
     worst = worst.max(agree("matmul B̄", bbar.view(), bbar_ref.view())?);
 
     let n = CHOLESKY_SIZES[0];
     let a = random::spd::<f64>(n, &mut rng);
     let lbar = lower_cotangent(n, &mut rng);
-    let l = Cholesky::new().apply(a.view())?;
+    let l = Cholesky::new().apply([a.view()])?;
     let l_ref = matgrad::naive::cholesky::cholesky(a.view())?;
     worst = worst.max(agree("Cholesky L", l.value().view(), l_ref.view())?);
     // The loop gives the lower-triangle convention: below the diagonal twice the symmetric Ā.
-    let abar = l.backward(lbar.view())?;
+    let [abar] = l.backward(lbar.view())?;
     let lower = Array2::from_shape_fn((n, n), |(i, j)| match i.cmp(&j) {
         std::cmp::Ordering::Greater => 2.0 * abar[(i, j)],
         std::cmp::Ordering::Equal => abar[(i, j)],
@@ -190,48 +153,28 @@ fn verify(o: &Options) -> std::result::Result<(), Box<dyn StdError>> {
     Ok(())
 }
 
-fn run(o: &Options) -> Result<()> {
+fn run(o: &Options) -> matgrad::Result<()> {
     let mut rng = random::rng(o.seed);
     for n in MATMUL_SIZES {
         let a = random::randn::<f64>(n, n, &mut rng);
         let b = random::randn::<f64>(n, n, &mut rng);
         let cbar = random::randn::<f64>(n, n, &mut rng);
         let op = MatMul::nn();
-        emit(
-            o,
-            "matmul",
-            n,
-            "forward",
-            measure(o, || op.apply(a.view(), b.view()))?,
-        );
-        let c = op.apply(a.view(), b.view())?;
-        emit(
-            o,
-            "matmul",
-            n,
-            "backward",
-            measure(o, || c.backward(cbar.view()))?,
-        );
+        let forward = timed(o, || op.apply([a.view(), b.view()]))?;
+        emit(o, "matmul", n, "forward", forward);
+        let c = op.apply([a.view(), b.view()])?;
+        let backward = timed(o, || c.backward::<2>(cbar.view()))?;
+        emit(o, "matmul", n, "backward", backward);
     }
     for n in CHOLESKY_SIZES {
         let a = random::spd::<f64>(n, &mut rng);
         let lbar = lower_cotangent(n, &mut rng);
         let op = Cholesky::new();
-        emit(
-            o,
-            "cholesky",
-            n,
-            "forward",
-            measure(o, || op.apply(a.view()))?,
-        );
-        let l = op.apply(a.view())?;
-        emit(
-            o,
-            "cholesky",
-            n,
-            "backward",
-            measure(o, || l.backward(lbar.view()))?,
-        );
+        let forward = timed(o, || op.apply([a.view()]))?;
+        emit(o, "cholesky", n, "forward", forward);
+        let l = op.apply([a.view()])?;
+        let backward = timed(o, || l.backward::<1>(lbar.view()))?;
+        emit(o, "cholesky", n, "backward", backward);
     }
     Ok(())
 }
@@ -240,31 +183,25 @@ fn main() -> ExitCode {
     let o = match parse_options() {
         Ok(o) => o,
         Err(msg) => {
-            eprintln!("peer_timings: {msg}");
+            eprintln!("peers: {msg}");
             return ExitCode::from(2);
         }
     };
-    let threads = c_int::try_from(o.threads).unwrap_or(c_int::MAX);
-    // SAFETY: plain setters/getters of OpenBLAS's global thread count, called before any BLAS work.
-    let got = unsafe {
-        openblas_set_num_threads(threads);
-        openblas_get_num_threads()
-    };
-    // SAFETY: OpenBLAS returns a pointer to a static NUL-terminated string.
-    let core = unsafe { CStr::from_ptr(openblas_get_corename()) }.to_string_lossy();
+    let got = set_threads(o.threads);
+    let core = blas_core();
     if o.print_kernel {
         println!("{core}");
         return ExitCode::SUCCESS;
     }
     eprintln!("[matgrad] thread pools: openblas={got}, kernel {core}");
     if let Err(e) = verify(&o) {
-        eprintln!("peer_timings: {e}");
+        eprintln!("peers: {e}");
         return ExitCode::FAILURE;
     }
     match run(&o) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("peer_timings: {e}");
+            eprintln!("peers: {e}");
             ExitCode::FAILURE
         }
     }

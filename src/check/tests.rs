@@ -1,0 +1,677 @@
+//! The checker against MatMul and small test-only rules: correct ones must pass, each
+//! deliberately broken one must be caught by the pass meant for it.
+
+use super::random::{randn, rng};
+use super::{
+    assert_rule, assert_rule_precisions, check_precision, Checker, Mistake, Report, Tolerances,
+    Value,
+};
+use crate::blas::{gemm, Accum};
+use crate::error::{Error, Result, Shape};
+use crate::ops::matmul::MatMul;
+use crate::primitive::{Grad, Partials, Rule, Saves, Shapes, Structure};
+use crate::Real;
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Zip};
+use smallvec::smallvec;
+
+fn point(a: (usize, usize), n: usize, seed: u64) -> (Array2<f64>, Array2<f64>) {
+    let mut r = rng(seed);
+    let a = randn::<f64>(a.0, a.1, &mut r);
+    let b = randn::<f64>(a.ncols(), n, &mut r);
+    (a, b)
+}
+
+fn run<R: Rule<f64>>(rule: &R, a: (usize, usize), n: usize) -> Report {
+    let (a, b) = point(a, n, 42);
+    Checker::new().check(rule, &[a.view(), b.view()]).unwrap()
+}
+
+// ------------------------------------------------------------------ MatMul
+
+#[test]
+fn matmul_passes_in_both_precisions_with_every_pass_run() {
+    for op in [MatMul::nn(), MatMul::tn(), MatMul::nt(), MatMul::tt()] {
+        let (a, b) = point((3, 4), 5, 1);
+        let a = match op.ta {
+            crate::Trans::No => a,
+            crate::Trans::Yes => a.t().to_owned(),
+        };
+        let b = match op.tb {
+            crate::Trans::No => b,
+            crate::Trans::Yes => b.t().to_owned(),
+        };
+        let r = Checker::new().check(&op, &[a.view(), b.view()]).unwrap();
+        r.assert_passed();
+        assert!(r.inputs.iter().all(|x| x.jacobian.is_some()), "{r}");
+        assert!(r.undeclared_reads.is_empty());
+        assert_rule_precisions(&op, &[a.view(), b.view()]);
+    }
+}
+
+#[test]
+fn defaults_follow_the_precision() {
+    assert_eq!(Tolerances::for_precision::<f64>(), Tolerances::F64);
+    assert_eq!(Tolerances::for_precision::<f32>(), Tolerances::F32);
+    assert_eq!(Tolerances::F64.fd, 1e-8);
+    assert_eq!(Tolerances::F32.step, 1e-2);
+    let c = Checker::new().tol(1e-6);
+    assert_eq!(c.tolerances_for::<f64>().fd, 1e-6);
+    assert_eq!(c.tolerances_for::<f32>().exact, 1e-4);
+    let (a, b) = point((3, 4), 2, 3);
+    let (a32, b32) = (a.mapv(|v| v as f32), b.mapv(|v| v as f32));
+    let r = Checker::new()
+        .check(&MatMul::nn(), &[a32.view(), b32.view()])
+        .unwrap();
+    assert_eq!(r.tolerances, Tolerances::F32);
+    assert_eq!(r.precision, "f32");
+    assert_rule(&MatMul::nn(), &[a32.view(), b32.view()]);
+    check_precision(&MatMul::nn(), &[a.view(), b.view()])
+        .unwrap()
+        .assert_passed();
+}
+
+#[test]
+fn the_report_reads_as_a_table() {
+    let r = run(&MatMul::nn(), (3, 4), 5);
+    let text = r.to_string();
+    assert!(
+        text.starts_with("MatMul(A·B) [f64]  (3×4, 4×5) → 3×5   PASSED"),
+        "{text}"
+    );
+    assert!(text.contains("adjoint identity"), "{text}");
+    assert_eq!(
+        r.inputs.iter().map(|i| i.name).collect::<Vec<_>>(),
+        ["A", "B"]
+    );
+}
+
+#[test]
+fn larger_inputs_skip_the_full_jacobian_unless_asked() {
+    let (a, b) = point((12, 12), 9, 5);
+    let x = [a.view(), b.view()];
+    let r = Checker::new().check(&MatMul::nn(), &x).unwrap();
+    r.assert_passed();
+    assert!(r.inputs.iter().all(|i| i.jacobian.is_none()));
+    let r = Checker::new()
+        .full_jacobian(true)
+        .check(&MatMul::nn(), &x)
+        .unwrap();
+    assert!(r.inputs.iter().all(|i| i.jacobian.is_some()));
+}
+
+#[test]
+fn a_wrong_number_of_inputs_is_an_error() {
+    let (a, _) = point((3, 4), 5, 1);
+    let e = Checker::new()
+        .check(&MatMul::nn(), &[a.view()])
+        .unwrap_err();
+    assert!(matches!(e, Error::Arity { .. }), "{e}");
+}
+
+// ------------------------------------------------------- broken MatMuls
+
+/// How `C = AB` is broken.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    None,
+    /// `Ā = (C̄Bᵀ)ᵀ`, written through the transposed view of the buffer.
+    Transposed,
+    Negated,
+    Doubled,
+    Zero,
+    /// A JVP that forgets `AḂ`.
+    JvpMissingTerm,
+    /// Always adds, also into a `Grad::Write` buffer.
+    ReadsWriteBuffer,
+    /// Always overwrites, also a `Grad::Add` buffer.
+    Overwrites,
+    /// Declares that `Ā` needs only `A` (it needs `B`).
+    UndeclaredB,
+    /// The forward pass adds into its output buffer.
+    ForwardReadsOutput,
+    /// Declares one element of workspace and adds it to `Ā` without writing it first.
+    ReadsWorkspace,
+}
+
+struct Faulty(Fault);
+
+const MM: MatMul = MatMul {
+    ta: crate::Trans::No,
+    tb: crate::Trans::No,
+};
+
+impl Rule<f64> for Faulty {
+    fn name(&self) -> &'static str {
+        "Faulty"
+    }
+    fn arity(&self) -> usize {
+        2
+    }
+    fn shapes(&self, x: &[Shape]) -> Result<Shapes> {
+        Rule::<f64>::shapes(&MM, x)
+    }
+    fn saves(&self, wanted: &[bool]) -> Saves {
+        match self.0 {
+            Fault::UndeclaredB => Saves::NONE.input(0),
+            _ => Rule::<f64>::saves(&MM, wanted),
+        }
+    }
+    fn workspace(&self, _x: &[Shape]) -> usize {
+        usize::from(self.0 == Fault::ReadsWorkspace)
+    }
+    fn eval(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        y: &mut [ArrayViewMut2<'_, f64>],
+        ws: &mut [f64],
+    ) -> Result<()> {
+        if self.0 == Fault::ForwardReadsOutput {
+            return gemm(y[0].view_mut(), Accum::Add, x[0], x[1], 1.0);
+        }
+        MM.eval(x, y, ws)
+    }
+    fn pullback(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        _y: &[ArrayView2<'_, f64>],
+        ybar: &Partials<'_, '_, f64>,
+        grads: &mut [Grad<'_, f64>],
+        ws: &mut [f64],
+    ) -> Result<()> {
+        let cbar = ybar.view(0);
+        let (a, b) = (x[0], x[1]);
+        let mode = |acc: Accum| match self.0 {
+            Fault::ReadsWriteBuffer => Accum::Add,
+            Fault::Overwrites => Accum::Replace,
+            _ => acc,
+        };
+        if let Some((mut g, acc)) = grads[0].target() {
+            let alpha = match self.0 {
+                Fault::Negated => -1.0,
+                Fault::Doubled => 2.0,
+                Fault::Zero => 0.0,
+                _ => 1.0,
+            };
+            if self.0 == Fault::Transposed {
+                gemm(g.view_mut().reversed_axes(), mode(acc), cbar, b.t(), alpha)?;
+            } else {
+                gemm(g.view_mut(), mode(acc), cbar, b.t(), alpha)?;
+            }
+            if self.0 == Fault::ReadsWorkspace {
+                let w = ws[0];
+                g.mapv_inplace(|v| v + w);
+            }
+        }
+        if let Some((g, acc)) = grads[1].target() {
+            gemm(g, mode(acc), a.t(), cbar, 1.0)?;
+        }
+        Ok(())
+    }
+    fn pushforward(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        y: &[ArrayView2<'_, f64>],
+        xdot: &Partials<'_, '_, f64>,
+        ydot: &mut [ArrayViewMut2<'_, f64>],
+        ws: &mut [f64],
+    ) -> Result<()> {
+        if self.0 == Fault::JvpMissingTerm {
+            return gemm(ydot[0].view_mut(), Accum::Replace, xdot.view(0), x[1], 1.0);
+        }
+        MM.pushforward(x, y, xdot, ydot, ws)
+    }
+}
+
+#[test]
+fn the_correct_faulty_rule_passes() {
+    run(&Faulty(Fault::None), (3, 4), 5).assert_passed();
+    run(&Faulty(Fault::None), (4, 4), 4).assert_passed();
+}
+
+#[test]
+fn a_transposed_gradient_is_caught_and_named() {
+    let r = run(&Faulty(Fault::Transposed), (4, 4), 6);
+    assert!(!r.passed(), "{r}");
+    assert_eq!(r.mistake(0), Some(Mistake::Transposed), "{r}");
+    assert_eq!(r.mistake(1), None, "{r}");
+    assert!(
+        r.to_string()
+            .contains("diagnosis: the gradient of A is the transpose"),
+        "{r}"
+    );
+    // Small enough for the full Jacobian, which names the worst element.
+    let w = r.inputs[0].jacobian.expect("full Jacobian ran");
+    assert!(w.error > 1e-3, "{r}");
+    assert!(r.to_string().contains("worst Jacobian element of A"), "{r}");
+    // Without the Jacobian, on a larger input.
+    let r = run(&Faulty(Fault::Transposed), (12, 12), 9);
+    assert!(r.inputs[0].jacobian.is_none());
+    assert_eq!(r.mistake(0), Some(Mistake::Transposed), "{r}");
+}
+
+#[test]
+fn a_transposed_gradient_of_a_non_square_input_is_a_shape_failure() {
+    let r = run(&Faulty(Fault::Transposed), (3, 4), 5);
+    assert!(!r.passed(), "{r}");
+    assert!(r.inputs[0].pullback_error.is_some(), "{r}");
+    assert!(r.inputs[1].pullback_error.is_none(), "{r}");
+    assert_eq!(r.mistake(0), Some(Mistake::TransposedShape), "{r}");
+    assert!(
+        r.to_string()
+            .contains("A: the reverse rule fails on shapes its shape rule accepts"),
+        "{r}"
+    );
+}
+
+#[test]
+fn sign_factor_and_zero_mistakes_are_named() {
+    for (fault, expected) in [
+        (Fault::Negated, Mistake::SignFlipped),
+        (Fault::Doubled, Mistake::Doubled),
+        (Fault::Zero, Mistake::Zero),
+    ] {
+        let r = run(&Faulty(fault), (3, 4), 5);
+        assert!(!r.passed(), "{fault:?}:\n{r}");
+        assert_eq!(r.mistake(0), Some(expected), "{fault:?}:\n{r}");
+        assert_eq!(r.mistake(1), None, "{fault:?}:\n{r}");
+    }
+}
+
+#[test]
+fn a_wrong_jvp_fails_the_jvp_and_adjoint_checks_only() {
+    let r = run(&Faulty(Fault::JvpMissingTerm), (3, 4), 5);
+    assert!(!r.passed(), "{r}");
+    assert!(r.inputs.iter().all(|x| x.vjp_error < 1e-8), "{r}");
+    assert!(r.inputs[1].jvp_error > 0.5, "{r}");
+    assert!(r.adjoint_error > 1e-3, "{r}");
+}
+
+#[test]
+fn a_rule_that_reads_its_write_buffer_fails_the_first_write_pass() {
+    let r = run(&Faulty(Fault::ReadsWriteBuffer), (3, 4), 5);
+    assert!(!r.passed(), "{r}");
+    assert!(r.inputs.iter().all(|x| x.first_write_error.is_nan()), "{r}");
+    // backward() hands it zeroed buffers: every other check passes.
+    assert!(r.inputs.iter().all(|x| x.vjp_error < 1e-8), "{r}");
+    assert!(r.inputs.iter().all(|x| x.accumulate_error < 1e-11), "{r}");
+    assert!(r.to_string().contains("Grad::Write into NaN"), "{r}");
+}
+
+#[test]
+fn an_overwriting_add_fails_the_accumulation_pass() {
+    let r = run(&Faulty(Fault::Overwrites), (3, 4), 5);
+    assert!(!r.passed(), "{r}");
+    assert!(r.inputs.iter().all(|x| x.accumulate_error > 1e-3), "{r}");
+    assert!(r.inputs.iter().all(|x| x.first_write_error == 0.0), "{r}");
+    assert!(r.inputs.iter().all(|x| x.vjp_error < 1e-8), "{r}");
+}
+
+#[test]
+fn an_undeclared_input_read_is_named() {
+    let r = run(&Faulty(Fault::UndeclaredB), (3, 4), 5);
+    assert!(!r.passed(), "{r}");
+    assert!(r.inputs[0].saves_error.is_nan(), "{r}");
+    let reads: Vec<(Option<Value>, &str, Vec<bool>)> = r
+        .undeclared_reads
+        .iter()
+        .map(|u| (u.value, u.name, u.wanted.clone()))
+        .collect();
+    assert_eq!(
+        reads,
+        [
+            (Some(Value::Input(1)), "B", vec![true, true]),
+            (Some(Value::Input(1)), "B", vec![true, false]),
+        ],
+        "{r}"
+    );
+    let text = r.to_string();
+    assert!(
+        text.contains(
+            "reads input B which it does not declare in saves (when only the gradient of A is wanted)"
+        ),
+        "{text}"
+    );
+    // Everything else is right.
+    assert!(r.inputs.iter().all(|x| x.vjp_error < 1e-8), "{r}");
+}
+
+#[test]
+fn a_forward_pass_that_reads_its_output_buffer_is_caught() {
+    let r = run(&Faulty(Fault::ForwardReadsOutput), (3, 4), 5);
+    assert!(!r.passed(), "{r}");
+    assert!(r.outputs[0].first_write_error.is_nan(), "{r}");
+    assert!(r.to_string().contains("reads its output buffer"), "{r}");
+}
+
+#[test]
+fn a_rule_that_reads_its_workspace_before_writing_it_is_caught() {
+    let r = run(&Faulty(Fault::ReadsWorkspace), (3, 4), 5);
+    assert!(!r.passed(), "{r}");
+    assert_eq!(r.workspace, 1);
+    assert!(r.workspace_error.is_nan(), "{r}");
+    assert!(r.inputs.iter().all(|x| x.vjp_error < 1e-8), "{r}");
+    assert!(r.to_string().contains("reads its workspace"), "{r}");
+}
+
+// ------------------------------------------------------------ two outputs
+
+/// `S = A + B`, `P = A ⊙ B`: `Ā = S̄ + P̄ ⊙ B`, `B̄ = S̄ + P̄ ⊙ A`. With `bad_missing`,
+/// a missing `S̄` skips the whole gradient.
+struct SumProd {
+    bad_missing: bool,
+}
+
+impl<T: Real> Rule<T> for SumProd {
+    fn name(&self) -> &'static str {
+        "SumProd"
+    }
+    fn arity(&self) -> usize {
+        2
+    }
+    fn outputs(&self) -> usize {
+        2
+    }
+    fn output_name(&self, k: usize) -> &'static str {
+        ["S", "P"][k.min(1)]
+    }
+    fn shapes(&self, x: &[Shape]) -> Result<Shapes> {
+        crate::ops::same_shape("SumProd", "A", x[0], "B", x[1])?;
+        Ok(smallvec![x[0], x[0]])
+    }
+    fn saves(&self, wanted: &[bool]) -> Saves {
+        let mut s = Saves::NONE;
+        if wanted[0] {
+            s = s.input(1);
+        }
+        if wanted[1] {
+            s = s.input(0);
+        }
+        s
+    }
+    fn eval(
+        &self,
+        x: &[ArrayView2<'_, T>],
+        y: &mut [ArrayViewMut2<'_, T>],
+        _: &mut [T],
+    ) -> Result<()> {
+        let (s, p) = y.split_at_mut(1);
+        Zip::from(&mut s[0])
+            .and(&mut p[0])
+            .and(x[0])
+            .and(x[1])
+            .for_each(|s, p, &a, &b| {
+                *s = a + b;
+                *p = a * b;
+            });
+        Ok(())
+    }
+    fn pullback(
+        &self,
+        x: &[ArrayView2<'_, T>],
+        _y: &[ArrayView2<'_, T>],
+        ybar: &Partials<'_, '_, T>,
+        grads: &mut [Grad<'_, T>],
+        _: &mut [T],
+    ) -> Result<()> {
+        if self.bad_missing && ybar.get(0).is_none() {
+            return Ok(());
+        }
+        for (i, other) in [(0, 1), (1, 0)] {
+            if let Some((g, acc)) = grads[i].target() {
+                Zip::from(g)
+                    .and(ybar.view(0))
+                    .and(ybar.view(1))
+                    .and(x[other])
+                    .for_each(|g, &sb, &pb, &o| acc.store(g, sb + pb * o));
+            }
+        }
+        Ok(())
+    }
+    fn pushforward(
+        &self,
+        x: &[ArrayView2<'_, T>],
+        _y: &[ArrayView2<'_, T>],
+        xdot: &Partials<'_, '_, T>,
+        ydot: &mut [ArrayViewMut2<'_, T>],
+        _: &mut [T],
+    ) -> Result<()> {
+        let (s, p) = ydot.split_at_mut(1);
+        Zip::from(&mut s[0])
+            .and(&mut p[0])
+            .and(x[0])
+            .and(x[1])
+            .and(xdot.view(0))
+            .and(xdot.view(1))
+            .for_each(|s, p, &a, &b, &ad, &bd| {
+                *s = ad + bd;
+                *p = ad * b + a * bd;
+            });
+        Ok(())
+    }
+}
+
+#[test]
+fn a_correct_two_output_rule_passes_and_the_report_names_its_outputs() {
+    let mut r = rng(7);
+    let (a, b) = (randn::<f64>(3, 4, &mut r), randn::<f64>(3, 4, &mut r));
+    let p = SumProd { bad_missing: false };
+    let report = Checker::new().check(&p, &[a.view(), b.view()]).unwrap();
+    report.assert_passed();
+    assert_eq!(report.outputs.len(), 2);
+    assert!(
+        report
+            .outputs
+            .iter()
+            .all(|o| o.missing_cotangent_error == Some(0.0)),
+        "{report}"
+    );
+    assert!(report.inputs.iter().all(|i| i.jvp_errors.len() == 2));
+    let text = report.to_string();
+    assert!(
+        text.starts_with("SumProd [f64]  (3×4, 3×4) → (S: 3×4, P: 3×4)   PASSED"),
+        "{text}"
+    );
+    assert!(text.contains("Σₖ⟨Ȳₖ,Ẏₖ⟩"), "{text}");
+    assert_rule_precisions(&p, &[a.view(), b.view()]);
+}
+
+#[test]
+fn a_missing_cotangent_that_is_not_zero_is_caught() {
+    let mut r = rng(8);
+    let (a, b) = (randn::<f64>(2, 3, &mut r), randn::<f64>(2, 3, &mut r));
+    let report = Checker::new()
+        .check(&SumProd { bad_missing: true }, &[a.view(), b.view()])
+        .unwrap();
+    assert!(!report.passed(), "{report}");
+    assert!(
+        report.outputs[0].missing_cotangent_error.unwrap() > 1e-3,
+        "{report}"
+    );
+    assert_eq!(
+        report.outputs[1].missing_cotangent_error,
+        Some(0.0),
+        "{report}"
+    );
+    assert!(
+        report.to_string().contains("a missing cotangent of S"),
+        "{report}"
+    );
+    // The gradients for given cotangents are right.
+    assert!(report.inputs.iter().all(|i| i.vjp_error < 1e-8), "{report}");
+}
+
+/// `E = exp(A)`, `T = 2Aᵀ`: `Ā = Ē ⊙ E + 2T̄ᵀ`, reading the output `E` (declared unless
+/// `hide_output`).
+struct ExpAndTwiceT {
+    hide_output: bool,
+}
+
+impl Rule<f64> for ExpAndTwiceT {
+    fn name(&self) -> &'static str {
+        "ExpAndTwiceT"
+    }
+    fn arity(&self) -> usize {
+        1
+    }
+    fn outputs(&self) -> usize {
+        2
+    }
+    fn output_name(&self, k: usize) -> &'static str {
+        ["E", "T"][k.min(1)]
+    }
+    fn shapes(&self, x: &[Shape]) -> Result<Shapes> {
+        Ok(smallvec![x[0], Shape(x[0].1, x[0].0)])
+    }
+    fn saves(&self, _: &[bool]) -> Saves {
+        if self.hide_output {
+            Saves::NONE
+        } else {
+            Saves::NONE.output(0)
+        }
+    }
+    fn eval(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        y: &mut [ArrayViewMut2<'_, f64>],
+        _: &mut [f64],
+    ) -> Result<()> {
+        y[0].zip_mut_with(&x[0], |e, &a| *e = a.exp());
+        y[1].zip_mut_with(&x[0].t(), |t, &a| *t = 2.0 * a);
+        Ok(())
+    }
+    fn pullback(
+        &self,
+        _x: &[ArrayView2<'_, f64>],
+        y: &[ArrayView2<'_, f64>],
+        ybar: &Partials<'_, '_, f64>,
+        grads: &mut [Grad<'_, f64>],
+        _: &mut [f64],
+    ) -> Result<()> {
+        if let Some((g, acc)) = grads[0].target() {
+            Zip::from(g)
+                .and(ybar.view(0))
+                .and(y[0])
+                .and(ybar.view(1).t())
+                .for_each(|g, &eb, &e, &tb| acc.store(g, eb * e + 2.0 * tb));
+        }
+        Ok(())
+    }
+    fn pushforward(
+        &self,
+        _x: &[ArrayView2<'_, f64>],
+        y: &[ArrayView2<'_, f64>],
+        xdot: &Partials<'_, '_, f64>,
+        ydot: &mut [ArrayViewMut2<'_, f64>],
+        _: &mut [f64],
+    ) -> Result<()> {
+        let ad = xdot.view(0);
+        Zip::from(&mut ydot[0])
+            .and(&ad)
+            .and(y[0])
+            .for_each(|d, &ad, &e| *d = ad * e);
+        ydot[1].zip_mut_with(&ad.t(), |d, &ad| *d = 2.0 * ad);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_rule_reading_a_declared_output_passes_and_an_undeclared_one_is_named() {
+    let a = randn::<f64>(3, 2, &mut rng(9));
+    Checker::new()
+        .check(&ExpAndTwiceT { hide_output: false }, &[a.view()])
+        .unwrap()
+        .assert_passed();
+    let r = Checker::new()
+        .check(&ExpAndTwiceT { hide_output: true }, &[a.view()])
+        .unwrap();
+    assert!(!r.passed(), "{r}");
+    assert_eq!(r.undeclared_reads.len(), 1, "{r}");
+    assert_eq!(r.undeclared_reads[0].value, Some(Value::Output(0)), "{r}");
+    assert!(
+        r.to_string().contains(
+            "reads output E which it does not declare in saves (when every gradient is wanted)"
+        ),
+        "{r}"
+    );
+}
+
+/// `C = A·A` for a symmetric `A`: `Ċ = ȦA + AȦ`, `Ā = sym(C̄Aᵀ + AᵀC̄)`; without the
+/// projection (`project: false`) the gradient is not symmetric.
+struct SymSquare {
+    project: bool,
+}
+
+impl Rule<f64> for SymSquare {
+    fn name(&self) -> &'static str {
+        "SymSquare"
+    }
+    fn arity(&self) -> usize {
+        1
+    }
+    fn structure(&self, _: usize) -> Structure {
+        Structure::Symmetric
+    }
+    fn shapes(&self, x: &[Shape]) -> Result<Shapes> {
+        crate::ops::square("SymSquare", "A", x[0])?;
+        Ok(smallvec![x[0]])
+    }
+    fn saves(&self, _: &[bool]) -> Saves {
+        Saves::NONE.input(0)
+    }
+    fn eval(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        y: &mut [ArrayViewMut2<'_, f64>],
+        _: &mut [f64],
+    ) -> Result<()> {
+        gemm(y[0].view_mut(), Accum::Replace, x[0], x[0], 1.0)
+    }
+    fn pullback(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        _y: &[ArrayView2<'_, f64>],
+        ybar: &Partials<'_, '_, f64>,
+        grads: &mut [Grad<'_, f64>],
+        _: &mut [f64],
+    ) -> Result<()> {
+        if let Some((g, acc)) = grads[0].target() {
+            let a = x[0];
+            let cbar = ybar.view(0);
+            let mut s = cbar.dot(&a.t()) + a.t().dot(&cbar);
+            if self.project {
+                Structure::Symmetric.project_in_place(s.view_mut());
+            }
+            acc.assign(g, s.view());
+        }
+        Ok(())
+    }
+    fn pushforward(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        _y: &[ArrayView2<'_, f64>],
+        xdot: &Partials<'_, '_, f64>,
+        ydot: &mut [ArrayViewMut2<'_, f64>],
+        _: &mut [f64],
+    ) -> Result<()> {
+        let ad = xdot.view(0);
+        gemm(ydot[0].view_mut(), Accum::Replace, ad, x[0], 1.0)?;
+        gemm(ydot[0].view_mut(), Accum::Add, x[0], ad, 1.0)
+    }
+}
+
+#[test]
+fn structured_inputs_are_perturbed_along_their_structure() {
+    let a = Structure::Symmetric.project(randn::<f64>(4, 4, &mut rng(10)));
+    let r = Checker::new()
+        .check(&SymSquare { project: true }, &[a.view()])
+        .unwrap();
+    r.assert_passed();
+    assert!(r.inputs[0].jacobian.is_some());
+    // The unprojected gradient agrees along symmetric directions, but is not symmetric.
+    let r = Checker::new()
+        .check(&SymSquare { project: false }, &[a.view()])
+        .unwrap();
+    assert!(!r.passed(), "{r}");
+    assert!(r.inputs[0].vjp_error < 1e-8, "{r}");
+    assert!(r.inputs[0].structure_error > 1e-3, "{r}");
+}

@@ -1,0 +1,444 @@
+//! What the report measures: every case, its inputs, the check of the BLAS path against
+//! the naive loop before it is timed, and the rows the tables are made of.
+
+use crate::Options;
+use bench_report::machine::{matmul_flops, set_threads, Gemm};
+use bench_report::timing::{case, time_one, time_together};
+use bench_report::Res;
+use indicatif::{ProgressBar, ProgressStyle};
+use matgrad::check::random;
+use matgrad::naive;
+use matgrad::ops::cholesky::{self as chol, Convention, Method};
+use matgrad::prelude::*;
+use ndarray::{Array2, ArrayView2};
+
+/// The i-j-k product and the naive backward walk columns with a stride of `n`: at
+/// n = 1024 one i-j-k call takes about 5 s and one naive backward about twice that,
+/// which three timed runs would make the longest part of the report.
+pub const NAIVE_IJK_MAX: usize = 1024;
+pub const NAIVE_BACKWARD_MAX: usize = 512;
+
+/// Block order of the blocked Cholesky reverse pass the report times at every size.
+pub const CHOL_BLOCK: usize = Method::DEFAULT_BLOCK;
+
+const STRUCTURAL: [&str; 4] = ["Transpose", "Add", "Tril", "Vectorize"];
+const SMALL: [usize; 2] = [8, 32];
+
+/// Flops of the Cholesky factorisation, `n³/3`.
+pub fn chol_flops(n: usize) -> f64 {
+    (n as f64).powi(3) / 3.0
+}
+
+fn rel_err(got: ArrayView2<'_, f64>, want: ArrayView2<'_, f64>) -> f64 {
+    let scale = want.iter().fold(f64::MIN_POSITIVE, |m, x| m.max(x.abs()));
+    let diff = got
+        .iter()
+        .zip(want.iter())
+        .fold(0.0_f64, |m, (g, w)| m.max((g - w).abs()));
+    diff / scale
+}
+
+/// Stops the report when a BLAS path and its loop disagree: a kernel the CPU cannot
+/// run correctly must not produce a speed-up table.
+fn agree(what: &str, got: ArrayView2<'_, f64>, want: ArrayView2<'_, f64>, tol: f64) -> Res<()> {
+    let e = rel_err(got, want);
+    if e > tol {
+        return Err(
+            format!("{what}: BLAS and naive results differ (relative error {e:.2e})").into(),
+        );
+    }
+    Ok(())
+}
+
+/// One size of the matrix product; the naive fields are absent where capped or not run.
+#[derive(Clone, Default)]
+pub struct MatmulRow {
+    pub n: usize,
+    pub ijk: Option<f64>,
+    pub ikj: Option<f64>,
+    pub naive_bwd: Option<f64>,
+    pub fwd: f64,
+    pub dot: f64,
+    pub bwd: f64,
+    /// `backward_into` first-writing Ā and B̄ into preallocated buffers (`Grad::Write`,
+    /// GEMM with beta = 0, no allocation).
+    pub bwd_into: f64,
+    /// Paired ratios, see [`bench_report::timing::Timings::ratio`].
+    pub fwd_over_dot: f64,
+    pub bwd_over_fwd: f64,
+    pub into_over_fwd: f64,
+    /// The reference DGEMM rate timed alongside, and the paired fraction of it that the
+    /// forward pass reaches.
+    pub peak: Option<(f64, f64)>,
+}
+
+#[derive(Clone)]
+pub struct StructRow {
+    pub n: usize,
+    pub naive_fwd: f64,
+    pub fwd: f64,
+    pub naive_bwd: f64,
+    pub bwd: f64,
+}
+
+#[derive(Clone, Default)]
+pub struct CholRow {
+    pub n: usize,
+    pub naive_fwd: Option<f64>,
+    pub naive_bwd: Option<f64>,
+    pub fwd: f64,
+    pub blocked: f64,
+    pub symbolic: f64,
+}
+
+pub struct SmallRow {
+    pub n: usize,
+    pub raw: f64,
+    pub primitive: f64,
+    pub ratio: f64,
+}
+
+/// The cases run at one OpenBLAS thread count.
+pub struct Threaded {
+    pub threads: usize,
+    /// Reference DGEMM rate, GFLOP/s.
+    pub gemm: f64,
+    pub matmul: Vec<MatmulRow>,
+    pub chol: Vec<CholRow>,
+}
+
+impl Threaded {
+    fn new(threads: usize) -> Threaded {
+        Threaded {
+            threads,
+            gemm: f64::NAN,
+            matmul: Vec::new(),
+            chol: Vec::new(),
+        }
+    }
+    fn peak_rate(&self) -> f64 {
+        self.matmul
+            .iter()
+            .find_map(|r| r.peak)
+            .map_or(f64::NAN, |p| p.0)
+    }
+}
+
+pub struct Results {
+    pub single: Threaded,
+    pub structural: Vec<(&'static str, Vec<StructRow>)>,
+    pub small: Vec<SmallRow>,
+    pub multi: Option<Threaded>,
+}
+
+struct Sweep {
+    bar: ProgressBar,
+    budget: f64,
+}
+
+impl Sweep {
+    fn step(&self, what: String) {
+        self.bar.set_message(what);
+    }
+    fn done(&self) {
+        self.bar.inc(1);
+    }
+
+    /// With `peak`, the reference DGEMM is timed in the same rounds as this size, so that
+    /// the fraction of it that the primitive reaches does not drift with the machine.
+    fn matmul(&self, n: usize, with_naive: bool, peak: Option<&mut Gemm>) -> Res<MatmulRow> {
+        self.step(format!("MatMul n = {n}"));
+        let mut rng = random::rng(1000 + n as u64);
+        let a = random::randn::<f64>(n, n, &mut rng);
+        let b = random::randn::<f64>(n, n, &mut rng);
+        let cbar = random::randn::<f64>(n, n, &mut rng);
+        let out = MatMul::nn().apply([a.view(), b.view()])?;
+        let [abar, bbar] = out.backward(cbar.view())?;
+        let mut row = MatmulRow {
+            n,
+            ..Default::default()
+        };
+        // First writes: the buffers' contents are never read.
+        let mut ga = Array2::<f64>::zeros((n, n));
+        let mut gb = Array2::<f64>::zeros((n, n));
+        let peak_n = peak.as_ref().map(|g| g.n());
+        let mut cases = vec![
+            case(|| MatMul::nn().apply([a.view(), b.view()])),
+            case(|| a.dot(&b)),
+            case(|| out.backward::<2>(cbar.view())),
+            case(|| {
+                out.backward_into(
+                    &[Some(cbar.view())],
+                    &mut [Grad::Write(ga.view_mut()), Grad::Write(gb.view_mut())],
+                    None,
+                )
+            }),
+        ];
+        if let Some(g) = peak {
+            cases.push(case(|| g.call()));
+        }
+        let t = time_together(self.budget, &mut cases);
+        drop(cases);
+        agree("MatMul backward_into Ā", ga.view(), abar.view(), 1e-12)?;
+        agree("MatMul backward_into B̄", gb.view(), bbar.view(), 1e-12)?;
+        if let Some(m) = peak_n {
+            let rate = matmul_flops(m) / t.median(4) / 1e9;
+            let fraction = matmul_flops(n) / matmul_flops(m) * t.ratio(4, 0);
+            row.peak = Some((rate, fraction));
+        }
+        (row.fwd, row.dot, row.bwd) = (t.median(0), t.median(1), t.median(2));
+        row.bwd_into = t.median(3);
+        (row.fwd_over_dot, row.bwd_over_fwd) = (t.ratio(0, 1), t.ratio(2, 0));
+        row.into_over_fwd = t.ratio(3, 0);
+        if with_naive {
+            let c_ikj = naive::matmul_ikj(a.view(), b.view())?;
+            agree("MatMul forward", out.value().view(), c_ikj.view(), 1e-12)?;
+            row.ikj = Some(time_one(
+                self.budget,
+                case(|| naive::matmul_ikj(a.view(), b.view())),
+            ));
+            if n <= NAIVE_IJK_MAX {
+                row.ijk = Some(time_one(
+                    self.budget,
+                    case(|| naive::matmul_ijk(a.view(), b.view())),
+                ));
+            }
+            if n <= NAIVE_BACKWARD_MAX {
+                let (na, nb) = naive::matmul_backward(a.view(), b.view(), cbar.view())?;
+                agree("MatMul Ā", abar.view(), na.view(), 1e-12)?;
+                agree("MatMul B̄", bbar.view(), nb.view(), 1e-12)?;
+                row.naive_bwd = Some(time_one(
+                    self.budget,
+                    case(|| naive::matmul_backward(a.view(), b.view(), cbar.view())),
+                ));
+            }
+        }
+        self.done();
+        Ok(row)
+    }
+
+    fn chol(&self, n: usize, with_naive: bool) -> Res<CholRow> {
+        self.step(format!("Cholesky n = {n}"));
+        let mut rng = random::rng(2000 + n as u64);
+        let a = random::spd::<f64>(n, &mut rng);
+        let lbar = naive::tril(random::randn::<f64>(n, n, &mut rng).view(), 0);
+        let l = chol::cholesky(a.view())?;
+        let lower = Convention::Lower;
+        let blocked = chol::backward_blocked(l.view(), lbar.clone(), CHOL_BLOCK, lower)?;
+        let symbolic = chol::backward_symbolic(l.view(), lbar.view(), lower)?;
+        agree(
+            "Cholesky backward blocked vs symbolic",
+            blocked.view(),
+            symbolic.view(),
+            1e-8,
+        )?;
+        let mut row = CholRow {
+            n,
+            ..Default::default()
+        };
+        // The blocked pass consumes L̄, so its time includes one n×n copy (as the
+        // symbolic pass and the primitive's own backward make one too).
+        let t = time_together(
+            self.budget,
+            &mut [
+                case(|| chol::cholesky(a.view())),
+                case(|| chol::backward_blocked(l.view(), lbar.clone(), CHOL_BLOCK, lower)),
+                case(|| chol::backward_symbolic(l.view(), lbar.view(), lower)),
+            ],
+        );
+        (row.fwd, row.blocked, row.symbolic) = (t.median(0), t.median(1), t.median(2));
+        if with_naive {
+            let nl = naive::cholesky::cholesky(a.view())?;
+            agree("Cholesky forward", l.view(), nl.view(), 1e-10)?;
+            let nabar = naive::cholesky::cholesky_backward(l.view(), lbar.view())?;
+            agree(
+                "Cholesky backward",
+                naive::tril(blocked.view(), 0).view(),
+                naive::tril(nabar.view(), 0).view(),
+                1e-8,
+            )?;
+            row.naive_fwd = Some(time_one(
+                self.budget,
+                case(|| naive::cholesky::cholesky(a.view())),
+            ));
+            row.naive_bwd = Some(time_one(
+                self.budget,
+                case(|| naive::cholesky::cholesky_backward(l.view(), lbar.view())),
+            ));
+        }
+        self.done();
+        Ok(row)
+    }
+
+    fn small(&self, n: usize) -> Res<SmallRow> {
+        self.step(format!("small-matrix overhead n = {n}"));
+        let mut rng = random::rng(3000 + n as u64);
+        let a = random::randn::<f64>(n, n, &mut rng);
+        let b = random::randn::<f64>(n, n, &mut rng);
+        let cbar = random::randn::<f64>(n, n, &mut rng);
+        let t = time_together(
+            3.0 * self.budget,
+            &mut [
+                case(|| (a.dot(&b), cbar.dot(&b.t()), a.t().dot(&cbar))),
+                case(|| {
+                    let out = MatMul::nn().apply([a.view(), b.view()])?;
+                    out.backward::<2>(cbar.view())
+                }),
+            ],
+        );
+        self.done();
+        Ok(SmallRow {
+            n,
+            raw: t.median(0),
+            primitive: t.median(1),
+            ratio: t.ratio(1, 0),
+        })
+    }
+
+    fn structural(&self, name: &'static str, n: usize) -> Res<StructRow> {
+        self.step(format!("{name} n = {n}"));
+        let mut rng = random::rng(4000 + n as u64);
+        let a = random::randn::<f64>(n, n, &mut rng);
+        let b = random::randn::<f64>(n, n, &mut rng);
+        let cbar = random::randn::<f64>(n, n, &mut rng);
+        let vbar = random::randn::<f64>(n * n, 1, &mut rng);
+        let budget = self.budget;
+        // Each arm binds its timings to `t` so that the cases, which borrow `out`, are
+        // dropped before it.
+        let t = match name {
+            "Transpose" => {
+                let out = Transpose.apply([a.view()])?;
+                let want = naive::transpose(a.view());
+                agree(name, out.value().view(), want.view(), 0.0)?;
+                let t = time_together(
+                    budget,
+                    &mut [
+                        case(|| naive::transpose(a.view())),
+                        case(|| Transpose.apply([a.view()])),
+                        case(|| naive::transpose_backward(cbar.view())),
+                        case(|| out.backward::<1>(cbar.view())),
+                    ],
+                );
+                t
+            }
+            "Add" => {
+                let out = Add.apply([a.view(), b.view()])?;
+                let want = naive::add(a.view(), b.view())?;
+                agree(name, out.value().view(), want.view(), 0.0)?;
+                let t = time_together(
+                    budget,
+                    &mut [
+                        case(|| naive::add(a.view(), b.view())),
+                        case(|| Add.apply([a.view(), b.view()])),
+                        case(|| naive::add_backward(cbar.view())),
+                        case(|| out.backward::<2>(cbar.view())),
+                    ],
+                );
+                t
+            }
+            "Tril" => {
+                let out = Tril::new(0).apply([a.view()])?;
+                let want = naive::tril(a.view(), 0);
+                agree(name, out.value().view(), want.view(), 0.0)?;
+                let t = time_together(
+                    budget,
+                    &mut [
+                        case(|| naive::tril(a.view(), 0)),
+                        case(|| Tril::new(0).apply([a.view()])),
+                        case(|| naive::tril_backward(cbar.view(), 0)),
+                        case(|| out.backward::<1>(cbar.view())),
+                    ],
+                );
+                t
+            }
+            _ => {
+                let out = Vectorize.apply([a.view()])?;
+                let want = naive::vec(a.view());
+                agree(name, out.value().view(), want.view(), 0.0)?;
+                let t = time_together(
+                    budget,
+                    &mut [
+                        case(|| naive::vec(a.view())),
+                        case(|| Vectorize.apply([a.view()])),
+                        case(|| naive::vec_backward(vbar.view(), n, n)),
+                        case(|| out.backward::<1>(vbar.view())),
+                    ],
+                );
+                t
+            }
+        };
+        self.done();
+        Ok(StructRow {
+            n,
+            naive_fwd: t.median(0),
+            fwd: t.median(1),
+            naive_bwd: t.median(2),
+            bwd: t.median(3),
+        })
+    }
+}
+
+/// Runs every case: the sweep at one thread, then (with two cores or more) the main
+/// cases again at two threads.
+pub fn run(opts: &Options, cores: usize) -> Res<Results> {
+    let sizes = opts.sizes();
+    let tsizes = opts.threaded_sizes();
+    let multi = cores >= 2;
+    let steps = sizes.len() * (2 + STRUCTURAL.len())
+        + SMALL.len()
+        + if multi { 2 * tsizes.len() } else { 0 };
+    let bar = ProgressBar::new(steps as u64).with_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {msg}")?
+            .progress_chars("=> "),
+    );
+    let sweep = Sweep {
+        bar,
+        budget: opts.budget(),
+    };
+
+    let mut gemm = Gemm::new(opts.gemm_n());
+    let mut single = Threaded::new(set_threads(1));
+    for (i, &n) in sizes.iter().enumerate() {
+        let peak = (i + 1 == sizes.len()).then_some(&mut gemm);
+        single.matmul.push(sweep.matmul(n, true, peak)?);
+    }
+    single.gemm = single.peak_rate();
+    for &n in &sizes {
+        single.chol.push(sweep.chol(n, true)?);
+    }
+    let mut structural = Vec::new();
+    for name in STRUCTURAL {
+        let rows = sizes
+            .iter()
+            .map(|&n| sweep.structural(name, n))
+            .collect::<Res<Vec<_>>>()?;
+        structural.push((name, rows));
+    }
+    let small = SMALL
+        .iter()
+        .map(|&n| sweep.small(n))
+        .collect::<Res<Vec<_>>>()?;
+
+    let multi = if multi {
+        let mut t = Threaded::new(set_threads(2));
+        for (i, &n) in tsizes.iter().enumerate() {
+            let peak = (i + 1 == tsizes.len()).then_some(&mut gemm);
+            t.matmul.push(sweep.matmul(n, false, peak)?);
+        }
+        t.gemm = t.peak_rate();
+        for &n in &tsizes {
+            t.chol.push(sweep.chol(n, false)?);
+        }
+        set_threads(1);
+        Some(t)
+    } else {
+        None
+    };
+    sweep.bar.finish_and_clear();
+    Ok(Results {
+        single,
+        structural,
+        small,
+        multi,
+    })
+}
