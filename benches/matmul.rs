@@ -39,7 +39,7 @@ fn flops(n: usize) -> u64 {
 /// `Ā` and `B̄` first-written into the caller's buffers (`Grad::Write`): no allocation,
 /// and the buffers' previous contents are never read.
 fn write_grads(
-    out: &Applied<'_, MatMul, f64>,
+    out: &Applied<'_, MatMul, f64, 2>,
     cbar: ArrayView2<'_, f64>,
     abar: &mut Array2<f64>,
     bbar: &mut Array2<f64>,
@@ -93,7 +93,7 @@ fn blas_vs_naive(c: &mut Criterion) {
         g.throughput(Throughput::Elements(2 * flops(n)));
         let out = MatMul::nn().apply([a.view(), b.view()]).unwrap();
         g.bench_with_input(BenchmarkId::new("blas", n), &n, |bch, _| {
-            bch.iter(|| out.backward::<2>(black_box(cbar.view())).unwrap())
+            bch.iter(|| out.backward(black_box(cbar.view())).unwrap())
         });
         // First write into buffers the caller keeps: GEMM with beta = 0, no allocation
         // and no zero fill.
@@ -136,7 +136,7 @@ fn against_dot(c: &mut Criterion) {
         });
         let out = MatMul::nn().apply([a.view(), b.view()]).unwrap();
         g.bench_with_input(BenchmarkId::new("backward", n), &n, |bch, _| {
-            bch.iter(|| out.backward::<2>(black_box(cbar.view())).unwrap())
+            bch.iter(|| out.backward(black_box(cbar.view())).unwrap())
         });
         // Into buffers the caller keeps, as a training loop does, so only the two
         // products are timed: first writes (`Grad::Write`, GEMM with beta = 0, the
@@ -176,7 +176,7 @@ fn small_overhead(c: &mut Criterion) {
                 let out = MatMul::nn()
                     .apply([black_box(a.view()), black_box(b.view())])
                     .unwrap();
-                out.backward::<2>(black_box(cbar.view())).unwrap()
+                out.backward(black_box(cbar.view())).unwrap()
             })
         });
     }

@@ -40,7 +40,7 @@ fn transpose(c: &mut Criterion) {
             b.iter(|| naive::transpose(black_box(a.view())))
         });
         g.bench_with_input(BenchmarkId::new("backward", n), &n, |b, _| {
-            b.iter(|| out.backward::<1>(black_box(cbar.view())).unwrap())
+            b.iter(|| out.backward(black_box(cbar.view())).unwrap())
         });
         g.bench_with_input(BenchmarkId::new("naive_backward", n), &n, |b, _| {
             b.iter(|| naive::transpose_backward(black_box(cbar.view())))
@@ -68,7 +68,7 @@ fn add(c: &mut Criterion) {
             b.iter(|| naive::add(black_box(a.view()), black_box(bm.view())).unwrap())
         });
         g.bench_with_input(BenchmarkId::new("backward", n), &n, |b, _| {
-            b.iter(|| out.backward::<2>(black_box(cbar.view())).unwrap())
+            b.iter(|| out.backward(black_box(cbar.view())).unwrap())
         });
         g.bench_with_input(BenchmarkId::new("naive_backward", n), &n, |b, _| {
             b.iter(|| naive::add_backward(black_box(cbar.view())))
@@ -93,7 +93,7 @@ fn tril(c: &mut Criterion) {
             b.iter(|| naive::tril(black_box(a.view()), 0))
         });
         g.bench_with_input(BenchmarkId::new("backward", n), &n, |b, _| {
-            b.iter(|| out.backward::<1>(black_box(cbar.view())).unwrap())
+            b.iter(|| out.backward(black_box(cbar.view())).unwrap())
         });
         g.bench_with_input(BenchmarkId::new("naive_backward", n), &n, |b, _| {
             b.iter(|| naive::tril_backward(black_box(cbar.view()), 0))
@@ -117,7 +117,7 @@ fn vec(c: &mut Criterion) {
             b.iter(|| naive::vec(black_box(a.view())))
         });
         g.bench_with_input(BenchmarkId::new("backward", n), &n, |b, _| {
-            b.iter(|| out.backward::<1>(black_box(cbar.view())).unwrap())
+            b.iter(|| out.backward(black_box(cbar.view())).unwrap())
         });
         g.bench_with_input(BenchmarkId::new("naive_backward", n), &n, |b, _| {
             b.iter(|| naive::vec_backward(black_box(cbar.view()), n, n).unwrap())

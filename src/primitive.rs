@@ -178,7 +178,7 @@ pub struct Partials<'s, 'a, T> {
 
 impl<'s, 'a, T: Real> Partials<'s, 'a, T> {
     /// Wraps slots whose shapes have been checked against `shapes`.
-    fn new(given: &'s [Option<ArrayView2<'a, T>>], shapes: &'s [Shape]) -> Self {
+    pub(crate) fn new(given: &'s [Option<ArrayView2<'a, T>>], shapes: &'s [Shape]) -> Self {
         Partials {
             given,
             shapes,
@@ -373,7 +373,7 @@ mod sealed {
     impl<T, R: super::Rule<T> + ?Sized> Sealed<T> for R where T: crate::Real {}
 }
 
-type InShapes = SmallVec<[Shape; 8]>;
+pub(crate) type InShapes = SmallVec<[Shape; 4]>;
 
 /// What everyone calls: every method validates arities and shapes against the rule's
 /// shape rule once, then runs the rule. Implemented for every [`Rule`] (and sealed:
@@ -555,7 +555,7 @@ pub trait Primitive<T: Real>: Rule<T> + sealed::Sealed<T> {
 
 impl<T: Real, R: Rule<T> + ?Sized> Primitive<T> for R {}
 
-fn validate_inputs<T: Real, R: Rule<T> + ?Sized>(
+pub(crate) fn validate_inputs<T: Real, R: Rule<T> + ?Sized>(
     r: &R,
     x: &[ArrayView2<'_, T>],
 ) -> Result<(InShapes, Shapes)> {
@@ -617,22 +617,26 @@ fn expect(
 
 /// Zero-filled arrays of these shapes; a shape whose element count overflows is an error.
 fn alloc_all<T: Real>(shapes: &[Shape]) -> Result<Vec<Array2<T>>> {
-    shapes
-        .iter()
-        .map(|&s| {
-            s.0.checked_mul(s.1)
-                .filter(|&n| n <= isize::MAX as usize / std::mem::size_of::<T>().max(1))
-                .ok_or(Error::TooLarge {
-                    op: "allocation",
-                    dim: s.0.max(s.1),
-                })?;
-            Ok(Array2::zeros((s.0, s.1)))
-        })
-        .collect()
+    let mut out = Vec::with_capacity(shapes.len());
+    for &s in shapes {
+        out.push(zeros(s)?);
+    }
+    Ok(out)
+}
+
+/// A zero-filled array of this shape; a shape whose element count overflows is an error.
+pub(crate) fn zeros<T: Real>(s: Shape) -> Result<Array2<T>> {
+    s.0.checked_mul(s.1)
+        .filter(|&n| n <= isize::MAX as usize / std::mem::size_of::<T>().max(1))
+        .ok_or(Error::TooLarge {
+            op: "allocation",
+            dim: s.0.max(s.1),
+        })?;
+    Ok(Array2::zeros((s.0, s.1)))
 }
 
 /// Runs `f` with the caller's workspace, or with a new one when none was given.
-fn with_workspace<T: Real, R: Rule<T> + ?Sized>(
+pub(crate) fn with_workspace<T: Real, R: Rule<T> + ?Sized>(
     r: &R,
     xs: &[Shape],
     ws: Option<&mut [T]>,

@@ -34,7 +34,7 @@
 //! ```
 
 use crate::error::{shape_of, Error, Result, Shape};
-use crate::primitive::{Grad, Primitive};
+use crate::primitive::{validate_inputs, with_workspace, Grad, InShapes, Partials, Primitive};
 use crate::Real;
 use ndarray::{ArcArray2, Array2, ArrayView2, ArrayViewMut2};
 use smallvec::SmallVec;
@@ -95,14 +95,15 @@ impl<T> From<&ArcArray2<T>> for Arg<'_, T> {
     }
 }
 
-/// Views of a few matrices, inline up to four.
-type Views<'v, T> = SmallVec<[ArrayView2<'v, T>; 4]>;
+/// Views of the outputs, inline up to two.
+type Views<'v, T> = SmallVec<[ArrayView2<'v, T>; 2]>;
 
-/// A primitive applied to its inputs: the outputs, plus the inputs its rules read.
-/// One type for every arity and number of outputs.
-pub struct Applied<'a, P, T> {
+/// A primitive applied to its `N` inputs: the outputs, plus the inputs its rules read.
+/// One type for any number of outputs; the arity is part of the type, so `backward`
+/// returns exactly `[X̄₀, …, X̄ₙ₋₁]`.
+pub struct Applied<'a, P, T, const N: usize> {
     op: P,
-    inputs: SmallVec<[Arg<'a, T>; 2]>,
+    inputs: [Arg<'a, T>; N],
     outputs: SmallVec<[ArcArray2<T>; 1]>,
 }
 
@@ -115,15 +116,25 @@ pub trait Apply<T: Real>: Primitive<T> + Sized {
     fn apply<'a, const N: usize>(
         self,
         inputs: [impl Into<Arg<'a, T>>; N],
-    ) -> Result<Applied<'a, Self, T>> {
-        let inputs: SmallVec<[Arg<'a, T>; 2]> = inputs.into_iter().map(Into::into).collect();
-        let views: SmallVec<[ArrayView2<'_, T>; 4]> = inputs.iter().map(Arg::view).collect();
-        let outputs = self
-            .forward(&views)?
-            .into_iter()
-            .map(Array2::into_shared)
-            .collect();
-        drop(views);
+    ) -> Result<Applied<'a, Self, T, N>> {
+        let inputs: [Arg<'a, T>; N] = inputs.map(Into::into);
+        let views: [ArrayView2<'_, T>; N] = std::array::from_fn(|i| inputs[i].view());
+        // Validated once here: the outputs are allocated to the shape rule's shapes.
+        let (xs, ys) = validate_inputs(&self, &views)?;
+        let mut outs: SmallVec<[Array2<T>; 1]> = SmallVec::new();
+        for &s in &ys {
+            outs.push(crate::primitive::zeros(s)?);
+        }
+        let mut y: SmallVec<[ArrayViewMut2<'_, T>; 2]> = SmallVec::new();
+        for o in outs.iter_mut() {
+            y.push(o.view_mut());
+        }
+        with_workspace(&self, &xs, None, |ws| self.eval(&views, &mut y, ws))?;
+        drop((views, y));
+        let mut outputs = SmallVec::new();
+        for o in outs {
+            outputs.push(o.into_shared());
+        }
         Ok(Applied {
             op: self,
             inputs,
@@ -134,7 +145,7 @@ pub trait Apply<T: Real>: Primitive<T> + Sized {
 
 impl<T: Real, P: Primitive<T>> Apply<T> for P {}
 
-impl<'a, P: Primitive<T>, T: Real> Applied<'a, P, T> {
+impl<'a, P: Primitive<T>, T: Real, const N: usize> Applied<'a, P, T, N> {
     /// The primitive.
     pub fn op(&self) -> &P {
         &self.op
@@ -156,38 +167,52 @@ impl<'a, P: Primitive<T>, T: Real> Applied<'a, P, T> {
         self.outputs.into_iter().map(|o| o.into_owned()).collect()
     }
 
-    fn views(&self) -> (Views<'_, T>, Views<'_, T>) {
-        (
-            self.inputs.iter().map(Arg::view).collect(),
-            self.outputs.iter().map(|o| o.view()).collect(),
-        )
+    fn views(&self) -> ([ArrayView2<'_, T>; N], Views<'_, T>) {
+        let mut y = SmallVec::new();
+        for o in &self.outputs {
+            y.push(o.view());
+        }
+        (std::array::from_fn(|i| self.inputs[i].view()), y)
     }
 
-    fn first_only<'c>(&self, cbar: ArrayView2<'c, T>) -> SmallVec<[Option<ArrayView2<'c, T>>; 4]> {
-        let mut ybar: SmallVec<[Option<ArrayView2<'c, T>>; 4]> =
-            (0..self.outputs.len()).map(|_| None).collect();
-        ybar[0] = Some(cbar);
+    fn first_only<'c>(&self, cbar: ArrayView2<'c, T>) -> SmallVec<[Option<ArrayView2<'c, T>>; 2]> {
+        let mut ybar = SmallVec::new();
+        ybar.push(Some(cbar));
+        for _ in 1..self.outputs.len() {
+            ybar.push(None);
+        }
         ybar
     }
 
-    /// The gradients `[X̄₀, …]` for the cotangent `C̄` of the (first) output, as many as
-    /// the primitive has inputs: `let [abar, bbar] = c.backward(cbar)?;`.
-    pub fn backward<const N: usize>(&self, cbar: ArrayView2<'_, T>) -> Result<[Array2<T>; N]> {
-        if N != self.inputs.len() {
-            return Err(Error::Arity {
+    /// The gradients `[X̄₀, …]` for the cotangent `C̄` of the (first) output, one per
+    /// input: `let [abar, bbar] = c.backward(cbar)?;`.
+    pub fn backward(&self, cbar: ArrayView2<'_, T>) -> Result<[Array2<T>; N]> {
+        // Inputs and outputs were validated by `apply`; only C̄ is new.
+        let (x, y) = self.views();
+        let expected = shape_of(&y[0]);
+        if shape_of(&cbar) != expected {
+            return Err(Error::WrongShape {
                 op: self.op.name(),
-                what: "gradients asked of backward",
-                expected: self.inputs.len(),
-                got: N,
+                name: "cotangent",
+                of: self.op.output_name(0),
+                expected,
+                got: shape_of(&cbar),
             });
         }
-        let grads = self.backward_all(&self.first_only(cbar))?;
-        grads.try_into().map_err(|g: Vec<Array2<T>>| Error::Arity {
-            op: self.op.name(),
-            what: "gradients",
-            expected: N,
-            got: g.len(),
-        })
+        // Input shapes come from live arrays, so these allocations cannot overflow.
+        let mut out: [Array2<T>; N] = std::array::from_fn(|i| Array2::zeros(x[i].raw_dim()));
+        let xs: [Shape; N] = std::array::from_fn(|i| shape_of(&x[i]));
+        let ys: InShapes = y.iter().map(shape_of).collect();
+        let mut grads: [Grad<'_, T>; N] = {
+            let mut it = out.iter_mut();
+            std::array::from_fn(|_| it.next().map_or(Grad::Skip, |o| Grad::Write(o.view_mut())))
+        };
+        let ybar = self.first_only(cbar);
+        let partials = Partials::new(&ybar, &ys);
+        with_workspace(&self.op, &xs, None, |ws| {
+            self.op.pullback(&x, &y, &partials, &mut grads, ws)
+        })?;
+        Ok(out)
     }
 
     /// The gradients for one cotangent per output, `None` meaning zero.
@@ -201,7 +226,7 @@ impl<'a, P: Primitive<T>, T: Real> Applied<'a, P, T> {
     pub fn backward_add(
         &self,
         cbar: ArrayView2<'_, T>,
-        grads: &mut [Option<ArrayViewMut2<'_, T>>],
+        grads: &mut [Option<ArrayViewMut2<'_, T>>; N],
     ) -> Result<()> {
         let (x, y) = self.views();
         self.op.backward_add(&x, &y, &self.first_only(cbar), grads)
@@ -212,7 +237,7 @@ impl<'a, P: Primitive<T>, T: Real> Applied<'a, P, T> {
     pub fn backward_into(
         &self,
         ybar: &[Option<ArrayView2<'_, T>>],
-        grads: &mut [Grad<'_, T>],
+        grads: &mut [Grad<'_, T>; N],
         ws: Option<&mut [T]>,
     ) -> Result<()> {
         let (x, y) = self.views();
@@ -220,20 +245,20 @@ impl<'a, P: Primitive<T>, T: Real> Applied<'a, P, T> {
     }
 
     /// The tangent of the (first) output for the input tangents `[Ẋ₀, …]`.
-    pub fn jvp<const N: usize>(&self, xdot: [ArrayView2<'_, T>; N]) -> Result<Array2<T>> {
-        let xdot: SmallVec<[Option<ArrayView2<'_, T>>; 4]> = xdot.into_iter().map(Some).collect();
+    pub fn jvp(&self, xdot: [ArrayView2<'_, T>; N]) -> Result<Array2<T>> {
+        let xdot = xdot.map(Some);
         Ok(self.jvp_all(&xdot)?.swap_remove(0))
     }
 
-    /// The tangents of every output for input tangents `None` meaning zero.
+    /// The tangents of every output for input tangents, `None` meaning zero.
     pub fn jvp_all(&self, xdot: &[Option<ArrayView2<'_, T>>]) -> Result<Vec<Array2<T>>> {
         let (x, y) = self.views();
         self.op.jvp(&x, &y, xdot)
     }
 
     /// Shapes of the inputs.
-    pub fn input_shapes(&self) -> Vec<Shape> {
-        self.inputs.iter().map(|a| shape_of(&a.view())).collect()
+    pub fn input_shapes(&self) -> [Shape; N] {
+        std::array::from_fn(|i| shape_of(&self.inputs[i].view()))
     }
 }
 

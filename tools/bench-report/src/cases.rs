@@ -165,7 +165,7 @@ impl Sweep {
         let mut cases = vec![
             case(|| MatMul::nn().apply([a.view(), b.view()])),
             case(|| a.dot(&b)),
-            case(|| out.backward::<2>(cbar.view())),
+            case(|| out.backward(cbar.view())),
             case(|| {
                 out.backward_into(
                     &[Some(cbar.view())],
@@ -282,7 +282,7 @@ impl Sweep {
                 case(|| (a.dot(&b), cbar.dot(&b.t()), a.t().dot(&cbar))),
                 case(|| {
                     let out = MatMul::nn().apply([a.view(), b.view()])?;
-                    out.backward::<2>(cbar.view())
+                    out.backward(cbar.view())
                 }),
             ],
         );
@@ -316,7 +316,7 @@ impl Sweep {
                         case(|| naive::transpose(a.view())),
                         case(|| Transpose.apply([a.view()])),
                         case(|| naive::transpose_backward(cbar.view())),
-                        case(|| out.backward::<1>(cbar.view())),
+                        case(|| out.backward(cbar.view())),
                     ],
                 );
                 t
@@ -331,7 +331,7 @@ impl Sweep {
                         case(|| naive::add(a.view(), b.view())),
                         case(|| Add.apply([a.view(), b.view()])),
                         case(|| naive::add_backward(cbar.view())),
-                        case(|| out.backward::<2>(cbar.view())),
+                        case(|| out.backward(cbar.view())),
                     ],
                 );
                 t
@@ -346,7 +346,7 @@ impl Sweep {
                         case(|| naive::tril(a.view(), 0)),
                         case(|| Tril::new(0).apply([a.view()])),
                         case(|| naive::tril_backward(cbar.view(), 0)),
-                        case(|| out.backward::<1>(cbar.view())),
+                        case(|| out.backward(cbar.view())),
                     ],
                 );
                 t
@@ -361,7 +361,7 @@ impl Sweep {
                         case(|| naive::vec(a.view())),
                         case(|| Vectorize.apply([a.view()])),
                         case(|| naive::vec_backward(vbar.view(), n, n)),
-                        case(|| out.backward::<1>(vbar.view())),
+                        case(|| out.backward(vbar.view())),
                     ],
                 );
                 t

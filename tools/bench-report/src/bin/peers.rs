@@ -163,7 +163,7 @@ fn run(o: &Options) -> matgrad::Result<()> {
         let forward = timed(o, || op.apply([a.view(), b.view()]))?;
         emit(o, "matmul", n, "forward", forward);
         let c = op.apply([a.view(), b.view()])?;
-        let backward = timed(o, || c.backward::<2>(cbar.view()))?;
+        let backward = timed(o, || c.backward(cbar.view()))?;
         emit(o, "matmul", n, "backward", backward);
     }
     for n in CHOLESKY_SIZES {
@@ -173,7 +173,7 @@ fn run(o: &Options) -> matgrad::Result<()> {
         let forward = timed(o, || op.apply([a.view()]))?;
         emit(o, "cholesky", n, "forward", forward);
         let l = op.apply([a.view()])?;
-        let backward = timed(o, || l.backward::<1>(lbar.view()))?;
+        let backward = timed(o, || l.backward(lbar.view()))?;
         emit(o, "cholesky", n, "backward", backward);
     }
     Ok(())
