@@ -8,7 +8,8 @@
 //! buffers, one reverse rule that per input skips it, writes the gradient without
 //! reading the buffer, or adds into it ([`Grad`]), and one forward-mode rule. It also
 //! says what its reverse rule reads ([`Saves`]) and how much scratch it needs
-//! ([`Rule::workspace`]).
+//! ([`Rule::workspace`]). Its forward pass may hand the other two values that are not
+//! differentiable outputs (a factorization to reuse): [`Rule::residuals`].
 //!
 //! [`Primitive`] is implemented for every `Rule`. Its methods check arities and every
 //! shape against the shape rule (inputs, outputs, cotangents, tangents, gradient and
@@ -221,6 +222,7 @@ pub(crate) fn broadcast<T>(value: &T, shape: Shape) -> ArrayView2<'_, T> {
 
 const INPUT_NAMES: [&str; 6] = ["A", "B", "D", "E", "F", "G"];
 const OUTPUT_NAMES: [&str; 6] = ["C", "C1", "C2", "C3", "C4", "C5"];
+const RESIDUAL_NAMES: [&str; 6] = ["R0", "R1", "R2", "R3", "R4", "R5"];
 
 /// What an implementor writes: the math of one primitive `(Y₀, …) = f(X₀, …)` on 2-D
 /// arrays, stated once, on shapes that [`Primitive`] has already validated.
@@ -232,26 +234,42 @@ pub trait Rule<T: Real> {
     fn name(&self) -> &'static str;
     /// Number of inputs.
     fn arity(&self) -> usize;
-    /// Number of outputs (1 unless overridden).
+    /// Number of differentiable outputs (1 unless overridden).
     fn outputs(&self) -> usize {
         1
+    }
+    /// Number of residual outputs (0 unless overridden): values [`Rule::eval`] computes
+    /// only for the rules' use, such as the LU factors and pivots a determinant's or an
+    /// LU solve's reverse pass reuses instead of refactoring.
+    ///
+    /// They come after the [`Rule::outputs`] differentiable outputs: in
+    /// [`Rule::shapes`], in `eval`'s `y`, and in the `y` that [`Rule::pullback`] and
+    /// [`Rule::pushforward`] receive. They take no cotangent and no tangent and are not
+    /// differentiated (the checker does not compare them with finite differences).
+    /// [`Rule::saves`] may declare them, residual `j` as output `outputs() + j`.
+    fn residuals(&self) -> usize {
+        0
     }
     /// Name of input `i` in reports and errors; the default is `A`, `B`, `D`, … (`C`
     /// is the output), then `X`.
     fn input_name(&self, i: usize) -> &'static str {
         INPUT_NAMES.get(i).copied().unwrap_or("X")
     }
-    /// Name of output `k`; the default is `C`, then `C1`, `C2`, ….
+    /// Name of output `k`; the default is `C`, then `C1`, `C2`, … for the
+    /// differentiable outputs, and `R0`, `R1`, … for the residuals that follow them.
     fn output_name(&self, k: usize) -> &'static str {
-        OUTPUT_NAMES.get(k).copied().unwrap_or("Y")
+        match k.checked_sub(self.outputs()) {
+            None => OUTPUT_NAMES.get(k).copied().unwrap_or("Y"),
+            Some(j) => RESIDUAL_NAMES.get(j).copied().unwrap_or("R"),
+        }
     }
     /// Structure of input `i`; the default is [`Structure::General`].
     fn structure(&self, _i: usize) -> Structure {
         Structure::General
     }
     /// The shape rule: the output shapes for these input shapes (as many as
-    /// [`Rule::outputs`]), or the error naming what does not fit. The only shape check
-    /// a rule writes.
+    /// [`Rule::outputs`] plus [`Rule::residuals`], the residuals last), or the error
+    /// naming what does not fit. The only shape check a rule writes.
     fn shapes(&self, inputs: &[Shape]) -> Result<Shapes>;
     /// What [`Rule::pullback`] reads when the gradients marked in `wanted` (one flag
     /// per input) are asked for. The default, everything, is always safe.
@@ -263,8 +281,8 @@ pub trait Rule<T: Real> {
     fn workspace(&self, _inputs: &[Shape]) -> usize {
         0
     }
-    /// Forward pass: writes every output into `y`, whose previous contents it must not
-    /// read.
+    /// Forward pass: writes every output, residuals included, into `y`, whose previous
+    /// contents it must not read.
     fn eval(
         &self,
         x: &[ArrayView2<'_, T>],
@@ -272,8 +290,9 @@ pub trait Rule<T: Real> {
         ws: &mut [T],
     ) -> Result<()>;
     /// Reverse mode: for each input whose [`Grad`] is not `Skip`, writes or adds
-    /// `X̄ᵢ = Σₖ (∂Yₖ/∂Xᵢ)ᵀ Ȳₖ`. `ybar` has at least one slot given. Inputs and outputs
-    /// not declared in [`Rule::saves`] are placeholders that must not be read.
+    /// `X̄ᵢ = Σₖ (∂Yₖ/∂Xᵢ)ᵀ Ȳₖ`. `y` holds every output, residuals included; `ybar` one
+    /// slot per differentiable output, at least one given. Inputs and outputs not
+    /// declared in [`Rule::saves`] are placeholders that must not be read.
     fn pullback(
         &self,
         x: &[ArrayView2<'_, T>],
@@ -282,8 +301,9 @@ pub trait Rule<T: Real> {
         grads: &mut [Grad<'_, T>],
         ws: &mut [T],
     ) -> Result<()>;
-    /// Forward mode: writes `Ẏₖ = Σᵢ (∂Yₖ/∂Xᵢ) Ẋᵢ` into `ydot`, whose previous contents
-    /// it must not read; `xdot` has at least one slot given.
+    /// Forward mode: writes `Ẏₖ = Σᵢ (∂Yₖ/∂Xᵢ) Ẋᵢ` into `ydot` (one per differentiable
+    /// output), whose previous contents it must not read; `y` holds every output,
+    /// residuals included; `xdot` has at least one slot given.
     fn pushforward(
         &self,
         x: &[ArrayView2<'_, T>],
@@ -307,6 +327,9 @@ macro_rules! forward_rule {
             }
             fn outputs(&self) -> usize {
                 (**self).outputs()
+            }
+            fn residuals(&self) -> usize {
+                (**self).residuals()
             }
             fn input_name(&self, i: usize) -> &'static str {
                 (**self).input_name(i)
@@ -379,13 +402,15 @@ pub(crate) type InShapes = SmallVec<[Shape; 4]>;
 /// shape rule once, then runs the rule. Implemented for every [`Rule`] (and sealed:
 /// implement `Rule`, never this).
 pub trait Primitive<T: Real>: Rule<T> + sealed::Sealed<T> {
-    /// The output shapes for these inputs, after checking their number.
+    /// The output shapes for these inputs, after checking their number: the
+    /// differentiable outputs, then the residuals.
     fn output_shapes(&self, x: &[ArrayView2<'_, T>]) -> Result<Shapes> {
         Ok(validate_inputs(self, x)?.1)
     }
 
-    /// Forward pass into caller-owned output buffers (previous contents not read),
-    /// with an optional caller-owned workspace of at least [`Rule::workspace`] elements.
+    /// Forward pass into caller-owned output buffers, one per output, residuals included
+    /// (previous contents not read), with an optional caller-owned workspace of at
+    /// least [`Rule::workspace`] elements.
     fn forward_into(
         &self,
         x: &[ArrayView2<'_, T>],
@@ -406,7 +431,7 @@ pub trait Primitive<T: Real>: Rule<T> + sealed::Sealed<T> {
         with_workspace(self, &xs, ws, |ws| self.eval(x, y, ws))
     }
 
-    /// Forward pass into new arrays, one per output.
+    /// Forward pass into new arrays, one per output, residuals included (last).
     fn forward(&self, x: &[ArrayView2<'_, T>]) -> Result<Vec<Array2<T>>> {
         let (xs, ys) = validate_inputs(self, x)?;
         let mut out = alloc_all(&ys)?;
@@ -419,8 +444,9 @@ pub trait Primitive<T: Real>: Rule<T> + sealed::Sealed<T> {
 
     /// Reverse mode into caller-owned buffers: per input, skip, first write (the
     /// buffer is not read) or add, as each [`Grad`] says. `y` are the outputs of the
-    /// forward pass (placeholders of the right shape where [`Rule::saves`] allows),
-    /// `ybar` one cotangent per output, `None` meaning zero.
+    /// forward pass, residuals included (placeholders of the right shape where
+    /// [`Rule::saves`] allows), `ybar` one cotangent per differentiable output, `None`
+    /// meaning zero.
     fn backward_into(
         &self,
         x: &[ArrayView2<'_, T>],
@@ -431,8 +457,9 @@ pub trait Primitive<T: Real>: Rule<T> + sealed::Sealed<T> {
     ) -> Result<()> {
         let name = self.name();
         let (xs, ys) = validate_inputs(self, x)?;
+        let m = self.outputs();
         expect_count(name, "outputs", ys.len(), y.len())?;
-        expect_count(name, "cotangents", ys.len(), ybar.len())?;
+        expect_count(name, "cotangents", m, ybar.len())?;
         expect_count(name, "gradient buffers", xs.len(), grads.len())?;
         for (k, (v, &s)) in y.iter().zip(&ys).enumerate() {
             expect(name, "output", self.output_name(k), s, shape_of(v))?;
@@ -459,14 +486,15 @@ pub trait Primitive<T: Real>: Rule<T> + sealed::Sealed<T> {
             }
             return Ok(());
         }
-        let partials = Partials::new(ybar, &ys);
+        let partials = Partials::new(ybar, &ys[..m]);
         with_workspace(self, &xs, ws, |ws| {
             self.pullback(x, y, &partials, grads, ws)
         })
     }
 
     /// Reverse mode into new arrays, one gradient per input (first write, no zero fill
-    /// read). `ybar` holds one cotangent per output, `None` meaning zero.
+    /// read). `y` holds every output, residuals included; `ybar` one cotangent per
+    /// differentiable output, `None` meaning zero.
     fn backward(
         &self,
         x: &[ArrayView2<'_, T>],
@@ -499,7 +527,8 @@ pub trait Primitive<T: Real>: Rule<T> + sealed::Sealed<T> {
     }
 
     /// Forward mode into caller-owned buffers (previous contents not read): `Ẏₖ` for
-    /// the input tangents `xdot`, `None` meaning zero.
+    /// each differentiable output, for the input tangents `xdot`, `None` meaning zero.
+    /// `y` holds every output, residuals included.
     fn jvp_into(
         &self,
         x: &[ArrayView2<'_, T>],
@@ -512,7 +541,7 @@ pub trait Primitive<T: Real>: Rule<T> + sealed::Sealed<T> {
         let (xs, ys) = validate_inputs(self, x)?;
         expect_count(name, "outputs", ys.len(), y.len())?;
         expect_count(name, "tangents", xs.len(), xdot.len())?;
-        expect_count(name, "tangent buffers", ys.len(), ydot.len())?;
+        expect_count(name, "tangent buffers", self.outputs(), ydot.len())?;
         for (k, (v, &s)) in y.iter().zip(&ys).enumerate() {
             expect(name, "output", self.output_name(k), s, shape_of(v))?;
         }
@@ -536,7 +565,7 @@ pub trait Primitive<T: Real>: Rule<T> + sealed::Sealed<T> {
         })
     }
 
-    /// Forward mode into new arrays, one tangent per output.
+    /// Forward mode into new arrays, one tangent per differentiable output.
     fn jvp(
         &self,
         x: &[ArrayView2<'_, T>],
@@ -544,7 +573,7 @@ pub trait Primitive<T: Real>: Rule<T> + sealed::Sealed<T> {
         xdot: &[Option<ArrayView2<'_, T>>],
     ) -> Result<Vec<Array2<T>>> {
         let ys = validate_inputs(self, x)?.1;
-        let mut out = alloc_all(&ys)?;
+        let mut out = alloc_all(&ys[..self.outputs()])?;
         let mut views: SmallVec<[ArrayViewMut2<'_, T>; 4]> =
             out.iter_mut().map(|o| o.view_mut()).collect();
         self.jvp_into(x, y, xdot, &mut views, None)?;
@@ -571,7 +600,7 @@ pub(crate) fn validate_inputs<T: Real, R: Rule<T> + ?Sized>(
     expect_count(
         r.name(),
         "output shapes from the shape rule",
-        r.outputs(),
+        r.outputs().saturating_add(r.residuals()),
         ys.len(),
     )?;
     Ok((xs, ys))

@@ -53,6 +53,78 @@ pub trait Ffi: Sized {
     /// `a` must point to a column-major matrix of `n` columns with leading dimension
     /// `lda ≥ max(1, n)`, valid for reads and writes.
     unsafe fn potrf(uplo: u8, n: i32, a: *mut Self, lda: i32) -> i32;
+
+    /// LAPACK `getrf`: `A = PLU` in place on a column-major `m×n` matrix, pivots
+    /// (1-based) into `ipiv` (`min(m, n)` entries). Returns `info`.
+    ///
+    /// # Safety
+    /// `a` column-major with `lda ≥ max(1, m)`, valid for `n` columns; `ipiv` valid
+    /// for `min(m, n)` writes.
+    unsafe fn getrf(m: i32, n: i32, a: *mut Self, lda: i32, ipiv: *mut i32) -> i32;
+
+    /// LAPACK `getrs`: solves `op(A)X = B` with the factors of `getrf`, `trans` being
+    /// `b'N'` or `b'T'`, overwriting the column-major `n×nrhs` matrix `b`. Returns `info`.
+    ///
+    /// # Safety
+    /// As for [`Ffi::getrf`], with `b` column-major, `ldb ≥ max(1, n)`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn getrs(
+        trans: u8,
+        n: i32,
+        nrhs: i32,
+        a: *const Self,
+        lda: i32,
+        ipiv: *const i32,
+        b: *mut Self,
+        ldb: i32,
+    ) -> i32;
+
+    /// LAPACK `syevd`: eigenvalues (ascending, into `w`) and, for `jobz = b'V'`,
+    /// eigenvectors (overwriting the column-major `a`, reading its `uplo` triangle).
+    /// A workspace query with `lwork = liwork = -1` writes the optimal sizes into
+    /// `work[0]` and `iwork[0]`. Returns `info`.
+    ///
+    /// # Safety
+    /// `a` column-major `n×n` with `lda ≥ max(1, n)`; `w` valid for `n` writes;
+    /// `work`/`iwork` valid for `lwork`/`liwork` (at least 1) elements.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn syevd(
+        jobz: u8,
+        uplo: u8,
+        n: i32,
+        a: *mut Self,
+        lda: i32,
+        w: *mut Self,
+        work: *mut Self,
+        lwork: i32,
+        iwork: *mut i32,
+        liwork: i32,
+    ) -> i32;
+
+    /// LAPACK `gesdd`: the SVD `A = U diag(s) Vᵀ` of a column-major `m×n` matrix, which
+    /// it destroys; `jobz = b'S'` gives the thin factors `U` (`m×k`) and `Vᵀ` (`k×n`),
+    /// `k = min(m, n)`. A workspace query with `lwork = -1` writes the optimal size into
+    /// `work[0]`. `iwork` must hold `8k` entries. Returns `info`.
+    ///
+    /// # Safety
+    /// All pointers column-major with the given leading dimensions and valid for the
+    /// sizes above.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gesdd(
+        jobz: u8,
+        m: i32,
+        n: i32,
+        a: *mut Self,
+        lda: i32,
+        s: *mut Self,
+        u: *mut Self,
+        ldu: i32,
+        vt: *mut Self,
+        ldvt: i32,
+        work: *mut Self,
+        lwork: i32,
+        iwork: *mut i32,
+    ) -> i32;
 }
 
 /// Which triangular level-3 routine: TRSM or TRMM.
@@ -65,7 +137,8 @@ pub enum TriKind {
 }
 
 macro_rules! impl_ffi {
-    ($t:ty, $gemm:ident, $trsm:ident, $trmm:ident, $potrf:ident) => {
+    ($t:ty, $gemm:ident, $trsm:ident, $trmm:ident, $potrf:ident, $getrf:ident, $getrs:ident,
+     $syevd:ident, $gesdd:ident) => {
         impl Ffi for $t {
             unsafe fn gemm(
                 layout: cb::CBLAS_LAYOUT,
@@ -117,9 +190,94 @@ macro_rules! impl_ffi {
                 lapack_sys::$potrf(&uplo, &n, a, &lda, &mut info);
                 info
             }
+
+            unsafe fn getrf(m: i32, n: i32, a: *mut Self, lda: i32, ipiv: *mut i32) -> i32 {
+                let mut info = 0;
+                lapack_sys::$getrf(&m, &n, a, &lda, ipiv, &mut info);
+                info
+            }
+
+            unsafe fn getrs(
+                trans: u8,
+                n: i32,
+                nrhs: i32,
+                a: *const Self,
+                lda: i32,
+                ipiv: *const i32,
+                b: *mut Self,
+                ldb: i32,
+            ) -> i32 {
+                let trans = trans as std::ffi::c_char;
+                let mut info = 0;
+                lapack_sys::$getrs(&trans, &n, &nrhs, a, &lda, ipiv, b, &ldb, &mut info);
+                info
+            }
+
+            unsafe fn syevd(
+                jobz: u8,
+                uplo: u8,
+                n: i32,
+                a: *mut Self,
+                lda: i32,
+                w: *mut Self,
+                work: *mut Self,
+                lwork: i32,
+                iwork: *mut i32,
+                liwork: i32,
+            ) -> i32 {
+                let (jobz, uplo) = (jobz as std::ffi::c_char, uplo as std::ffi::c_char);
+                let mut info = 0;
+                lapack_sys::$syevd(
+                    &jobz, &uplo, &n, a, &lda, w, work, &lwork, iwork, &liwork, &mut info,
+                );
+                info
+            }
+
+            unsafe fn gesdd(
+                jobz: u8,
+                m: i32,
+                n: i32,
+                a: *mut Self,
+                lda: i32,
+                s: *mut Self,
+                u: *mut Self,
+                ldu: i32,
+                vt: *mut Self,
+                ldvt: i32,
+                work: *mut Self,
+                lwork: i32,
+                iwork: *mut i32,
+            ) -> i32 {
+                let jobz = jobz as std::ffi::c_char;
+                let mut info = 0;
+                lapack_sys::$gesdd(
+                    &jobz, &m, &n, a, &lda, s, u, &ldu, vt, &ldvt, work, &lwork, iwork, &mut info,
+                );
+                info
+            }
         }
     };
 }
 
-impl_ffi!(f64, cblas_dgemm, cblas_dtrsm, cblas_dtrmm, dpotrf_);
-impl_ffi!(f32, cblas_sgemm, cblas_strsm, cblas_strmm, spotrf_);
+impl_ffi!(
+    f64,
+    cblas_dgemm,
+    cblas_dtrsm,
+    cblas_dtrmm,
+    dpotrf_,
+    dgetrf_,
+    dgetrs_,
+    dsyevd_,
+    dgesdd_
+);
+impl_ffi!(
+    f32,
+    cblas_sgemm,
+    cblas_strsm,
+    cblas_strmm,
+    spotrf_,
+    sgetrf_,
+    sgetrs_,
+    ssyevd_,
+    sgesdd_
+);

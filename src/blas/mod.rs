@@ -10,6 +10,7 @@
 //! All `unsafe` code of the crate is in this module and its private `ffi` trait.
 
 pub(crate) mod ffi;
+pub mod lapack;
 
 use crate::error::{Error, Result, Shape};
 use crate::Real;

@@ -15,8 +15,8 @@
 //!
 //! A primitive `(Y₀, …) = f(X₀, …)` with any number of inputs and outputs is checked at
 //! one point, with one random cotangent `Ȳₖ` per output, in seeded random directions
-//! that respect each input's declared [`Structure`]. [`Checker::check`] runs these
-//! passes, each filling its own fields of the [`Report`]:
+//! that respect each input's declared [`Structure`](crate::Structure).
+//! [`Checker::check`] runs these passes, each filling its own fields of the [`Report`]:
 //!
 //! - **shapes**: the reverse rule for each input alone and the forward-mode rule for
 //!   each tangent alone run on the shapes the shape rule accepts (a shape error there is
@@ -33,8 +33,8 @@
 //! - **accumulation**: `Grad::Add` adds exactly `backward`'s gradient to what a buffer
 //!   held, with every input wanted, with the others skipped, and next to first writes;
 //! - **first write**: `Grad::Write` into a NaN-filled buffer gives `backward`'s gradient
-//!   (so the buffer is not read), likewise `forward_into` and `jvp_into` into NaN-filled
-//!   output buffers;
+//!   (so the buffer is not read), likewise `forward_into` (residuals included: they must
+//!   be written) and `jvp_into` into NaN-filled output buffers;
 //! - **workspace**: the three passes give the same results with a NaN-filled caller
 //!   workspace of exactly [`crate::Rule::workspace`] elements;
 //! - **saves**: for the all-wanted mask and each single-input mask, every input and
@@ -42,6 +42,12 @@
 //!   gradients must not change; a failure names the value read;
 //! - optionally (automatically for small inputs) the **full Jacobian** over every
 //!   output, naming the worst element.
+//!
+//! Residual outputs ([`crate::Rule::residuals`]) take no cotangent and no tangent: the
+//! finite-difference, adjoint, missing-cotangent and Jacobian passes cover the
+//! differentiable outputs only. The residuals are handed to every rule, must be finite
+//! and written by `forward_into` without being read, and count as outputs in the saves
+//! pass (an undeclared one is replaced by NaN like any other).
 //!
 //! When a gradient is wrong the report says what it looks like ([`Mistake`]): the
 //! transpose of the right answer, the sign flipped, a factor 2 or ½, only the symmetric
@@ -200,8 +206,10 @@ impl Checker {
         let tol = self.tolerances_for::<T>();
         let mut rng = random::rng(self.seed);
         let y = p.forward(inputs)?;
+        // One cotangent per differentiable output; residuals take none.
         let ybar: Vec<Array2<T>> = y
             .iter()
+            .take(p.outputs())
             .map(|c| random::randn::<T>(c.nrows(), c.ncols(), &mut rng))
             .collect();
         let mut run = Run::new(p, inputs, y, ybar, tol);
@@ -258,8 +266,9 @@ impl Checker {
     }
 }
 
-/// Compares a primitive's `f32` results (forward, backward, jvp, every output) with
-/// its `f64` results at the same point, as `docs/math.md` advises: check in `f64`, then
+/// Compares a primitive's `f32` results (forward, backward, jvp, every differentiable
+/// output; residuals only through the gradients and tangents) with its `f64` results
+/// at the same point, as `docs/math.md` advises: check in `f64`, then
 /// check `f32` against it.
 pub fn check_precision<P>(p: &P, inputs: &[ArrayView2<'_, f64>]) -> Result<PrecisionReport>
 where
@@ -272,8 +281,11 @@ where
     let (v64, v32) = (views(&in64), views(&in32));
     let y64 = Primitive::<f64>::forward(p, &v64)?;
     let y32 = Primitive::<f32>::forward(p, &v32)?;
+    // Residuals are compared only through the gradients and tangents that use them.
+    let m = Rule::<f64>::outputs(p);
     let ybar32: Vec<Array2<f32>> = y64
         .iter()
+        .take(m)
         .map(|c| random::randn::<f32>(c.nrows(), c.ncols(), &mut rng))
         .collect();
     let ybar64: Vec<Array2<f64>> = ybar32.iter().map(|x| x.mapv(f64::from)).collect();
@@ -298,7 +310,7 @@ where
     };
     Ok(PrecisionReport {
         name: Rule::<f64>::name(p),
-        forward_errors: rel(&y32, &y64),
+        forward_errors: rel(&y32[..m], &y64[..m]),
         backward_errors: rel(&g32, &g64),
         jvp_errors: rel(&j32, &j64),
         tol: Tolerances::F32.exact * 10.0,

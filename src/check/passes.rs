@@ -97,7 +97,9 @@ pub(super) struct Run<'c, 'x, T: Real, P: ?Sized> {
     p: &'c P,
     x: &'c [ArrayView2<'x, T>],
     shapes: Vec<Shape>,
+    /// Every output, the residuals last.
     y: Vec<Array2<T>>,
+    /// One cotangent per differentiable output.
     ybar: Vec<Array2<T>>,
     /// Filled by the shapes pass.
     grads: Vec<Array2<T>>,
@@ -125,7 +127,14 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
 
     /// A report with the names, shapes and finiteness filled and no check run.
     pub(super) fn empty_report(&self) -> Report {
-        let k = self.y.len();
+        let k = self.m();
+        let output = |(k, y): (usize, &Array2<T>)| {
+            OutputReport::new(
+                self.p.output_name(k),
+                shape_of(y),
+                y.iter().all(|v| v.is_finite()),
+            )
+        };
         Report {
             name: self.p.name(),
             precision: T::NAME,
@@ -137,18 +146,8 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
                     InputReport::new(self.p.input_name(i), shape_of(x), self.p.structure(i), k)
                 })
                 .collect(),
-            outputs: self
-                .y
-                .iter()
-                .enumerate()
-                .map(|(k, y)| {
-                    OutputReport::new(
-                        self.p.output_name(k),
-                        shape_of(y),
-                        y.iter().all(|v| v.is_finite()),
-                    )
-                })
-                .collect(),
+            outputs: self.y.iter().enumerate().take(k).map(output).collect(),
+            residuals: self.y.iter().enumerate().skip(k).map(output).collect(),
             adjoint_error: f64::NAN,
             workspace: self.p.workspace(&self.shapes),
             workspace_error: 0.0,
@@ -160,6 +159,11 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
 
     fn n(&self) -> usize {
         self.x.len()
+    }
+
+    /// Number of differentiable outputs (the residuals follow them in `y`).
+    fn m(&self) -> usize {
+        self.ybar.len()
     }
 
     fn random_tangents(&self, rng: &mut StdRng) -> Vec<Array2<T>> {
@@ -226,7 +230,8 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
 
     // ----------------------------------------------------------- directional
 
-    /// Every output with input `i` replaced by `Xᵢ + t·U`, widened to f64.
+    /// Every differentiable output with input `i` replaced by `Xᵢ + t·U`, widened to
+    /// f64 (the residuals are not differentiated).
     fn eval_shifted(&self, i: usize, u: &Array2<T>, t: f64) -> Result<Vec<Array2<f64>>> {
         let mut xi = self.x[i].to_owned();
         xi.scaled_add(T::of(t), u);
@@ -236,6 +241,7 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
             .p
             .forward(&x)?
             .into_iter()
+            .take(self.m())
             .map(|y| y.mapv(T::to64))
             .collect())
     }
@@ -246,8 +252,8 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
         self.tol.step * scale
     }
 
-    /// Richardson-extrapolated central difference of every output in direction `U` of
-    /// input `i`.
+    /// Richardson-extrapolated central difference of every differentiable output in
+    /// direction `U` of input `i`.
     fn fd(&self, i: usize, u: &Array2<T>) -> Result<Vec<Array2<f64>>> {
         let h = self.h(i);
         let central = |h: f64| -> Result<Vec<Array2<f64>>> {
@@ -297,7 +303,7 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
         directions: usize,
         rng: &mut StdRng,
     ) -> Result<()> {
-        let k = self.y.len();
+        let k = self.m();
         for i in 0..self.n() {
             let (s, shape) = (report.inputs[i].structure, report.inputs[i].shape);
             let g = self.grads[i].view();
@@ -410,14 +416,14 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
 
     // ----------------------------------------------------- missing cotangent
 
-    /// With several outputs, for each: the gradients with its cotangent missing against
-    /// those with a zero cotangent there (the other cotangents given).
+    /// With several differentiable outputs, for each: the gradients with its cotangent
+    /// missing against those with a zero cotangent there (the other cotangents given).
     pub(super) fn missing_cotangent_pass(&self, report: &mut Report) -> Result<()> {
-        if self.y.len() < 2 {
+        if self.m() < 2 {
             return Ok(());
         }
         let y = views(&self.y);
-        for k in 0..self.y.len() {
+        for k in 0..self.m() {
             let zero = Array2::<T>::zeros(self.y[k].raw_dim());
             let mut missing = somes(&self.ybar);
             missing[k] = None;
@@ -542,7 +548,9 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
 
     /// `Grad::Write` into NaN-filled buffers gives `backward`'s gradient (every input at
     /// once, each alone, each next to accumulations), which proves the buffer is not
-    /// read; likewise `forward_into` and `jvp_into` into NaN-filled output buffers.
+    /// read; likewise `forward_into` into NaN-filled buffers for every output, residuals
+    /// included (so each is written, and not read), and `jvp_into` for the
+    /// differentiable outputs.
     pub(super) fn first_write_pass(&self, report: &mut Report, rng: &mut StdRng) -> Result<()> {
         self.modes_pass(report, rng, Mode::Write, Mode::Add, |r| {
             &mut r.first_write_error
@@ -554,7 +562,7 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
 
         let xdot = self.random_tangents(rng);
         let reference = self.p.jvp(self.x, &y, &somes(&xdot))?;
-        let mut outs: Vec<Array2<T>> = self.y.iter().map(|c| nan(shape_of(c))).collect();
+        let mut outs: Vec<Array2<T>> = reference.iter().map(|c| nan(shape_of(c))).collect();
         let res = self
             .p
             .jvp_into(self.x, &y, &somes(&xdot), &mut mut_views(&mut outs), None);
@@ -575,7 +583,10 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
                 "{what} into NaN-filled buffers returned an error it does not return otherwise: {e}"
             ));
         }
-        for (o, (g, e)) in report.outputs.iter_mut().zip(got.iter().zip(expected)) {
+        // `got` holds every output for `forward_into`, the differentiable ones for
+        // `jvp_into`: the residuals' reports follow the outputs'.
+        let reports = report.outputs.iter_mut().chain(report.residuals.iter_mut());
+        for (o, (g, e)) in reports.zip(got.iter().zip(expected)) {
             o.first_write_error = worse(o.first_write_error, buffer_error(g.view(), e.view()));
         }
     }
@@ -626,7 +637,10 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
         ws.fill(T::nan());
         let xdot = self.random_tangents(rng);
         let reference = self.p.jvp(self.x, &y, &somes(&xdot))?;
-        let mut outs: Vec<Array2<T>> = self.y.iter().map(|c| Array2::zeros(c.raw_dim())).collect();
+        let mut outs: Vec<Array2<T>> = reference
+            .iter()
+            .map(|c| Array2::zeros(c.raw_dim()))
+            .collect();
         match self.p.jvp_into(
             self.x,
             &y,
@@ -709,8 +723,9 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
             .collect())
     }
 
-    /// For every gradient wanted and for each one alone: every input and output that
-    /// `saves` does not declare is replaced by NaN, and the gradients must not change.
+    /// For every gradient wanted and for each one alone: every input and output
+    /// (residuals included) that `saves` does not declare is replaced by NaN, and the
+    /// gradients must not change.
     /// A change (or an error) is traced to the values read, one at a time.
     pub(super) fn saves_pass(&self, report: &mut Report) -> Result<()> {
         let (n, k) = (self.n(), self.y.len());
@@ -782,10 +797,10 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
 
     // -------------------------------------------------------------- jacobian
 
-    /// The full Jacobian of every output with respect to every input: one finite
-    /// difference per (structured) input element against one reverse pass per output
-    /// element (a one-hot cotangent, the other outputs' missing); records per input
-    /// the worst element.
+    /// The full Jacobian of every differentiable output with respect to every input: one
+    /// finite difference per (structured) input element against one reverse pass per
+    /// output element (a one-hot cotangent, the other outputs' missing); records per
+    /// input the worst element.
     pub(super) fn jacobian_pass(&self, report: &mut Report) -> Result<()> {
         let n = self.n();
         type Column = ((usize, usize), Vec<Array2<f64>>);
@@ -812,11 +827,11 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
         let mut worst = vec![Worst::default(); n];
         let mut scale = vec![0.0f64; n];
         let y = views(&self.y);
-        for (o, yo) in self.y.iter().enumerate() {
+        for (o, yo) in self.y.iter().enumerate().take(self.m()) {
             for ((ko, lo), _) in yo.indexed_iter() {
                 let mut e = Array2::<T>::zeros(yo.raw_dim());
                 e[(ko, lo)] = T::one();
-                let mut ybar: Vec<Option<ArrayView2<'_, T>>> = vec![None; self.y.len()];
+                let mut ybar: Vec<Option<ArrayView2<'_, T>>> = vec![None; self.m()];
                 ybar[o] = Some(e.view());
                 let g = self.p.backward(self.x, &y, &ybar)?;
                 for i in 0..n {

@@ -88,7 +88,7 @@ pub struct UndeclaredRead {
     pub error: Option<Error>,
 }
 
-/// Per-output results.
+/// Per-output results, for a differentiable output or a residual.
 #[derive(Clone, Debug)]
 pub struct OutputReport {
     /// `C`, or the primitive's own name for the output.
@@ -98,11 +98,12 @@ pub struct OutputReport {
     /// Whether the forward output was free of NaN and infinity.
     pub finite: bool,
     /// `forward_into` and `jvp_into` into NaN-filled buffers against `forward` and `jvp`:
-    /// not zero when the forward or forward-mode rule reads its output buffer.
+    /// not zero when the forward or forward-mode rule reads its output buffer (for a
+    /// residual, `forward_into` only: also not zero when it leaves the buffer unwritten).
     pub first_write_error: f64,
     /// Gradients with this output's cotangent missing (`None`) against a zero one;
-    /// `None` when the primitive has one output (a missing sole cotangent never
-    /// reaches the rule).
+    /// `None` when the primitive has one differentiable output (a missing sole
+    /// cotangent never reaches the rule), and for a residual.
     pub missing_cotangent_error: Option<f64>,
 }
 
@@ -192,8 +193,11 @@ pub struct Report {
     pub precision: &'static str,
     /// One entry per input.
     pub inputs: Vec<InputReport>,
-    /// One entry per output.
+    /// One entry per differentiable output.
     pub outputs: Vec<OutputReport>,
+    /// One entry per residual output ([`crate::Rule::residuals`]): its finiteness and
+    /// the `forward_into` first write.
+    pub residuals: Vec<OutputReport>,
     /// `Σₖ⟨Ȳₖ, Ẏₖ⟩` against `Σᵢ⟨X̄ᵢ, Ẋᵢ⟩`.
     pub adjoint_error: f64,
     /// Elements of scratch space the rule declares ([`crate::Rule::workspace`]).
@@ -262,6 +266,7 @@ impl Report {
         let when = self.wanted_text(&u.wanted);
         let what = match u.value {
             Some(Value::Input(_)) => format!("input {}", u.name),
+            Some(Value::Output(k)) if k >= self.outputs.len() => format!("residual {}", u.name),
             Some(Value::Output(_)) => format!("output {}", u.name),
             None => {
                 return format!(
@@ -291,6 +296,9 @@ impl Report {
                     "the forward output contains NaN or infinity".to_string()
                 });
             }
+        }
+        for o in self.residuals.iter().filter(|o| !o.finite) {
+            out.push(format!("the residual {} contains NaN or infinity", o.name));
         }
         for r in &self.inputs {
             if let Some(e) = &r.pullback_error {
@@ -377,6 +385,16 @@ impl Report {
                         o.name, t.exact
                     ));
                 }
+            }
+            for o in self
+                .residuals
+                .iter()
+                .filter(|o| !ok(o.first_write_error, t.exact))
+            {
+                out.push(format!(
+                    "residual {}: the forward rule leaves its buffer unwritten or reads it (NaN-filled buffer error {:.2e} > {:.1e})",
+                    o.name, o.first_write_error, t.exact
+                ));
             }
             if !ok(self.adjoint_error, t.exact) {
                 out.push(format!(
@@ -519,6 +537,28 @@ impl fmt::Display for Report {
                 o.shape.to_string(),
                 cell(o.first_write_error, t.exact),
                 missing,
+                if o.finite { "" } else { "  (not finite)" }
+            )?;
+        }
+        if !self.residuals.is_empty() {
+            writeln!(
+                f,
+                "  {:<6} {:<9}  {:>11}   (not differentiated)",
+                "resid.", "shape", "first-write "
+            )?;
+        }
+        for o in &self.residuals {
+            let first_write = if checked {
+                cell(o.first_write_error, t.exact)
+            } else {
+                DASH.to_string()
+            };
+            writeln!(
+                f,
+                "  {:<6} {:<9}  {}{}",
+                o.name,
+                o.shape.to_string(),
+                first_write,
                 if o.finite { "" } else { "  (not finite)" }
             )?;
         }

@@ -675,3 +675,245 @@ fn structured_inputs_are_perturbed_along_their_structure() {
     assert!(r.inputs[0].vjp_error < 1e-8, "{r}");
     assert!(r.inputs[0].structure_error > 1e-3, "{r}");
 }
+
+// -------------------------------------------------------------- residuals
+
+/// How `C = A ⊙ A` with the residual `R0 = 2A` is written.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum ResidualFault {
+    None,
+    /// The reverse rule reads `R0` without declaring it in `saves`.
+    Undeclared,
+    /// The forward pass never writes `R0` (the rules compute `2A` from `A` instead), so
+    /// a NaN-filled residual buffer stays NaN.
+    Unwritten,
+}
+
+/// `C = A ⊙ A` with one residual `R0 = 2A`, which the rules read:
+/// `Ā = R0 ⊙ C̄`, `Ċ = R0 ⊙ Ȧ`.
+struct SquareWithResidual(ResidualFault);
+
+impl<T: Real> Rule<T> for SquareWithResidual {
+    fn name(&self) -> &'static str {
+        "SquareWithResidual"
+    }
+    fn arity(&self) -> usize {
+        1
+    }
+    fn residuals(&self) -> usize {
+        1
+    }
+    fn shapes(&self, x: &[Shape]) -> Result<Shapes> {
+        Ok(smallvec![x[0], x[0]])
+    }
+    fn saves(&self, _: &[bool]) -> Saves {
+        match self.0 {
+            ResidualFault::None => Saves::NONE.output(1),
+            ResidualFault::Undeclared => Saves::NONE,
+            ResidualFault::Unwritten => Saves::NONE.input(0),
+        }
+    }
+    fn eval(
+        &self,
+        x: &[ArrayView2<'_, T>],
+        y: &mut [ArrayViewMut2<'_, T>],
+        _: &mut [T],
+    ) -> Result<()> {
+        let (c, r) = y.split_at_mut(1);
+        if self.0 == ResidualFault::Unwritten {
+            c[0].zip_mut_with(&x[0], |c, &a| *c = a * a);
+            return Ok(());
+        }
+        Zip::from(&mut c[0])
+            .and(&mut r[0])
+            .and(x[0])
+            .for_each(|c, r, &a| {
+                *c = a * a;
+                *r = T::of(2.0) * a;
+            });
+        Ok(())
+    }
+    fn pullback(
+        &self,
+        x: &[ArrayView2<'_, T>],
+        y: &[ArrayView2<'_, T>],
+        ybar: &Partials<'_, '_, T>,
+        grads: &mut [Grad<'_, T>],
+        _: &mut [T],
+    ) -> Result<()> {
+        let two = T::of(2.0);
+        if let Some((g, acc)) = grads[0].target() {
+            if self.0 == ResidualFault::Unwritten {
+                Zip::from(g)
+                    .and(x[0])
+                    .and(ybar.view(0))
+                    .for_each(|g, &a, &cb| acc.store(g, two * a * cb));
+            } else {
+                Zip::from(g)
+                    .and(y[1])
+                    .and(ybar.view(0))
+                    .for_each(|g, &r, &cb| acc.store(g, r * cb));
+            }
+        }
+        Ok(())
+    }
+    fn pushforward(
+        &self,
+        x: &[ArrayView2<'_, T>],
+        y: &[ArrayView2<'_, T>],
+        xdot: &Partials<'_, '_, T>,
+        ydot: &mut [ArrayViewMut2<'_, T>],
+        _: &mut [T],
+    ) -> Result<()> {
+        let r = if self.0 == ResidualFault::Unwritten {
+            x[0]
+        } else {
+            y[1]
+        };
+        let scale = if self.0 == ResidualFault::Unwritten {
+            T::of(2.0)
+        } else {
+            T::one()
+        };
+        Zip::from(&mut ydot[0])
+            .and(r)
+            .and(xdot.view(0))
+            .for_each(|d, &r, &ad| *d = scale * r * ad);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_correct_rule_with_a_residual_passes_and_the_residual_is_not_differentiated() {
+    let a = randn::<f64>(3, 4, &mut rng(11));
+    let p = SquareWithResidual(ResidualFault::None);
+    assert_eq!(Rule::<f64>::output_name(&p, 0), "C");
+    assert_eq!(Rule::<f64>::output_name(&p, 1), "R0");
+    let r = Checker::new().check(&p, &[a.view()]).unwrap();
+    r.assert_passed();
+    assert_eq!(r.outputs.len(), 1, "{r}");
+    assert_eq!(r.residuals.len(), 1, "{r}");
+    assert_eq!(r.residuals[0].name, "R0");
+    assert_eq!(r.residuals[0].first_write_error, 0.0, "{r}");
+    assert!(r.inputs[0].jacobian.is_some(), "{r}");
+    assert_eq!(r.inputs[0].jvp_errors.len(), 1, "{r}");
+    let text = r.to_string();
+    assert!(
+        text.starts_with("SquareWithResidual [f64]  (3×4) → 3×4   PASSED"),
+        "{text}"
+    );
+    assert!(text.contains("R0"), "{text}");
+    assert_rule_precisions(&p, &[a.view()]);
+}
+
+#[test]
+fn the_slice_layer_takes_every_output_and_cotangents_of_the_differentiable_ones() {
+    use crate::Primitive;
+    let a = randn::<f64>(2, 3, &mut rng(12));
+    let p = SquareWithResidual(ResidualFault::None);
+    let y = Primitive::<f64>::forward(&p, &[a.view()]).unwrap();
+    assert_eq!(y.len(), 2);
+    assert_eq!(y[1], &a * 2.0);
+    let cbar = randn::<f64>(2, 3, &mut rng(13));
+    let yv = [y[0].view(), y[1].view()];
+    let g = p.backward(&[a.view()], &yv, &[Some(cbar.view())]).unwrap();
+    assert_eq!(g[0], &y[1] * &cbar);
+    // A cotangent for the residual is an arity error; so is a missing residual.
+    let e = p
+        .backward(&[a.view()], &yv, &[Some(cbar.view()), Some(cbar.view())])
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Arity {
+                what: "cotangents",
+                expected: 1,
+                got: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = p
+        .backward(&[a.view()], &yv[..1], &[Some(cbar.view())])
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Arity {
+                what: "outputs",
+                expected: 2,
+                got: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let t = p.jvp(&[a.view()], &yv, &[Some(cbar.view())]).unwrap();
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0], &y[1] * &cbar);
+}
+
+#[test]
+fn an_undeclared_residual_read_fails_the_saves_pass() {
+    let a = randn::<f64>(3, 4, &mut rng(14));
+    let r = Checker::new()
+        .check(&SquareWithResidual(ResidualFault::Undeclared), &[a.view()])
+        .unwrap();
+    assert!(!r.passed(), "{r}");
+    assert_eq!(r.undeclared_reads.len(), 1, "{r}");
+    assert_eq!(r.undeclared_reads[0].value, Some(Value::Output(1)), "{r}");
+    assert_eq!(r.undeclared_reads[0].name, "R0", "{r}");
+    assert!(
+        r.to_string().contains(
+            "reads residual R0 which it does not declare in saves (when every gradient is wanted)"
+        ),
+        "{r}"
+    );
+    // Everything else is right.
+    assert!(r.inputs[0].vjp_error < 1e-8, "{r}");
+    assert!(r.adjoint_error < 1e-11, "{r}");
+}
+
+#[test]
+fn a_residual_left_unwritten_fails_the_first_write_pass() {
+    let a = randn::<f64>(3, 4, &mut rng(15));
+    let r = Checker::new()
+        .check(&SquareWithResidual(ResidualFault::Unwritten), &[a.view()])
+        .unwrap();
+    assert!(!r.passed(), "{r}");
+    assert!(r.residuals[0].first_write_error.is_nan(), "{r}");
+    assert_eq!(r.outputs[0].first_write_error, 0.0, "{r}");
+    assert_eq!(r.failures().len(), 1, "{r}");
+    assert!(
+        r.to_string()
+            .contains("residual R0: the forward rule leaves its buffer unwritten"),
+        "{r}"
+    );
+}
+
+#[test]
+fn the_typed_layer_keeps_residuals_apart_and_hands_them_to_the_rules() {
+    use crate::ops::Apply;
+    let a = randn::<f64>(3, 2, &mut rng(16));
+    let cbar = randn::<f64>(3, 2, &mut rng(17));
+    let out = SquareWithResidual(ResidualFault::None)
+        .apply([a.view()])
+        .unwrap();
+    assert_eq!(out.outputs().len(), 1);
+    assert_eq!(out.residuals().len(), 1);
+    assert_eq!(out.value().to_owned(), &a * &a);
+    assert_eq!(out.residuals()[0].to_owned(), &a * 2.0);
+    let expected = &a * 2.0 * &cbar;
+    let [abar] = out.backward(cbar.view()).unwrap();
+    assert_eq!(abar, expected);
+    let mut buf = Array2::<f64>::ones((3, 2));
+    out.backward_add(cbar.view(), &mut [Some(buf.view_mut())])
+        .unwrap();
+    assert_eq!(buf, &expected + 1.0);
+    let g = out.backward_all(&[Some(cbar.view())]).unwrap();
+    assert_eq!(g[0], expected);
+    assert_eq!(out.jvp([cbar.view()]).unwrap(), expected);
+    assert_eq!(out.jvp_all(&[Some(cbar.view())]).unwrap().len(), 1);
+    assert_eq!(out.into_outputs().len(), 1);
+}

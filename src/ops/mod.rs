@@ -100,10 +100,13 @@ type Views<'v, T> = SmallVec<[ArrayView2<'v, T>; 2]>;
 
 /// A primitive applied to its `N` inputs: the outputs, plus the inputs its rules read.
 /// One type for any number of outputs; the arity is part of the type, so `backward`
-/// returns exactly `[X̄₀, …, X̄ₙ₋₁]`.
+/// returns exactly `[X̄₀, …, X̄ₙ₋₁]`. The primitive's residuals
+/// ([`crate::Rule::residuals`]) are kept for its rules and readable through
+/// [`Applied::residuals`].
 pub struct Applied<'a, P, T, const N: usize> {
     op: P,
     inputs: [Arg<'a, T>; N],
+    /// Every output of the forward pass: the differentiable ones, then the residuals.
     outputs: SmallVec<[ArcArray2<T>; 1]>,
 }
 
@@ -154,19 +157,30 @@ impl<'a, P: Primitive<T>, T: Real, const N: usize> Applied<'a, P, T, N> {
     pub fn value(&self) -> &ArcArray2<T> {
         &self.outputs[0]
     }
-    /// All outputs, in the primitive's order.
+    /// The differentiable outputs, in the primitive's order (residuals excluded).
     pub fn outputs(&self) -> &[ArcArray2<T>] {
-        &self.outputs
+        &self.outputs[..self.op.outputs()]
+    }
+    /// The residual outputs ([`crate::Rule::residuals`]), in the primitive's order:
+    /// values the forward pass computed for the rules' use, not differentiable.
+    pub fn residuals(&self) -> &[ArcArray2<T>] {
+        &self.outputs[self.op.outputs()..]
     }
     /// The (first) output `C`, consuming the result (no copy unless it is shared).
     pub fn into_value(self) -> Array2<T> {
         self.into_outputs().swap_remove(0)
     }
-    /// All outputs, consuming the result.
+    /// The differentiable outputs, consuming the result (the residuals are dropped).
     pub fn into_outputs(self) -> Vec<Array2<T>> {
-        self.outputs.into_iter().map(|o| o.into_owned()).collect()
+        let m = self.op.outputs();
+        self.outputs
+            .into_iter()
+            .take(m)
+            .map(|o| o.into_owned())
+            .collect()
     }
 
+    /// The inputs, and every output (residuals included) as the rules receive them.
     fn views(&self) -> ([ArrayView2<'_, T>; N], Views<'_, T>) {
         let mut y = SmallVec::new();
         for o in &self.outputs {
@@ -175,10 +189,12 @@ impl<'a, P: Primitive<T>, T: Real, const N: usize> Applied<'a, P, T, N> {
         (std::array::from_fn(|i| self.inputs[i].view()), y)
     }
 
+    /// One cotangent per differentiable output: `C̄` for the first, `None` (zero) for
+    /// the others.
     fn first_only<'c>(&self, cbar: ArrayView2<'c, T>) -> SmallVec<[Option<ArrayView2<'c, T>>; 2]> {
         let mut ybar = SmallVec::new();
         ybar.push(Some(cbar));
-        for _ in 1..self.outputs.len() {
+        for _ in 1..self.op.outputs() {
             ybar.push(None);
         }
         ybar
@@ -202,7 +218,8 @@ impl<'a, P: Primitive<T>, T: Real, const N: usize> Applied<'a, P, T, N> {
         // Input shapes come from live arrays, so these allocations cannot overflow.
         let mut out: [Array2<T>; N] = std::array::from_fn(|i| Array2::zeros(x[i].raw_dim()));
         let xs: [Shape; N] = std::array::from_fn(|i| shape_of(&x[i]));
-        let ys: InShapes = y.iter().map(shape_of).collect();
+        // Cotangent shapes: the differentiable outputs' only; `y` keeps the residuals.
+        let ys: InShapes = y[..self.op.outputs()].iter().map(shape_of).collect();
         let mut grads: [Grad<'_, T>; N] = {
             let mut it = out.iter_mut();
             std::array::from_fn(|_| it.next().map_or(Grad::Skip, |o| Grad::Write(o.view_mut())))
@@ -215,7 +232,7 @@ impl<'a, P: Primitive<T>, T: Real, const N: usize> Applied<'a, P, T, N> {
         Ok(out)
     }
 
-    /// The gradients for one cotangent per output, `None` meaning zero.
+    /// The gradients for one cotangent per differentiable output, `None` meaning zero.
     pub fn backward_all(&self, ybar: &[Option<ArrayView2<'_, T>>]) -> Result<Vec<Array2<T>>> {
         let (x, y) = self.views();
         self.op.backward(&x, &y, ybar)
@@ -232,7 +249,8 @@ impl<'a, P: Primitive<T>, T: Real, const N: usize> Applied<'a, P, T, N> {
         self.op.backward_add(&x, &y, &self.first_only(cbar), grads)
     }
 
-    /// The general reverse pass: one cotangent per output (`None` is zero), per input
+    /// The general reverse pass: one cotangent per differentiable output (`None` is
+    /// zero), per input
     /// skip / first write / add, and an optional caller-owned workspace.
     pub fn backward_into(
         &self,
@@ -250,7 +268,8 @@ impl<'a, P: Primitive<T>, T: Real, const N: usize> Applied<'a, P, T, N> {
         Ok(self.jvp_all(&xdot)?.swap_remove(0))
     }
 
-    /// The tangents of every output for input tangents, `None` meaning zero.
+    /// The tangents of every differentiable output for input tangents, `None` meaning
+    /// zero.
     pub fn jvp_all(&self, xdot: &[Option<ArrayView2<'_, T>>]) -> Result<Vec<Array2<T>>> {
         let (x, y) = self.views();
         self.op.jvp(&x, &y, xdot)

@@ -1,0 +1,322 @@
+//! Safe LAPACK calls for the factorisations of Giles' collection: LU (`getrf`,
+//! `getrs`), the symmetric eigendecomposition (`syevd`) and the SVD (`gesdd`).
+//!
+//! LAPACK is column-major: every matrix argument here must be a view whose columns
+//! are contiguous (`strides[0] == 1`), such as the transpose of a standard-layout array
+//! or a view of an array built with `.f()`. Anything else is a typed error, never a
+//! silent copy, so that the caller decides where the column-major buffer lives (its
+//! workspace). Scratch for `syevd` and `gesdd` is the caller's too: the `*_workspace`
+//! functions say how much.
+
+use super::to_i32;
+use crate::blas::Trans;
+use crate::error::{Error, Result, Shape};
+use crate::Real;
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+/// Leading dimension of a column-major view, if it is one.
+fn col_ld(rows: usize, cols: usize, strides: &[isize]) -> Option<usize> {
+    if rows > 1 && strides[0] != 1 {
+        return None;
+    }
+    if cols <= 1 {
+        return Some(rows.max(1));
+    }
+    let ld = strides[1];
+    (ld >= rows.max(1) as isize).then_some(ld as usize)
+}
+
+fn col_major<T>(op: &'static str, name: &'static str, a: &ArrayView2<'_, T>) -> Result<usize> {
+    let (r, c) = a.dim();
+    col_ld(r, c, a.strides()).ok_or_else(|| Error::InvalidArgument {
+        op,
+        msg: format!("{name} must be a column-major view for LAPACK"),
+    })
+}
+
+fn lapack_info(op: &'static str, info: i32) -> Result<()> {
+    if info == 0 {
+        Ok(())
+    } else {
+        Err(Error::Lapack { op, info })
+    }
+}
+
+/// `A = PLU` in place (`getrf`) for a square column-major `a`; `ipiv` receives the
+/// 1-based row interchanges (`n` entries). Returns `Some(k)` when `U[k, k]` is exactly
+/// zero (the factorisation is complete but `A` is singular), `None` otherwise.
+pub fn getrf<T: Real>(
+    op: &'static str,
+    mut a: ArrayViewMut2<'_, T>,
+    ipiv: &mut [i32],
+) -> Result<Option<usize>> {
+    let (n, c) = a.dim();
+    if n != c {
+        return Err(Error::NotSquare {
+            op,
+            name: "A",
+            got: Shape(n, c),
+        });
+    }
+    if ipiv.len() < n {
+        return Err(Error::InvalidArgument {
+            op,
+            msg: format!("getrf needs {n} pivots, got room for {}", ipiv.len()),
+        });
+    }
+    if n == 0 {
+        return Ok(None);
+    }
+    let lda = col_major(op, "A", &a.view())?;
+    let (ni, ldi) = (to_i32(n)?, to_i32(lda)?);
+    // SAFETY: `a` is a unique column-major n×n view with leading dimension `lda`, and
+    // `ipiv` holds at least n entries.
+    let info = unsafe { T::getrf(ni, ni, a.as_mut_ptr(), ldi, ipiv.as_mut_ptr()) };
+    match info {
+        0 => Ok(None),
+        k if k > 0 => Ok(Some(k as usize - 1)),
+        k => Err(Error::Lapack { op, info: k }),
+    }
+}
+
+/// Solves `op(A)X = B` in place in the column-major `b` (`getrs`), with the factors
+/// and pivots of [`getrf`]. `trans` is `op`.
+pub fn getrs<T: Real>(
+    op: &'static str,
+    lu: ArrayView2<'_, T>,
+    ipiv: &[i32],
+    trans: Trans,
+    mut b: ArrayViewMut2<'_, T>,
+) -> Result<()> {
+    let (n, c) = lu.dim();
+    if n != c {
+        return Err(Error::NotSquare {
+            op,
+            name: "LU",
+            got: Shape(n, c),
+        });
+    }
+    let (bn, k) = b.dim();
+    if bn != n || ipiv.len() < n {
+        return Err(Error::ShapeMismatch {
+            op,
+            what: "B must have as many rows as A",
+            lhs_name: "A",
+            lhs: Shape(n, n),
+            rhs_name: "B",
+            rhs: Shape(bn, k),
+        });
+    }
+    if n == 0 || k == 0 {
+        return Ok(());
+    }
+    let lda = col_major(op, "LU", &lu)?;
+    let ldb = col_major(op, "B", &b.view())?;
+    let t = match trans {
+        Trans::No => b'N',
+        Trans::Yes => b'T',
+    };
+    let (ni, ki, ldai, ldbi) = (to_i32(n)?, to_i32(k)?, to_i32(lda)?, to_i32(ldb)?);
+    // SAFETY: `lu` is a column-major n×n view, `ipiv` n pivots, `b` a unique
+    // column-major n×k view with leading dimension `ldb`.
+    let info = unsafe {
+        T::getrs(
+            t,
+            ni,
+            ki,
+            lu.as_ptr(),
+            ldai,
+            ipiv.as_ptr(),
+            b.as_mut_ptr(),
+            ldbi,
+        )
+    };
+    lapack_info(op, info)
+}
+
+/// Sizes `(work, iwork)` of the scratch [`syevd`] needs for order `n` with vectors.
+pub fn syevd_workspace<T: Real>(n: usize) -> Result<(usize, usize)> {
+    if n == 0 {
+        return Ok((1, 1));
+    }
+    let ni = to_i32(n)?;
+    let (mut work, mut iwork) = ([T::zero()], [0i32]);
+    let mut a = [T::zero()];
+    let mut w = [T::zero()];
+    // SAFETY: a workspace query (lwork = liwork = -1) reads no matrix and writes only
+    // work[0] and iwork[0]; the one-element buffers stand in for the matrix pointers.
+    let info = unsafe {
+        T::syevd(
+            b'V',
+            b'L',
+            ni,
+            a.as_mut_ptr(),
+            ni,
+            w.as_mut_ptr(),
+            work.as_mut_ptr(),
+            -1,
+            iwork.as_mut_ptr(),
+            -1,
+        )
+    };
+    lapack_info("syevd", info)?;
+    Ok((work[0].to64().ceil() as usize, iwork[0].max(1) as usize))
+}
+
+/// Eigenvalues (ascending, into `w`) and eigenvectors (columns of `a`, overwriting
+/// it) of the symmetric matrix whose lower triangle `a` holds (`syevd`). `a` must be
+/// column-major; `work` and `iwork` at least the sizes of [`syevd_workspace`].
+pub fn syevd<T: Real>(
+    op: &'static str,
+    mut a: ArrayViewMut2<'_, T>,
+    w: &mut [T],
+    work: &mut [T],
+    iwork: &mut [i32],
+) -> Result<()> {
+    let (n, c) = a.dim();
+    if n != c {
+        return Err(Error::NotSquare {
+            op,
+            name: "A",
+            got: Shape(n, c),
+        });
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let (lw, liw) = syevd_workspace::<T>(n)?;
+    if w.len() < n || work.len() < lw || iwork.len() < liw {
+        return Err(Error::Workspace {
+            op,
+            needed: lw + n,
+            got: work.len() + w.len(),
+        });
+    }
+    let lda = col_major(op, "A", &a.view())?;
+    let (ni, ldai) = (to_i32(n)?, to_i32(lda)?);
+    let (lwi, liwi) = (to_i32(work.len())?, to_i32(iwork.len())?);
+    // SAFETY: `a` is a unique column-major n×n view; `w`, `work` and `iwork` hold at
+    // least the sizes LAPACK asked for.
+    let info = unsafe {
+        T::syevd(
+            b'V',
+            b'L',
+            ni,
+            a.as_mut_ptr(),
+            ldai,
+            w.as_mut_ptr(),
+            work.as_mut_ptr(),
+            lwi,
+            iwork.as_mut_ptr(),
+            liwi,
+        )
+    };
+    match info {
+        0 => Ok(()),
+        k => Err(Error::Lapack { op, info: k }),
+    }
+}
+
+/// Size of the `work` scratch [`gesdd`] needs for an `m×n` matrix (thin factors);
+/// `iwork` needs `8·min(m, n)` entries.
+pub fn gesdd_workspace<T: Real>(m: usize, n: usize) -> Result<usize> {
+    let k = m.min(n);
+    if k == 0 {
+        return Ok(1);
+    }
+    let (mi, ni) = (to_i32(m)?, to_i32(n)?);
+    let mut work = [T::zero()];
+    let mut one = [T::zero()];
+    let mut s = [T::zero()];
+    let mut u = [T::zero()];
+    let mut vt = [T::zero()];
+    let mut iwork = [0i32];
+    let (ldu, ldvt) = (mi.max(1), to_i32(k)?.max(1));
+    // SAFETY: a workspace query (lwork = -1) reads no matrix and writes only work[0].
+    let info = unsafe {
+        T::gesdd(
+            b'S',
+            mi,
+            ni,
+            one.as_mut_ptr(),
+            mi.max(1),
+            s.as_mut_ptr(),
+            u.as_mut_ptr(),
+            ldu,
+            vt.as_mut_ptr(),
+            ldvt,
+            work.as_mut_ptr(),
+            -1,
+            iwork.as_mut_ptr(),
+        )
+    };
+    lapack_info("gesdd", info)?;
+    Ok(work[0].to64().ceil() as usize)
+}
+
+/// The thin SVD `A = U diag(s) Vᵀ` (`gesdd`), singular values descending. `a` (`m×n`,
+/// destroyed), `u` (`m×k`) and `vt` (`k×n`) must be column-major, `k = min(m, n)`;
+/// `work` at least [`gesdd_workspace`], `iwork` at least `8k`.
+#[allow(clippy::too_many_arguments)]
+pub fn gesdd<T: Real>(
+    op: &'static str,
+    mut a: ArrayViewMut2<'_, T>,
+    s: &mut [T],
+    mut u: ArrayViewMut2<'_, T>,
+    mut vt: ArrayViewMut2<'_, T>,
+    work: &mut [T],
+    iwork: &mut [i32],
+) -> Result<()> {
+    let (m, n) = a.dim();
+    let k = m.min(n);
+    if u.dim() != (m, k) || vt.dim() != (k, n) || s.len() < k {
+        return Err(Error::InvalidArgument {
+            op,
+            msg: format!("gesdd of {m}×{n} needs U {m}×{k}, Vᵀ {k}×{n} and {k} singular values"),
+        });
+    }
+    if k == 0 {
+        return Ok(());
+    }
+    let lw = gesdd_workspace::<T>(m, n)?;
+    if work.len() < lw || iwork.len() < 8 * k {
+        return Err(Error::Workspace {
+            op,
+            needed: lw,
+            got: work.len(),
+        });
+    }
+    let lda = col_major(op, "A", &a.view())?;
+    let ldu = col_major(op, "U", &u.view())?;
+    let ldvt = col_major(op, "Vᵀ", &vt.view())?;
+    let (mi, ni) = (to_i32(m)?, to_i32(n)?);
+    let (ldai, ldui, ldvti, lwi) = (
+        to_i32(lda)?,
+        to_i32(ldu)?,
+        to_i32(ldvt)?,
+        to_i32(work.len())?,
+    );
+    // SAFETY: every matrix is a unique column-major view of the checked shape with its
+    // leading dimension; `s`, `work` and `iwork` hold at least what LAPACK needs.
+    let info = unsafe {
+        T::gesdd(
+            b'S',
+            mi,
+            ni,
+            a.as_mut_ptr(),
+            ldai,
+            s.as_mut_ptr(),
+            u.as_mut_ptr(),
+            ldui,
+            vt.as_mut_ptr(),
+            ldvti,
+            work.as_mut_ptr(),
+            lwi,
+            iwork.as_mut_ptr(),
+        )
+    };
+    match info {
+        0 => Ok(()),
+        k => Err(Error::Lapack { op, info: k }),
+    }
+}
