@@ -10,6 +10,7 @@ use matgrad::check::random;
 use matgrad::naive;
 use matgrad::ops::cholesky::{self as chol, Convention, Method};
 use matgrad::prelude::*;
+use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView2};
 
 /// The i-j-k product and the naive backward walk columns with a stride of `n`: at
@@ -96,6 +97,11 @@ pub struct SmallRow {
     pub raw: f64,
     pub primitive: f64,
     pub ratio: f64,
+    /// Three raw GEMMs into preallocated buffers.
+    pub raw_into: f64,
+    /// `forward_into` + `backward_into` (first writes) into the same buffers.
+    pub primitive_into: f64,
+    pub ratio_into: f64,
 }
 
 /// The cases run at one OpenBLAS thread count.
@@ -276,6 +282,9 @@ impl Sweep {
         let a = random::randn::<f64>(n, n, &mut rng);
         let b = random::randn::<f64>(n, n, &mut rng);
         let cbar = random::randn::<f64>(n, n, &mut rng);
+        let zeros = || ndarray::Array2::<f64>::zeros((n, n));
+        let (mut c1, mut a1, mut b1) = (zeros(), zeros(), zeros());
+        let (mut c2, mut a2, mut b2) = (zeros(), zeros(), zeros());
         let t = time_together(
             3.0 * self.budget,
             &mut [
@@ -283,6 +292,22 @@ impl Sweep {
                 case(|| {
                     let out = MatMul::nn().apply([a.view(), b.view()])?;
                     out.backward(cbar.view())
+                }),
+                case(|| {
+                    general_mat_mul(1.0, &a, &b, 0.0, &mut c1);
+                    general_mat_mul(1.0, &cbar, &b.t(), 0.0, &mut a1);
+                    general_mat_mul(1.0, &a.t(), &cbar, 0.0, &mut b1);
+                }),
+                case(|| -> matgrad::Result<()> {
+                    let (mm, x) = (MatMul::nn(), [a.view(), b.view()]);
+                    mm.forward_into(&x, &mut [c2.view_mut()], None)?;
+                    mm.backward_into(
+                        &x,
+                        &[c2.view()],
+                        &[Some(cbar.view())],
+                        &mut [Grad::Write(a2.view_mut()), Grad::Write(b2.view_mut())],
+                        None,
+                    )
                 }),
             ],
         );
@@ -292,6 +317,9 @@ impl Sweep {
             raw: t.median(0),
             primitive: t.median(1),
             ratio: t.ratio(1, 0),
+            raw_into: t.median(2),
+            primitive_into: t.median(3),
+            ratio_into: t.ratio(3, 2),
         })
     }
 
