@@ -95,6 +95,22 @@ pub enum Error {
     /// A LAPACK routine reported a failure matgrad does not map to a more specific error.
     #[error("{op}: LAPACK returned info = {info}")]
     Lapack { op: &'static str, info: i32 },
+    /// A class label outside `0..classes` (the example index counts from 0).
+    #[error("{op}: label {label} of example {index} is out of range, there are {classes} classes")]
+    LabelOutOfRange {
+        op: &'static str,
+        index: usize,
+        label: usize,
+        classes: usize,
+    },
+    /// An input with no entries where the operation needs some (a mean over nothing).
+    #[error("{op}: {name} is {got}, but {what}")]
+    Empty {
+        op: &'static str,
+        name: &'static str,
+        got: Shape,
+        what: &'static str,
+    },
 }
 
 /// `Result` with [`Error`].

@@ -42,6 +42,7 @@ pub mod check;
 pub mod error;
 #[cfg(feature = "check")]
 pub mod naive;
+pub mod nn;
 pub mod ops;
 pub mod primitive;
 mod scalar;
@@ -62,15 +63,18 @@ pub mod prelude {
     #[cfg(feature = "check")]
     pub use crate::check::{Checker, Report};
     pub use crate::error::{Error, Shape};
+    pub use crate::nn::{Adam, Dense, Optimizer, Sgd};
     pub use crate::ops::add::{Add, AddBias};
     pub use crate::ops::cho_solve::ChoSolve;
     pub use crate::ops::cholesky::{Cholesky, Convention, Method};
     pub use crate::ops::elementwise::{
-        Cos, Deriv, ElemFn, Exp, Hadamard, Log, Map, Relu, Sigmoid, Sin, Square, Tanh,
+        Cos, Deriv, ElemFn, Exp, Hadamard, Log, Map, Relu, Sigmoid, Sin, Softplus, Square, Tanh,
     };
     pub use crate::ops::logdet::CholLogDet;
+    pub use crate::ops::loss::{MeanSquaredError, SoftmaxCrossEntropy};
     pub use crate::ops::mask::{Mask, Tril, Triu};
     pub use crate::ops::matmul::MatMul;
+    pub use crate::ops::reduce::{LogSoftmax, LogSumExp, Mean, Sum};
     pub use crate::ops::reshape::{Reshape, Unvec, Vectorize};
     pub use crate::ops::transpose::Transpose;
     pub use crate::ops::triangular::TriSolve;

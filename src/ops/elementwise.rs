@@ -249,6 +249,27 @@ elem_fn!(
     /// `x²`, `(x²)' = 2x`.
     Square, "Square", Input, |x| x * x, |x, y| x + x
 );
+elem_fn!(
+    /// `softplus x = log(1 + eˣ)`, with `softplus' = σ(x)`, the logistic sigmoid, from
+    /// the input.
+    ///
+    /// Evaluated as `x + log1p(e⁻ˣ)` for `x > 0` and `log1p(eˣ)` otherwise, so the
+    /// exponential never overflows (`softplus 1000 = 1000`), large negative inputs keep
+    /// their relative precision (`softplus(−40) ≈ e⁻⁴⁰`, not 0) and the result is finite
+    /// for every finite input. The derivative is [`Sigmoid`]'s stable form.
+    Softplus, "Softplus", Input,
+    |x| if x > T::zero() {
+        x + Float::ln_1p(Float::exp(-x))
+    } else {
+        Float::ln_1p(Float::exp(x))
+    },
+    |x, y| if x >= T::zero() {
+        T::one() / (T::one() + Float::exp(-x))
+    } else {
+        let e = Float::exp(x);
+        e / (T::one() + e)
+    }
+);
 
 const HADAMARD: &str = "Hadamard";
 
@@ -402,6 +423,9 @@ mod tests {
         close(abar_with_placeholder(Sin, &a), f64::cos);
         close(abar_with_placeholder(Cos, &a), |x| -x.sin());
         close(abar_with_placeholder(Square, &a), |x| 2.0 * x);
+        close(abar_with_placeholder(Softplus, &a), |x| {
+            1.0 / (1.0 + (-x).exp())
+        });
         let p = array![[0.5, 1.0], [2.0, 0.25]];
         let g = abar_with_placeholder(Log, &p);
         Zip::from(&g)
