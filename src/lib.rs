@@ -69,6 +69,7 @@ pub mod prelude {
         Cos, Deriv, ElemFn, Exp, Hadamard, Log, Map, Relu, Sigmoid, Sin, Square, Tanh,
     };
     pub use crate::ops::logdet::CholLogDet;
+    pub use crate::ops::lu::{Det, Inverse, LuSolve, SlogDet};
     pub use crate::ops::mask::{Mask, Tril, Triu};
     pub use crate::ops::matmul::MatMul;
     pub use crate::ops::reshape::{Reshape, Unvec, Vectorize};

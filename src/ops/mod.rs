@@ -44,6 +44,7 @@ pub mod cho_solve;
 pub mod cholesky;
 pub mod elementwise;
 pub mod logdet;
+pub mod lu;
 pub mod mask;
 pub mod matmul;
 pub mod reshape;
