@@ -72,6 +72,7 @@ pub mod prelude {
     };
     pub use crate::ops::logdet::CholLogDet;
     pub use crate::ops::loss::{MeanSquaredError, SoftmaxCrossEntropy};
+    pub use crate::ops::lu::{Det, Inverse, LuSolve, SlogDet};
     pub use crate::ops::mask::{Mask, Tril, Triu};
     pub use crate::ops::matmul::MatMul;
     pub use crate::ops::reduce::{LogSoftmax, LogSumExp, Mean, Sum};

@@ -62,6 +62,14 @@ pub trait Ffi: Sized {
     /// for `min(m, n)` writes.
     unsafe fn getrf(m: i32, n: i32, a: *mut Self, lda: i32, ipiv: *mut i32) -> i32;
 
+    /// LAPACK `getrf2`, the recursive LU of reference LAPACK (3.6 on): the same
+    /// partial-pivoting factorisation, pivots and `info` as [`Ffi::getrf`], by level-3
+    /// BLAS calls on halves.
+    ///
+    /// # Safety
+    /// As for [`Ffi::getrf`].
+    unsafe fn getrf2(m: i32, n: i32, a: *mut Self, lda: i32, ipiv: *mut i32) -> i32;
+
     /// LAPACK `getrs`: solves `op(A)X = B` with the factors of `getrf`, `trans` being
     /// `b'N'` or `b'T'`, overwriting the column-major `n×nrhs` matrix `b`. Returns `info`.
     ///
@@ -137,8 +145,8 @@ pub enum TriKind {
 }
 
 macro_rules! impl_ffi {
-    ($t:ty, $gemm:ident, $trsm:ident, $trmm:ident, $potrf:ident, $getrf:ident, $getrs:ident,
-     $syevd:ident, $gesdd:ident) => {
+    ($t:ty, $gemm:ident, $trsm:ident, $trmm:ident, $potrf:ident, $getrf:ident, $getrf2:ident,
+     $getrs:ident, $syevd:ident, $gesdd:ident) => {
         impl Ffi for $t {
             unsafe fn gemm(
                 layout: cb::CBLAS_LAYOUT,
@@ -194,6 +202,12 @@ macro_rules! impl_ffi {
             unsafe fn getrf(m: i32, n: i32, a: *mut Self, lda: i32, ipiv: *mut i32) -> i32 {
                 let mut info = 0;
                 lapack_sys::$getrf(&m, &n, a, &lda, ipiv, &mut info);
+                info
+            }
+
+            unsafe fn getrf2(m: i32, n: i32, a: *mut Self, lda: i32, ipiv: *mut i32) -> i32 {
+                let mut info = 0;
+                lapack_sys::$getrf2(&m, &n, a, &lda, ipiv, &mut info);
                 info
             }
 
@@ -266,6 +280,7 @@ impl_ffi!(
     cblas_dtrmm,
     dpotrf_,
     dgetrf_,
+    dgetrf2_,
     dgetrs_,
     dsyevd_,
     dgesdd_
@@ -277,6 +292,7 @@ impl_ffi!(
     cblas_strmm,
     spotrf_,
     sgetrf_,
+    sgetrf2_,
     sgetrs_,
     ssyevd_,
     sgesdd_

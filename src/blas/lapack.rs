@@ -42,9 +42,23 @@ fn lapack_info(op: &'static str, info: i32) -> Result<()> {
     }
 }
 
-/// `A = PLU` in place (`getrf`) for a square column-major `a`; `ipiv` receives the
-/// 1-based row interchanges (`n` entries). Returns `Some(k)` when `U[k, k]` is exactly
-/// zero (the factorisation is complete but `A` is singular), `None` otherwise.
+/// Order from which [`getrf`] calls LAPACK's recursive `getrf2` instead of `getrf`.
+///
+/// OpenBLAS's threaded `getrf` (`getrf_parallel`, taken from order 100 in `f64`, 200
+/// in `f32`, in 0.3.21) keeps an array of `MAX_CPU_NUMBER` jobs, about 512 KB in
+/// Debian's 64-thread build, on the stack at every level of its recursion, and
+/// overflows a 2 MiB thread stack, Rust's default for spawned threads (test threads
+/// included), with a segmentation fault (OpenBLAS issues 1082 and 3229). Below this
+/// order OpenBLAS factors single-threaded and `getrf` is the fastest; from it on,
+/// reference LAPACK's `getrf2` gives the same partial-pivoting factorisation (equal up
+/// to rounding) through OpenBLAS's level-3 kernels with small stack frames, in 1.0–1.5×
+/// `getrf`'s time at n = 1000–2000 on two cores.
+pub const GETRF_RECURSIVE_FROM: usize = 64;
+
+/// `A = PLU` in place (`getrf`, or `getrf2` from order [`GETRF_RECURSIVE_FROM`]) for a
+/// square column-major `a`; `ipiv` receives the 1-based row interchanges (`n`
+/// entries). Returns `Some(k)` when `U[k, k]` is exactly zero (the factorisation is
+/// complete but `A` is singular), `None` otherwise.
 pub fn getrf<T: Real>(
     op: &'static str,
     mut a: ArrayViewMut2<'_, T>,
@@ -71,7 +85,13 @@ pub fn getrf<T: Real>(
     let (ni, ldi) = (to_i32(n)?, to_i32(lda)?);
     // SAFETY: `a` is a unique column-major n×n view with leading dimension `lda`, and
     // `ipiv` holds at least n entries.
-    let info = unsafe { T::getrf(ni, ni, a.as_mut_ptr(), ldi, ipiv.as_mut_ptr()) };
+    let info = unsafe {
+        if n < GETRF_RECURSIVE_FROM {
+            T::getrf(ni, ni, a.as_mut_ptr(), ldi, ipiv.as_mut_ptr())
+        } else {
+            T::getrf2(ni, ni, a.as_mut_ptr(), ldi, ipiv.as_mut_ptr())
+        }
+    };
     match info {
         0 => Ok(None),
         k if k > 0 => Ok(Some(k as usize - 1)),

@@ -45,6 +45,7 @@ pub mod cholesky;
 pub mod elementwise;
 pub mod logdet;
 pub mod loss;
+pub mod lu;
 pub mod mask;
 pub mod matmul;
 pub mod reduce;

@@ -1,0 +1,295 @@
+//! `c = det A` and `(sign det A, log|det A|)` through one LU, whose factors are residuals.
+
+use super::{
+    adjugate_t, all_finite, colmajor, determinant, factor, first_zero_pivot, inverse_into,
+    permutation_sign, residual_lu, residual_pivots, smallest_pivot, store_pivots, Pivots,
+};
+use crate::blas::Trans;
+use crate::error::{Error, Result, Shape};
+use crate::ops::square;
+use crate::primitive::{Grad, Partials, Rule, Saves, Shapes};
+use crate::Real;
+use ndarray::{ArrayView2, ArrayViewMut2, Zip};
+use smallvec::smallvec;
+
+/// Names of the residuals that follow the differentiable outputs.
+const RESIDUALS: [&str; 2] = ["LU", "ipiv"];
+
+/// The output shapes of a determinant with `m` scalar outputs: `m` times `1×1`, then
+/// the residuals `LU` (`n×n`) and `ipiv` (`n×1`).
+fn det_shapes(op: &'static str, m: usize, a: Shape) -> Result<Shapes> {
+    let n = square(op, "A", a)?;
+    let mut s: Shapes = smallvec![Shape(1, 1); m];
+    s.push(Shape(n, n));
+    s.push(Shape(n, 1));
+    Ok(s)
+}
+
+/// `A = PLU` into the residuals `y[m]` (factors) and `y[m + 1]` (pivots), through the
+/// first `n²` elements of `ws`: the pivots and the first zero pivot if any. The
+/// caller reads the factors back from `y[m]`.
+fn factor_residuals<T: Real>(
+    op: &'static str,
+    a: ArrayView2<'_, T>,
+    res: &mut [ArrayViewMut2<'_, T>],
+    ws: &mut [T],
+) -> Result<(Pivots, Option<usize>)> {
+    let n = a.nrows();
+    let (mut lu, _) = colmajor(op, ws, (n, n))?;
+    let (piv, zero) = factor(op, a, lu.view_mut())?;
+    res[0].assign(&lu);
+    store_pivots(&piv, res[1].view_mut());
+    Ok((piv, zero))
+}
+
+/// The determinant `c = det A` of a square `A`, a `1×1` output (Giles 2008,
+/// "determinant"; `docs/math.md`, determinant).
+///
+/// - Forward: `A = PLU` (getrf), `c = det P · Πᵢ Uᵢᵢ`. The factors and pivots are the
+///   residuals `LU` (`n×n`) and `ipiv` (`n×1`, LAPACK's 1-based row interchanges as `T`
+///   values), so the other rules do not refactor.
+/// - JVP: `ċ = c·tr(A⁻¹Ȧ) = ⟨adj(A)ᵀ, Ȧ⟩`.
+/// - VJP: `Ā = c̄·c·A⁻ᵀ = c̄·adj(A)ᵀ`, with `A⁻ᵀ` from the residual LU by one getrs
+///   (transposed) on the identity.
+///
+/// Defined at every `A`, singular ones included: there `c = 0` and the gradient is the
+/// transposed adjugate, finite (zero when the rank is `n − 2` or less), computed from
+/// the residual LU when it has one zero pivot and through an SVD of `A = PLU` otherwise
+/// (see `docs/math.md`). Errors: [`Error::NotSquare`]; [`Error::NonFinite`] for NaN or
+/// infinity in `A`; [`Error::InvalidArgument`] when `det A` overflows `T` (use
+/// [`SlogDet`]). The reverse rule reads the residuals only, never `A` or `c`.
+/// Workspace: `2n²` (a copy of a residual `LU` that is not column-major, and `adj(A)ᵀ`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
+pub struct Det;
+
+const DET: &str = "Det";
+
+impl<T: Real> Rule<T> for Det {
+    fn name(&self) -> &'static str {
+        DET
+    }
+    fn arity(&self) -> usize {
+        1
+    }
+    fn residuals(&self) -> usize {
+        2
+    }
+    fn output_name(&self, k: usize) -> &'static str {
+        match k {
+            0 => "det",
+            k => RESIDUALS.get(k - 1).copied().unwrap_or("R"),
+        }
+    }
+    fn shapes(&self, x: &[Shape]) -> Result<Shapes> {
+        det_shapes(DET, 1, x[0])
+    }
+    fn saves(&self, wanted: &[bool]) -> Saves {
+        if wanted[0] {
+            Saves::NONE.output(1).output(2)
+        } else {
+            Saves::NONE
+        }
+    }
+    fn workspace(&self, x: &[Shape]) -> usize {
+        2 * x[0].0 * x[0].0
+    }
+    fn eval(
+        &self,
+        x: &[ArrayView2<'_, T>],
+        y: &mut [ArrayViewMut2<'_, T>],
+        ws: &mut [T],
+    ) -> Result<()> {
+        let (c, res) = y.split_at_mut(1);
+        let (piv, _) = factor_residuals(DET, x[0].view(), res, ws)?;
+        let det = determinant(&res[0].view(), &piv);
+        if !det.is_finite() {
+            return Err(Error::InvalidArgument {
+                op: DET,
+                msg: format!("det A overflows {}; use SlogDet for its logarithm", T::NAME),
+            });
+        }
+        c[0][(0, 0)] = det;
+        Ok(())
+    }
+    fn pullback(
+        &self,
+        _x: &[ArrayView2<'_, T>],
+        y: &[ArrayView2<'_, T>],
+        ybar: &Partials<'_, '_, T>,
+        grads: &mut [Grad<'_, T>],
+        ws: &mut [T],
+    ) -> Result<()> {
+        let Some((g, acc)) = grads[0].target() else {
+            return Ok(());
+        };
+        let piv = residual_pivots(DET, &y[2])?;
+        let (lu, rest) = residual_lu(DET, y[1].view(), ws)?;
+        let (mut adj, _) = colmajor(DET, rest, lu.dim())?;
+        adjugate_t(DET, lu, &piv, adj.view_mut())?;
+        let cbar = ybar.view(0)[(0, 0)];
+        Zip::from(g)
+            .and(&adj)
+            .for_each(|g, &v| acc.store(g, cbar * v));
+        Ok(())
+    }
+    fn pushforward(
+        &self,
+        _x: &[ArrayView2<'_, T>],
+        y: &[ArrayView2<'_, T>],
+        xdot: &Partials<'_, '_, T>,
+        ydot: &mut [ArrayViewMut2<'_, T>],
+        ws: &mut [T],
+    ) -> Result<()> {
+        let piv = residual_pivots(DET, &y[2])?;
+        let (lu, rest) = residual_lu(DET, y[1].view(), ws)?;
+        let (mut adj, _) = colmajor(DET, rest, lu.dim())?;
+        adjugate_t(DET, lu, &piv, adj.view_mut())?;
+        ydot[0][(0, 0)] = Zip::from(&adj)
+            .and(&xdot.view(0))
+            .fold(T::zero(), |s, &g, &ad| s + g * ad);
+        Ok(())
+    }
+}
+
+/// The sign and the logarithm of the absolute value of the determinant of a square,
+/// nonsingular `A`: two `1×1` outputs `s = sign det A` (`±1`) and `ℓ = log|det A|`
+/// (Giles 2008, "determinant", through `log`; `docs/math.md`, determinant).
+///
+/// - Forward: `A = PLU` (getrf), `s = det P · Πᵢ sign Uᵢᵢ`, `ℓ = Σᵢ log|Uᵢᵢ|`, which
+///   neither overflows nor underflows where `det A` would. The factors and pivots are
+///   the residuals `LU` and `ipiv`, as for [`Det`].
+/// - JVP: `ṡ = 0` (the sign is piecewise constant), `ℓ̇ = tr(A⁻¹Ȧ)`.
+/// - VJP: `Ā = ℓ̄·A⁻ᵀ` (`s̄` contributes nothing), `A⁻ᵀ` from the residual LU by one
+///   getrs (transposed) on the identity.
+///
+/// Assumes `A` nonsingular: at a singular `A` `log 0` is undefined and the forward pass
+/// returns [`Error::Singular`] naming the first zero pivot `Uₖₖ` (also when `A⁻ᵀ`
+/// overflows in the other passes, then naming the smallest pivot). Other errors:
+/// [`Error::NotSquare`]; [`Error::NonFinite`] for NaN or infinity in `A`. The reverse
+/// rule reads the residuals only. Workspace: `2n²`, as for [`Det`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
+pub struct SlogDet;
+
+const SLOGDET: &str = "SlogDet";
+
+/// `A⁻ᵀ` into the column-major `out`, from the residuals; singular factors are an error.
+fn inverse_t<T: Real>(
+    lu: ArrayView2<'_, T>,
+    piv: &[i32],
+    mut out: ArrayViewMut2<'_, T>,
+) -> Result<()> {
+    if let Some(index) = first_zero_pivot(&lu) {
+        return Err(Error::Singular { op: SLOGDET, index });
+    }
+    inverse_into(SLOGDET, lu, piv, Trans::Yes, out.view_mut())?;
+    if all_finite(&out.view()) {
+        Ok(())
+    } else {
+        Err(Error::Singular {
+            op: SLOGDET,
+            index: smallest_pivot(&lu),
+        })
+    }
+}
+
+impl<T: Real> Rule<T> for SlogDet {
+    fn name(&self) -> &'static str {
+        SLOGDET
+    }
+    fn arity(&self) -> usize {
+        1
+    }
+    fn outputs(&self) -> usize {
+        2
+    }
+    fn residuals(&self) -> usize {
+        2
+    }
+    fn output_name(&self, k: usize) -> &'static str {
+        match k {
+            0 => "sign",
+            1 => "logabsdet",
+            k => RESIDUALS.get(k - 2).copied().unwrap_or("R"),
+        }
+    }
+    fn shapes(&self, x: &[Shape]) -> Result<Shapes> {
+        det_shapes(SLOGDET, 2, x[0])
+    }
+    fn saves(&self, wanted: &[bool]) -> Saves {
+        if wanted[0] {
+            Saves::NONE.output(2).output(3)
+        } else {
+            Saves::NONE
+        }
+    }
+    fn workspace(&self, x: &[Shape]) -> usize {
+        2 * x[0].0 * x[0].0
+    }
+    fn eval(
+        &self,
+        x: &[ArrayView2<'_, T>],
+        y: &mut [ArrayViewMut2<'_, T>],
+        ws: &mut [T],
+    ) -> Result<()> {
+        let (out, res) = y.split_at_mut(2);
+        let (piv, zero) = factor_residuals(SLOGDET, x[0].view(), res, ws)?;
+        if let Some(index) = zero {
+            return Err(Error::Singular { op: SLOGDET, index });
+        }
+        let (mut sign, mut log) = (permutation_sign::<T>(&piv), T::zero());
+        for &d in res[0].diag() {
+            if d < T::zero() {
+                sign = -sign;
+            }
+            log += d.abs().ln();
+        }
+        out[0][(0, 0)] = sign;
+        out[1][(0, 0)] = log;
+        Ok(())
+    }
+    fn pullback(
+        &self,
+        _x: &[ArrayView2<'_, T>],
+        y: &[ArrayView2<'_, T>],
+        ybar: &Partials<'_, '_, T>,
+        grads: &mut [Grad<'_, T>],
+        ws: &mut [T],
+    ) -> Result<()> {
+        let Some((mut g, acc)) = grads[0].target() else {
+            return Ok(());
+        };
+        // Only ℓ̄ reaches Ā: without it the gradient is zero.
+        let Some(lbar) = ybar.get(1).map(|l| l[(0, 0)]) else {
+            if acc == crate::Accum::Replace {
+                g.fill(T::zero());
+            }
+            return Ok(());
+        };
+        let piv = residual_pivots(SLOGDET, &y[3])?;
+        let (lu, rest) = residual_lu(SLOGDET, y[2].view(), ws)?;
+        let (mut inv_t, _) = colmajor(SLOGDET, rest, lu.dim())?;
+        inverse_t(lu, &piv, inv_t.view_mut())?;
+        Zip::from(g)
+            .and(&inv_t)
+            .for_each(|g, &v| acc.store(g, lbar * v));
+        Ok(())
+    }
+    fn pushforward(
+        &self,
+        _x: &[ArrayView2<'_, T>],
+        y: &[ArrayView2<'_, T>],
+        xdot: &Partials<'_, '_, T>,
+        ydot: &mut [ArrayViewMut2<'_, T>],
+        ws: &mut [T],
+    ) -> Result<()> {
+        let piv = residual_pivots(SLOGDET, &y[3])?;
+        let (lu, rest) = residual_lu(SLOGDET, y[2].view(), ws)?;
+        let (mut inv_t, _) = colmajor(SLOGDET, rest, lu.dim())?;
+        inverse_t(lu, &piv, inv_t.view_mut())?;
+        ydot[0][(0, 0)] = T::zero();
+        ydot[1][(0, 0)] = Zip::from(&inv_t)
+            .and(&xdot.view(0))
+            .fold(T::zero(), |s, &g, &ad| s + g * ad);
+        Ok(())
+    }
+}

@@ -1,0 +1,350 @@
+//! The LU family of Giles (2008), sections "inverse", "determinant" and "matrix
+//! inverse product": [`Inverse`] `C = A⁻¹`, [`Det`] `c = det A`, [`SlogDet`]
+//! `(sign det A, log|det A|)` and [`LuSolve`] `X = A⁻¹B` or `X = A⁻ᵀB`, each through
+//! one LAPACK LU factorisation `A = PLU` (getrf) and its solves (getrs).
+//!
+//! [`Det`], [`SlogDet`] and [`LuSolve`] hand the factorisation to their reverse and
+//! forward rules as residual outputs ([`crate::Rule::residuals`]): `LU`, the `n×n`
+//! packed factors as getrf leaves them (`L` unit lower triangular below the diagonal,
+//! `U` on and above it), and `ipiv`, the `n×1` row interchanges as `T` values (LAPACK's
+//! 1-based indices: row `i` was swapped with row `ipiv[i]`). The reverse pass solves
+//! with them and never refactors, so it does not read `A`.
+//!
+//! ```
+//! use matgrad::prelude::*;
+//! use ndarray::array;
+//!
+//! let a = array![[4.0f64, 3.0], [6.0, 3.0]];
+//! let c = Det.apply([a.view()])?;
+//! assert!((c.value()[(0, 0)] + 6.0).abs() < 1e-12);     // 4·3 − 3·6
+//! let [abar] = c.backward(array![[1.0]].view())?;        // adj(A)ᵀ
+//! assert!((&abar - &array![[3.0, -6.0], [-3.0, 4.0]]).iter().all(|d| d.abs() < 1e-12));
+//!
+//! let b = array![[1.0, 0.0, 2.0], [0.0, 1.0, 1.0]];
+//! let x = LuSolve::new().apply([a.view(), b.view()])?;  // X = A⁻¹B
+//! assert!((a.dot(x.value()) - &b).iter().all(|d| d.abs() < 1e-12));
+//! assert_eq!(x.residuals().len(), 2);                    // LU and ipiv
+//! # Ok::<(), matgrad::Error>(())
+//! ```
+
+mod det;
+mod inverse;
+mod solve;
+
+pub use det::{Det, SlogDet};
+pub use inverse::Inverse;
+pub use solve::LuSolve;
+
+use crate::blas::{gemm, lapack, Accum, Trans};
+use crate::error::{Error, Result};
+use crate::Real;
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, ShapeBuilder};
+use smallvec::{smallvec, SmallVec};
+
+/// Row interchanges as getrf gives them (1-based), inline up to order 64.
+type Pivots = SmallVec<[i32; 64]>;
+
+/// Whether LAPACK can take `v` as it is: contiguous columns with a leading dimension of
+/// at least the number of rows (the test of [`crate::blas::lapack`]).
+fn is_colmajor<T>(v: &ArrayView2<'_, T>) -> bool {
+    let (r, c) = v.dim();
+    let s = v.strides();
+    (r <= 1 || s[0] == 1) && (c <= 1 || s[1] >= r.max(1) as isize)
+}
+
+/// The first `r·c` elements of `ws` as a column-major `r×c` matrix, and the rest.
+fn colmajor<'w, T>(
+    op: &'static str,
+    ws: &'w mut [T],
+    (r, c): (usize, usize),
+) -> Result<(ArrayViewMut2<'w, T>, &'w mut [T])> {
+    let short = |got| Error::Workspace {
+        op,
+        needed: r * c,
+        got,
+    };
+    if ws.len() < r * c {
+        return Err(short(ws.len()));
+    }
+    let (head, rest) = ws.split_at_mut(r * c);
+    let view = ArrayViewMut2::from_shape((r, c).f(), head).map_err(|_| short(r * c))?;
+    Ok((view, rest))
+}
+
+/// [`Error::NonFinite`] at the first NaN or infinity of `x` in row-major order: LAPACK
+/// would turn it into a result of NaN without a word.
+fn expect_finite<T: Real>(
+    op: &'static str,
+    name: &'static str,
+    x: &ArrayView2<'_, T>,
+) -> Result<()> {
+    match x.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        Some(((row, col), _)) => Err(Error::NonFinite { op, name, row, col }),
+        None => Ok(()),
+    }
+}
+
+/// `A = PLU` (getrf) into the column-major `lu`, which is not read: the pivots, and the
+/// index of the first exactly zero pivot `U[k, k]` if there is one. A non-finite entry
+/// of `A` is an error before LAPACK sees it.
+fn factor<T: Real>(
+    op: &'static str,
+    a: ArrayView2<'_, T>,
+    mut lu: ArrayViewMut2<'_, T>,
+) -> Result<(Pivots, Option<usize>)> {
+    expect_finite(op, "A", &a)?;
+    lu.assign(&a);
+    let mut piv: Pivots = smallvec![0; a.nrows()];
+    let zero = lapack::getrf(op, lu, &mut piv)?;
+    Ok((piv, zero))
+}
+
+/// The pivots as `T` values into the `n×1` residual (not read).
+fn store_pivots<T: Real>(piv: &[i32], mut out: ArrayViewMut2<'_, T>) {
+    for (o, &p) in out.iter_mut().zip(piv) {
+        *o = T::of(f64::from(p));
+    }
+}
+
+/// The pivots from the `n×1` residual, each checked to be a row index `1..=n`.
+fn residual_pivots<T: Real>(op: &'static str, r: &ArrayView2<'_, T>) -> Result<Pivots> {
+    let n = r.nrows();
+    r.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let p = v.to64();
+            if p.fract() == 0.0 && p >= 1.0 && p <= n as f64 {
+                Ok(p as i32)
+            } else {
+                Err(Error::InvalidArgument {
+                    op,
+                    msg: format!("residual pivot {i} is {v}, not a row index in 1..={n}"),
+                })
+            }
+        })
+        .collect()
+}
+
+/// The LU residual as LAPACK takes it: the residual itself when it is column-major,
+/// otherwise a copy in the first `n²` elements of `ws`; and the rest of `ws`.
+fn residual_lu<'a, T: Real>(
+    op: &'static str,
+    lu: ArrayView2<'a, T>,
+    ws: &'a mut [T],
+) -> Result<(ArrayView2<'a, T>, &'a mut [T])> {
+    if is_colmajor(&lu) {
+        return Ok((lu, ws));
+    }
+    let (r, c) = lu.dim();
+    let (mut w, _) = colmajor(op, ws, (r, c))?;
+    w.assign(&lu);
+    let (head, rest) = ws.split_at_mut(r * c);
+    let head: &'a [T] = head;
+    let view = ArrayView2::from_shape((r, c).f(), head).map_err(|_| Error::Workspace {
+        op,
+        needed: r * c,
+        got: r * c,
+    })?;
+    Ok((view, rest))
+}
+
+/// Index of the first exactly zero pivot `U[k, k]`.
+fn first_zero_pivot<T: Real>(lu: &ArrayView2<'_, T>) -> Option<usize> {
+    lu.diag().iter().position(|&d| d == T::zero())
+}
+
+/// Index of the pivot of smallest magnitude: where a matrix whose inverse overflows is
+/// closest to singular.
+fn smallest_pivot<T: Real>(lu: &ArrayView2<'_, T>) -> usize {
+    let d = lu.diag();
+    (0..d.len())
+        .min_by(|&i, &j| {
+            d[i].abs()
+                .partial_cmp(&d[j].abs())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })
+        .unwrap_or(0)
+}
+
+/// `det P = ±1`: `−1` to the number of actual row interchanges.
+fn permutation_sign<T: Real>(piv: &[i32]) -> T {
+    let swaps = piv
+        .iter()
+        .enumerate()
+        .filter(|&(i, &p)| p as usize != i + 1)
+        .count();
+    if swaps % 2 == 0 {
+        T::one()
+    } else {
+        -T::one()
+    }
+}
+
+/// `det A = det P · Πᵢ Uᵢᵢ` from the factors.
+fn determinant<T: Real>(lu: &ArrayView2<'_, T>, piv: &[i32]) -> T {
+    lu.diag()
+        .iter()
+        .fold(permutation_sign::<T>(piv), |c, &d| c * d)
+}
+
+/// `out ← op(A)⁻¹` (column-major, not read): getrs on the identity.
+fn inverse_into<T: Real>(
+    op: &'static str,
+    lu: ArrayView2<'_, T>,
+    piv: &[i32],
+    trans: Trans,
+    mut out: ArrayViewMut2<'_, T>,
+) -> Result<()> {
+    out.fill(T::zero());
+    out.diag_mut().fill(T::one());
+    lapack::getrs(op, lu, piv, trans, out)
+}
+
+/// Whether every entry is finite.
+fn all_finite<T: Real>(x: &ArrayView2<'_, T>) -> bool {
+    x.iter().all(|v| v.is_finite())
+}
+
+/// `G = adj(A)ᵀ = ∂ det A/∂A` into the column-major `n×n` `g` (not read), from the LU
+/// factors: finite at every `A`, also a singular one (`docs/math.md`, determinant).
+///
+/// - No zero pivot: `G = det A · A⁻ᵀ`, one getrs on the identity. Should `A⁻ᵀ`
+///   overflow (a pivot so small that `1/Uₖₖ` is infinite) the SVD below is used.
+/// - One zero pivot `Uₖₖ = 0`: `A` has rank `n − 1` and
+///   `adj(A) = adj(U)·adj(L)·adj(P) = det P · d · x zᵀ` with `d = Πⱼ≠ₖ Uⱼⱼ`, `Ux = 0`
+///   (`xₖ = 1`, `xⱼ = 0` below `k`), `yᵀU = 0` (`yₖ = 1`, `yⱼ = 0` above `k`) and
+///   `z = P L⁻ᵀ y`: two triangular solves on vectors, `O(n²)`.
+/// - Several zero pivots (the rank may still be `n − 1`, as for a shift matrix): the
+///   SVD `A = UΣVᵀ` of `A = PLU` rebuilt from the factors,
+///   `adj(A)ᵀ = det U · det V · U diag(Πⱼ≠ᵢ σⱼ) Vᵀ`. This path allocates its own
+///   scratch (gesdd's), as it is taken only for exactly singular or overflowing input.
+fn adjugate_t<T: Real>(
+    op: &'static str,
+    lu: ArrayView2<'_, T>,
+    piv: &[i32],
+    mut g: ArrayViewMut2<'_, T>,
+) -> Result<()> {
+    let n = lu.nrows();
+    let zeros: SmallVec<[usize; 2]> = (0..n)
+        .filter(|&i| lu[(i, i)] == T::zero())
+        .take(2)
+        .collect();
+    match zeros.as_slice() {
+        [] => {
+            inverse_into(op, lu, piv, Trans::Yes, g.view_mut())?;
+            if all_finite(&g.view()) {
+                let c = determinant(&lu, piv);
+                g.mapv_inplace(|v| v * c);
+                return Ok(());
+            }
+            adjugate_t_svd(op, lu, piv, g)
+        }
+        &[k] => {
+            adjugate_t_rank_one(lu, piv, k, g);
+            Ok(())
+        }
+        _ => adjugate_t_svd(op, lu, piv, g),
+    }
+}
+
+/// `adj(A)ᵀ = det P · d · z xᵀ` for exactly one zero pivot `Uₖₖ` (see [`adjugate_t`]).
+fn adjugate_t_rank_one<T: Real>(
+    lu: ArrayView2<'_, T>,
+    piv: &[i32],
+    k: usize,
+    mut g: ArrayViewMut2<'_, T>,
+) {
+    let n = lu.nrows();
+    let d = (0..n)
+        .filter(|&j| j != k)
+        .fold(permutation_sign::<T>(piv), |d, j| d * lu[(j, j)]);
+    // Ux = 0: x = (−U₍ₖₖ₎⁻¹U[..k, k], 1, 0, …); the leading block is nonsingular.
+    g.fill(T::zero());
+    let mut x: SmallVec<[T; 64]> = smallvec![T::zero(); n];
+    x[k] = T::one();
+    for i in (0..k).rev() {
+        let s = (i + 1..=k).fold(T::zero(), |s, j| s + lu[(i, j)] * x[j]);
+        x[i] = -s / lu[(i, i)];
+    }
+    // yᵀU = 0: y = (0, …, 1, y_{k+1}, …) by forward substitution with the trailing block.
+    let mut y: SmallVec<[T; 64]> = smallvec![T::zero(); n];
+    y[k] = T::one();
+    for j in k + 1..n {
+        let s = (k..j).fold(T::zero(), |s, i| s + y[i] * lu[(i, j)]);
+        y[j] = -s / lu[(j, j)];
+    }
+    // z = L⁻ᵀy (Lᵀ is unit upper triangular), in place, then z ← Pz.
+    for i in (0..n).rev() {
+        let s = (i + 1..n).fold(T::zero(), |s, j| s + lu[(j, i)] * y[j]);
+        y[i] -= s;
+    }
+    for (i, &p) in piv.iter().enumerate().rev() {
+        y.swap(i, p as usize - 1);
+    }
+    for ((r, c), v) in g.indexed_iter_mut() {
+        *v = d * y[r] * x[c];
+    }
+}
+
+/// `adj(A)ᵀ` through the SVD of `A = PLU` (see [`adjugate_t`]); allocates.
+fn adjugate_t_svd<T: Real>(
+    op: &'static str,
+    lu: ArrayView2<'_, T>,
+    piv: &[i32],
+    g: ArrayViewMut2<'_, T>,
+) -> Result<()> {
+    let n = lu.nrows();
+    // A = P·L·U: L with its unit diagonal, U its upper triangle, then the interchanges
+    // undone from the last.
+    let l = Array2::from_shape_fn((n, n), |(i, j)| match i.cmp(&j) {
+        std::cmp::Ordering::Greater => lu[(i, j)],
+        std::cmp::Ordering::Equal => T::one(),
+        std::cmp::Ordering::Less => T::zero(),
+    });
+    let u = Array2::from_shape_fn((n, n), |(i, j)| if j >= i { lu[(i, j)] } else { T::zero() });
+    let mut a = Array2::<T>::zeros((n, n).f());
+    gemm(a.view_mut(), Accum::Replace, l.view(), u.view(), T::one())?;
+    for (i, &p) in piv.iter().enumerate().rev() {
+        let p = p as usize - 1;
+        if p != i {
+            for j in 0..n {
+                a.swap((i, j), (p, j));
+            }
+        }
+    }
+    let mut s = vec![T::zero(); n];
+    let mut uu = Array2::<T>::zeros((n, n).f());
+    let mut vt = Array2::<T>::zeros((n, n).f());
+    let mut work = vec![T::zero(); lapack::gesdd_workspace::<T>(n, n)?];
+    let mut iwork = vec![0i32; 8 * n];
+    lapack::gesdd(
+        op,
+        a.view_mut(),
+        &mut s,
+        uu.view_mut(),
+        vt.view_mut(),
+        &mut work,
+        &mut iwork,
+    )?;
+    // det U · det V of the orthogonal factors, each ±1, by LU.
+    let mut sign = T::one();
+    for q in [&uu, &vt] {
+        let mut m = q.clone();
+        let mut p: Pivots = smallvec![0; n];
+        lapack::getrf(op, m.view_mut(), &mut p)?;
+        let d = determinant(&m.view(), &p);
+        sign = if d < T::zero() { -sign } else { sign };
+    }
+    // πᵢ = Πⱼ≠ᵢ σⱼ by prefix and suffix products (no division by a zero σ).
+    let mut suffix = vec![T::one(); n + 1];
+    for i in (0..n).rev() {
+        suffix[i] = suffix[i + 1] * s[i];
+    }
+    let mut prefix = T::one();
+    for (i, mut col) in uu.columns_mut().into_iter().enumerate() {
+        let pi = prefix * suffix[i + 1];
+        col.mapv_inplace(|v| v * pi);
+        prefix *= s[i];
+    }
+    gemm(g, Accum::Replace, uu.view(), vt.view(), sign)
+}
