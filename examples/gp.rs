@@ -1,23 +1,29 @@
 //! Gaussian-process regression on monthly Mauna Loa CO₂, 1980–2001 (`data/`): fits the
 //! hyperparameters of a squared-exponential kernel by climbing the log marginal
-//! likelihood, with the gradient obtained by chaining matgrad's primitives in reverse.
+//! likelihood, with the gradient from a reverse sweep over the recorded computation.
 //!
 //! ```text
 //! log p(y | x, θ) = −½ yᵀK⁻¹y − Σᵢ log Lᵢᵢ − (n/2) log 2π,   K = LLᵀ,
 //! K = σ_f² exp(−(x − x')²/(2ℓ²)) + σ_n² I,   θ = (log σ_f², log ℓ, log σ_n²).
 //! ```
 //!
-//! Forward: `L = Cholesky(K)`, `α = ChoSolve(L, y) = K⁻¹y`, `q = MatMul(yᵀα)`,
-//! `c = CholLogDet(L) = 2Σ log Lᵢᵢ`. Reverse: `q̄ = c̄ = −½`; `ᾱ` from MatMul; ChoSolve
-//! writes `L̄` first and CholLogDet adds into it; Cholesky (symmetric convention, since
-//! `K` is built symmetric) gives `K̄`; and `θ̄ᵢ = ⟨K̄, ∂K/∂θᵢ⟩` elementwise. The gradient
-//! is proven by the shared checker (finite differences, and the adjoint identity
-//! against the same chain in forward mode) before Adam uses it.
+//! Everything from θ (a 3×1 leaf) to `log p` is recorded on a [`Tape`], built from
+//! the crate's primitives only: `MatMul` picks each component of θ and broadcasts a
+//! 1×1 value to n×n (`1·s·1ᵀ`), `Map(Exp)`, `Hadamard` and `Add` build
+//! `K = exp(log σ_f² − D ⊙ (1/ℓ²)/2) + σ_n² I` from the squared distances `D`, then
+//! `L = Cholesky(K)`, `α = ChoSolve(L, y) = K⁻¹y`, `q = MatMul(yᵀα)`,
+//! `c = CholLogDet(L) = 2Σ log Lᵢᵢ`, `log p = −½(q + c) − (n/2) log 2π`.
+//!
+//! The tape's reverse sweep sums what each value's children send back: `L̄` from the
+//! solve and the log-determinant, `θ̄` from the three places θ is read. The recorded
+//! graph is itself a primitive of θ ([`Tape::function`]), which the shared checker
+//! proves (finite differences, and the adjoint identity against the same records in
+//! forward mode) before Adam uses the gradient.
 //!
 //! Run: `cargo run --release --example gp`
 
 use matgrad::prelude::*;
-use ndarray::{array, Array2, ArrayView2, ArrayViewMut2, Zip};
+use ndarray::{array, ArcArray2, Array2};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -30,6 +36,8 @@ const FD_STEP: f64 = 1e-3;
 const STEPS: usize = 300;
 const PRINT_EVERY: usize = 20;
 const LEARNING_RATE: f64 = 0.05;
+
+const NAME: &str = "GP log marginal likelihood";
 
 /// A column standardised to mean 0 and standard deviation 1, with what undoes it.
 struct Standardised {
@@ -74,180 +82,89 @@ fn load() -> std::result::Result<(Vec<f64>, Vec<f64>), String> {
     Ok((time, co2))
 }
 
-/// The log marginal likelihood and its gradient with respect to θ.
-fn log_likelihood(
-    sq_dist: &Array2<f64>,
-    y: &Array2<f64>,
-    theta: [f64; 3],
-) -> matgrad::Result<(f64, [f64; 3])> {
-    let [log_sf2, log_ell, log_sn2] = theta;
-    let (sf2, ell2, sn2) = (log_sf2.exp(), (2.0 * log_ell).exp(), log_sn2.exp());
-    let e = sq_dist.mapv(|d| (-d / (2.0 * ell2)).exp());
-    let mut k = &e * sf2;
-    k.diag_mut().mapv_inplace(|v| v + sn2);
-
-    // L and α are passed on shared (a reference count, no copy).
-    let chol = Cholesky::new().apply([k.view()])?;
-    let alpha = ChoSolve.apply([Arg::from(chol.value()), Arg::from(y)])?;
-    let quad = MatMul::tn().apply([Arg::from(y), Arg::from(alpha.value())])?;
-    let logdet = CholLogDet.apply([chol.value()])?;
-    let n = y.nrows() as f64;
-    let value = -0.5 * quad.value()[(0, 0)]
-        - 0.5 * logdet.value()[(0, 0)]
-        - 0.5 * n * std::f64::consts::TAU.ln();
-
-    // Reverse sweep, by hand (a tape would do this). Each gradient buffer gets one
-    // first write (`Grad::Write`, its contents not read) and any later writer adds.
-    let minus_half = array![[-0.5]];
-    let mut alpha_bar = Array2::zeros(y.dim());
-    quad.backward_into(
-        &[Some(minus_half.view())],
-        &mut [Grad::Skip, Grad::Write(alpha_bar.view_mut())],
-        None,
-    )?;
-    // L feeds both the solve and the log-determinant: its gradient is the sum of both.
-    let mut l_bar = Array2::zeros(chol.value().dim());
-    alpha.backward_into(
-        &[Some(alpha_bar.view())],
-        &mut [Grad::Write(l_bar.view_mut()), Grad::Skip],
-        None,
-    )?;
-    logdet.backward_into(
-        &[Some(minus_half.view())],
-        &mut [Grad::Add(l_bar.view_mut())],
-        None,
-    )?;
-    let [k_bar] = chol.backward(l_bar.view())?;
-
-    // ∂K/∂log σ_f² = σ_f²E, ∂K/∂log ℓ = σ_f²E ⊙ D/ℓ², ∂K/∂log σ_n² = σ_n²I.
-    let mut dot_e = 0.0;
-    let mut dot_ed = 0.0;
-    Zip::from(&k_bar)
-        .and(&e)
-        .and(sq_dist)
-        .for_each(|&g, &e, &d| {
-            dot_e += g * e;
-            dot_ed += g * e * d;
-        });
-    let grad = [sf2 * dot_e, sf2 * dot_ed / ell2, sn2 * k_bar.diag().sum()];
-    Ok((value, grad))
+/// The data the likelihood reads, shared with every tape (no copies).
+struct Data {
+    /// `−D/2`, `D` the squared distances between inputs (n×n).
+    neg_half_sq_dist: ArcArray2<f64>,
+    /// The standardised targets (n×1).
+    y: ArcArray2<f64>,
+    /// `1` (n×1) and `I` (n×n).
+    ones: ArcArray2<f64>,
+    eye: ArcArray2<f64>,
 }
 
-/// The log marginal likelihood as a primitive of θ (a 3×1 column), so that the shared
-/// checker can prove the chained gradient: its reverse rule is the chain above, its
-/// forward rule chains the primitives' `jvp`s, and the checker compares both with
-/// finite differences and with each other (the adjoint identity).
-struct LogMarginal<'d> {
-    sq_dist: &'d Array2<f64>,
-    y: &'d Array2<f64>,
+/// Records `log p(y | x, θ)` on `tape` and returns it (1×1).
+fn record_log_likelihood(tape: &mut Tape<f64>, theta: Var, data: &Data) -> matgrad::Result<Var> {
+    let n = data.y.nrows() as f64;
+    let mut constant = |a: Array2<f64>| tape.constant(a);
+    let (pick_sf2, pick_ell, pick_sn2) = (
+        constant(array![[1.0], [0.0], [0.0]]),
+        constant(array![[0.0], [-2.0], [0.0]]),
+        constant(array![[0.0], [0.0], [1.0]]),
+    );
+    let minus_half = constant(array![[-0.5]]);
+    let log_norm = constant(array![[-0.5 * n * std::f64::consts::TAU.ln()]]);
+    let neg_half_d = tape.constant(data.neg_half_sq_dist.clone());
+    let (y, ones, eye) = (
+        tape.constant(data.y.clone()),
+        tape.constant(data.ones.clone()),
+        tape.constant(data.eye.clone()),
+    );
+    // A 1×1 value s as the n×n matrix 1·s·1ᵀ.
+    let broadcast = |tape: &mut Tape<f64>, s: Var| -> matgrad::Result<Var> {
+        let column = tape.apply1(MatMul::nn(), &[ones, s])?;
+        tape.apply1(MatMul::nt(), &[column, ones])
+    };
+
+    // θ is read three times; its gradient is the sum of the three contributions.
+    let log_sf2 = tape.apply1(MatMul::tn(), &[pick_sf2, theta])?;
+    let minus_2_log_ell = tape.apply1(MatMul::tn(), &[pick_ell, theta])?;
+    let log_sn2 = tape.apply1(MatMul::tn(), &[pick_sn2, theta])?;
+    // K = exp(log σ_f² − D/(2ℓ²)) + σ_n² I.
+    let inv_ell2 = tape.apply1(Map(Exp), &[minus_2_log_ell])?;
+    let inv_ell2 = broadcast(tape, inv_ell2)?;
+    let scaled = tape.apply1(Hadamard, &[neg_half_d, inv_ell2])?;
+    let log_sf2 = broadcast(tape, log_sf2)?;
+    let exponent = tape.apply1(Add, &[log_sf2, scaled])?;
+    let signal = tape.apply1(Map(Exp), &[exponent])?;
+    let sn2 = tape.apply1(Map(Exp), &[log_sn2])?;
+    let sn2 = broadcast(tape, sn2)?;
+    let noise = tape.apply1(Hadamard, &[eye, sn2])?;
+    let k = tape.apply1(Add, &[signal, noise])?;
+    // log p = −½(yᵀK⁻¹y + log det K) − (n/2) log 2π. L feeds both the solve and the
+    // log-determinant: the sweep writes L̄ from one and adds the other.
+    let l = tape.apply1(Cholesky::new(), &[k])?;
+    let alpha = tape.apply1(ChoSolve, &[l, y])?;
+    let quad = tape.apply1(MatMul::tn(), &[y, alpha])?;
+    let logdet = tape.apply1(CholLogDet, &[l])?;
+    let sum = tape.apply1(Add, &[quad, logdet])?;
+    let half = tape.apply1(MatMul::nn(), &[minus_half, sum])?;
+    tape.apply1(Add, &[half, log_norm])
 }
 
-const NAME: &str = "GP log marginal likelihood";
-
-impl LogMarginal<'_> {
-    fn theta(x: &[ArrayView2<'_, f64>]) -> [f64; 3] {
-        [x[0][(0, 0)], x[0][(1, 0)], x[0][(2, 0)]]
-    }
-}
-
-impl Rule<f64> for LogMarginal<'_> {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn arity(&self) -> usize {
-        1
-    }
-    fn input_name(&self, _input: usize) -> &'static str {
-        "θ"
-    }
-    fn shapes(&self, x: &[Shape]) -> matgrad::Result<Shapes> {
-        if x[0] != Shape(3, 1) {
-            return Err(Error::WrongShape {
-                op: NAME,
-                name: "input",
-                of: "θ",
-                expected: Shape(3, 1),
-                got: x[0],
-            });
-        }
-        Ok(smallvec![Shape(1, 1)])
-    }
-    fn saves(&self, _wanted: &[bool]) -> Saves {
-        Saves::NONE.input(0)
-    }
-    fn eval(
-        &self,
-        x: &[ArrayView2<'_, f64>],
-        y: &mut [ArrayViewMut2<'_, f64>],
-        _ws: &mut [f64],
-    ) -> matgrad::Result<()> {
-        let (value, _) = log_likelihood(self.sq_dist, self.y, Self::theta(x))?;
-        y[0][(0, 0)] = value;
-        Ok(())
-    }
-    fn pullback(
-        &self,
-        x: &[ArrayView2<'_, f64>],
-        _y: &[ArrayView2<'_, f64>],
-        ybar: &Partials<'_, '_, f64>,
-        grads: &mut [Grad<'_, f64>],
-        _ws: &mut [f64],
-    ) -> matgrad::Result<()> {
-        let Some((mut g, acc)) = grads[0].target() else {
-            return Ok(());
-        };
-        let (_, grad) = log_likelihood(self.sq_dist, self.y, Self::theta(x))?;
-        let cbar = ybar.view(0)[(0, 0)];
-        for (i, gi) in grad.into_iter().enumerate() {
-            acc.store(&mut g[(i, 0)], gi * cbar);
-        }
-        Ok(())
-    }
-    fn pushforward(
-        &self,
-        x: &[ArrayView2<'_, f64>],
-        _y: &[ArrayView2<'_, f64>],
-        xdot: &Partials<'_, '_, f64>,
-        ydot: &mut [ArrayViewMut2<'_, f64>],
-        _ws: &mut [f64],
-    ) -> matgrad::Result<()> {
-        let [log_sf2, log_ell, log_sn2] = Self::theta(x);
-        let (sf2, ell2, sn2) = (log_sf2.exp(), (2.0 * log_ell).exp(), log_sn2.exp());
-        let t = xdot.view(0);
-        let (t_sf2, t_ell, t_sn2) = (t[(0, 0)], t[(1, 0)], t[(2, 0)]);
-        let e = self.sq_dist.mapv(|d| (-d / (2.0 * ell2)).exp());
-        let mut k = &e * sf2;
-        k.diag_mut().mapv_inplace(|v| v + sn2);
-        // K̇ = Σᵢ θ̇ᵢ ∂K/∂θᵢ, then the primitives' forward-mode rules in order; the
-        // data y has no tangent (`None`).
-        let mut k_dot = Zip::from(&e)
-            .and(self.sq_dist)
-            .map_collect(|&e, &d| sf2 * e * (t_sf2 + t_ell * d / ell2));
-        k_dot.diag_mut().mapv_inplace(|v| v + sn2 * t_sn2);
-        let chol = Cholesky::new().apply([k.view()])?;
-        let l_dot = chol.jvp([k_dot.view()])?;
-        let alpha = ChoSolve.apply([Arg::from(chol.value()), Arg::from(self.y)])?;
-        let alpha_dot = alpha.jvp_all(&[Some(l_dot.view()), None])?.swap_remove(0);
-        let quad = MatMul::tn().apply([Arg::from(self.y), Arg::from(alpha.value())])?;
-        let quad_dot = quad
-            .jvp_all(&[None, Some(alpha_dot.view())])?
-            .swap_remove(0);
-        let logdet_dot = CholLogDet.apply([chol.value()])?.jvp([l_dot.view()])?;
-        ydot[0][(0, 0)] = -0.5 * (quad_dot[(0, 0)] + logdet_dot[(0, 0)]);
-        Ok(())
-    }
+/// The log marginal likelihood and its gradient with respect to θ: one recording, one
+/// reverse sweep from `log p` (cotangent 1).
+fn log_likelihood(data: &Data, theta: [f64; 3]) -> matgrad::Result<(f64, [f64; 3])> {
+    let mut tape = Tape::new();
+    let th = tape.leaf(array![[theta[0]], [theta[1]], [theta[2]]]);
+    let lp = record_log_likelihood(&mut tape, th, data)?;
+    // Values no reverse rule reads (most of the n×n intermediates) are dropped.
+    tape.release_unsaved(&[lp])?;
+    let value = tape.value(lp)?[(0, 0)];
+    let grads = tape.backward(lp)?;
+    let g = grads.get(th).ok_or(Error::InvalidArgument {
+        op: NAME,
+        msg: "no gradient for θ".into(),
+    })?;
+    Ok((value, [g[(0, 0)], g[(1, 0)], g[(2, 0)]]))
 }
 
 /// Adam ascent on θ, printing the log likelihood as it climbs.
-fn fit(
-    sq_dist: &Array2<f64>,
-    y: &Array2<f64>,
-    mut theta: [f64; 3],
-) -> matgrad::Result<([f64; 3], f64, [f64; 3])> {
+fn fit(data: &Data, mut theta: [f64; 3]) -> matgrad::Result<([f64; 3], f64, [f64; 3])> {
     let (b1, b2, eps) = (0.9, 0.999, 1e-8);
     let (mut m, mut v) = ([0.0; 3], [0.0; 3]);
     for step in 1..=STEPS {
-        let (value, grad) = log_likelihood(sq_dist, y, theta)?;
+        let (value, grad) = log_likelihood(data, theta)?;
         if step == 1 || step % PRINT_EVERY == 0 {
             println!("  step {step:>4}  log p(y|x,θ) = {value:>12.4}  θ = {theta:>8.4?}");
         }
@@ -259,7 +176,7 @@ fn fit(
             theta[i] += LEARNING_RATE * m_hat / (v_hat.sqrt() + eps);
         }
     }
-    let (value, grad) = log_likelihood(sq_dist, y, theta)?;
+    let (value, grad) = log_likelihood(data, theta)?;
     Ok((theta, value, grad))
 }
 
@@ -276,14 +193,21 @@ fn main() -> std::result::Result<ExitCode, Box<dyn std::error::Error>> {
         y.sd
     );
     let xs = x.values.column(0);
-    let sq_dist = Array2::from_shape_fn((n, n), |(i, j)| (xs[i] - xs[j]).powi(2));
-
-    let theta0 = [0.0, 0.0, (0.1f64).ln()];
-    let gp = LogMarginal {
-        sq_dist: &sq_dist,
-        y: &y.values,
+    let data = Data {
+        neg_half_sq_dist: Array2::from_shape_fn((n, n), |(i, j)| -0.5 * (xs[i] - xs[j]).powi(2))
+            .into_shared(),
+        y: y.values.clone().into_shared(),
+        ones: Array2::ones((n, 1)).into_shared(),
+        eye: Array2::eye(n).into_shared(),
     };
+
+    // The recorded likelihood as a primitive of θ, proven by the shared checker.
+    let theta0 = [0.0, 0.0, (0.1f64).ln()];
     let at = array![[theta0[0]], [theta0[1]], [theta0[2]]];
+    let mut tape = Tape::new();
+    let th = tape.leaf(at.clone());
+    let lp = record_log_likelihood(&mut tape, th, &data)?;
+    let gp = tape.function(NAME, &[th], &[lp])?.with_input_names(&["θ"]);
     let report = Checker::new().step(FD_STEP).check(&gp, &[at.view()])?;
     print!("{report}");
     if !report.passed() {
@@ -292,7 +216,7 @@ fn main() -> std::result::Result<ExitCode, Box<dyn std::error::Error>> {
     }
 
     println!("Adam ascent, learning rate {LEARNING_RATE}, {STEPS} steps");
-    let (theta, value, grad) = fit(&sq_dist, &y.values, theta0)?;
+    let (theta, value, grad) = fit(&data, theta0)?;
     let grad_norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
     println!("  final      log p(y|x,θ) = {value:>12.4}  |∇θ| = {grad_norm:.2e}");
     let (sf, ell, sn) = (

@@ -111,6 +111,18 @@ pub enum Error {
         got: Shape,
         what: &'static str,
     },
+    /// A [`crate::tape::Var`] used with a tape that did not record it.
+    #[error("{op}: the Var belongs to another tape")]
+    ForeignVar { op: &'static str },
+    /// A reverse sweep without a cotangent from an output that is not 1×1.
+    #[error("{op}: without a cotangent the output must be 1×1, got {got}; give its cotangent")]
+    NotScalar { op: &'static str, got: Shape },
+    /// A value the tape released ([`crate::tape::Tape::release_unsaved`]) was needed.
+    #[error("{op}: {name} was released from the tape (no reverse rule declares it in saves)")]
+    Released {
+        op: &'static str,
+        name: &'static str,
+    },
 }
 
 /// `Result` with [`Error`].

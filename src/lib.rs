@@ -46,6 +46,7 @@ pub mod nn;
 pub mod ops;
 pub mod primitive;
 mod scalar;
+pub mod tape;
 
 pub use blas::{Accum, Trans};
 pub use error::{Error, Shape};
@@ -81,6 +82,7 @@ pub mod prelude {
     pub use crate::ops::triangular::TriSolve;
     pub use crate::ops::{Applied, Apply, Arg};
     pub use crate::primitive::{Grad, Partials, Primitive, Rule, Saves, Shapes, Structure};
+    pub use crate::tape::{Gradients, Recorded, Tape, Var};
     pub use crate::Real;
     pub use smallvec::smallvec;
 }
