@@ -71,13 +71,16 @@ pub mod prelude {
     pub use crate::ops::elementwise::{
         Cos, Deriv, ElemFn, Exp, Hadamard, Log, Map, Relu, Sigmoid, Sin, Softplus, Square, Tanh,
     };
+    pub use crate::ops::expm::Expm;
     pub use crate::ops::logdet::CholLogDet;
     pub use crate::ops::loss::{MeanSquaredError, SoftmaxCrossEntropy};
     pub use crate::ops::lu::{Det, Inverse, LuSolve, SlogDet};
     pub use crate::ops::mask::{Mask, Tril, Triu};
     pub use crate::ops::matmul::MatMul;
     pub use crate::ops::reduce::{LogSoftmax, LogSumExp, Mean, Sum};
+    pub use crate::ops::poly::MatPoly;
     pub use crate::ops::reshape::{Reshape, Unvec, Vectorize};
+    pub use crate::ops::trace::Trace;
     pub use crate::ops::transpose::Transpose;
     pub use crate::ops::triangular::TriSolve;
     pub use crate::ops::{Applied, Apply, Arg};

@@ -340,3 +340,36 @@ pub fn gesdd<T: Real>(
         k => Err(Error::Lapack { op, info: k }),
     }
 }
+
+/// Elements of `T` that hold `n` pivots of [`getrf`], so that a rule can carve its
+/// pivots out of its workspace ([`pivots_in`]) and allocate nothing.
+pub fn pivot_len<T: Real>(n: usize) -> usize {
+    (n * std::mem::size_of::<i32>()).div_ceil(std::mem::size_of::<T>())
+}
+
+/// Splits a workspace into room for `n` pivots (the first [`pivot_len`]`(n)` elements,
+/// seen as `i32`) and the rest, so that [`getrf`] and [`getrs`] run in a caller's
+/// workspace of `T` without an allocation. The pivots' previous contents are arbitrary.
+pub fn pivots_in<T: Real>(ws: &mut [T], n: usize) -> Result<(&mut [i32], &mut [T])> {
+    let k = pivot_len::<T>(n);
+    if ws.len() < k {
+        return Err(Error::Workspace {
+            op: "pivots",
+            needed: k,
+            got: ws.len(),
+        });
+    }
+    let (p, rest) = ws.split_at_mut(k);
+    // SAFETY: `T` is `f32` or `f64` (`Real` is sealed through the private `Ffi`
+    // trait), whose alignment is at least `i32`'s, so the prefix is empty; every bit
+    // pattern is a valid `i32`, and every bit pattern LAPACK leaves is a valid `T`.
+    let (pre, mid, _) = unsafe { p.align_to_mut::<i32>() };
+    if !pre.is_empty() || mid.len() < n {
+        return Err(Error::Workspace {
+            op: "pivots",
+            needed: k,
+            got: mid.len(),
+        });
+    }
+    Ok((&mut mid[..n], rest))
+}

@@ -43,13 +43,16 @@ pub mod add;
 pub mod cho_solve;
 pub mod cholesky;
 pub mod elementwise;
+pub mod expm;
 pub mod logdet;
 pub mod loss;
 pub mod lu;
 pub mod mask;
 pub mod matmul;
 pub mod reduce;
+pub mod poly;
 pub mod reshape;
+pub mod trace;
 pub mod transpose;
 pub mod triangular;
 
