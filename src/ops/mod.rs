@@ -42,11 +42,14 @@ use smallvec::SmallVec;
 pub mod add;
 pub mod cho_solve;
 pub mod cholesky;
+pub mod eigh;
 pub mod elementwise;
 pub mod logdet;
 pub mod mask;
 pub mod matmul;
+pub mod norms;
 pub mod reshape;
+pub mod svd;
 pub mod transpose;
 pub mod triangular;
 

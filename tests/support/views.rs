@@ -96,16 +96,18 @@ fn nan_like(x: &Array2<f64>) -> Array2<f64> {
 /// Runs forward, forward_into, backward, backward_into (every gradient a first write
 /// into NaN, then every gradient added), jvp and jvp_into on contiguous `inputs` and
 /// on every [`Layout`] of them (inputs, outputs, cotangents, tangents, output and
-/// gradient buffers alike), and asserts the results agree. Every output gets a
-/// cotangent; tangents respect each input's declared structure.
+/// gradient buffers alike), and asserts the results agree. Every differentiable
+/// output gets a cotangent (residuals none); tangents respect each input's declared structure.
 pub fn assert_same_on_views<P: Primitive<f64> + ?Sized>(p: &P, inputs: &[&Array2<f64>], seed: u64) {
     let name = p.name();
     let contiguous: Vec<ArrayView2<'_, f64>> = inputs.iter().map(|x| x.view()).collect();
     let y = p.forward(&contiguous).unwrap();
     let yv: Vec<ArrayView2<'_, f64>> = y.iter().map(|c| c.view()).collect();
     let mut rng = random::rng(seed);
+    // One cotangent per differentiable output; residuals take none.
     let ybar: Vec<Array2<f64>> = y
         .iter()
+        .take(p.outputs())
         .map(|c| random::randn::<f64>(c.nrows(), c.ncols(), &mut rng))
         .collect();
     let tangents: Vec<Array2<f64>> = inputs
