@@ -79,6 +79,20 @@ pub enum Error {
         row: usize,
         col: usize,
     },
+    /// Two eigenvalues (or two singular values, indices from 0) coincide within the
+    /// tolerance of `docs/math.md` and the cotangent or tangent acts inside their
+    /// subspace, where the eigenvectors (singular vectors) are not determined by the
+    /// matrix and the derivative is not defined.
+    #[error("{op}: values {i} and {j} coincide (within the degeneracy tolerance) and the cotangent or tangent acts inside their subspace, where the derivative is not defined")]
+    DegenerateEigenvalues {
+        op: &'static str,
+        i: usize,
+        j: usize,
+    },
+    /// A singular value is zero within the tolerance of `docs/math.md` (index from 0)
+    /// and the cotangent or tangent has a component that the rule would divide by it.
+    #[error("{op}: singular value {index} is zero (within the degeneracy tolerance) and the cotangent or tangent needs its inverse, where the derivative is not defined")]
+    ZeroSingularValue { op: &'static str, index: usize },
     /// An invalid argument that is not a shape (a zero step, a negative block size, ...).
     #[error("{op}: {msg}")]
     InvalidArgument { op: &'static str, msg: String },

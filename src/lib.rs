@@ -68,6 +68,7 @@ pub mod prelude {
     pub use crate::ops::add::{Add, AddBias};
     pub use crate::ops::cho_solve::ChoSolve;
     pub use crate::ops::cholesky::{Cholesky, Convention, Method};
+    pub use crate::ops::eigh::SymEig;
     pub use crate::ops::elementwise::{
         Cos, Deriv, ElemFn, Exp, Hadamard, Log, Map, Relu, Sigmoid, Sin, Softplus, Square, Tanh,
     };
@@ -77,9 +78,11 @@ pub mod prelude {
     pub use crate::ops::lu::{Det, Inverse, LuSolve, SlogDet};
     pub use crate::ops::mask::{Mask, Tril, Triu};
     pub use crate::ops::matmul::MatMul;
-    pub use crate::ops::reduce::{LogSoftmax, LogSumExp, Mean, Sum};
+    pub use crate::ops::norms::{FrobeniusNorm, NuclearNorm, SpectralNorm};
     pub use crate::ops::poly::MatPoly;
+    pub use crate::ops::reduce::{LogSoftmax, LogSumExp, Mean, Sum};
     pub use crate::ops::reshape::{Reshape, Unvec, Vectorize};
+    pub use crate::ops::svd::Svd;
     pub use crate::ops::trace::Trace;
     pub use crate::ops::transpose::Transpose;
     pub use crate::ops::triangular::TriSolve;

@@ -26,6 +26,54 @@ fn col_ld(rows: usize, cols: usize, strides: &[isize]) -> Option<usize> {
     (ld >= rows.max(1) as isize).then_some(ld as usize)
 }
 
+/// Whether LAPACK can take `a` as it is: a column-major view (`strides[0] == 1`, or a
+/// single row) whose leading dimension covers its rows.
+pub fn is_column_major<T>(a: &ArrayView2<'_, T>) -> bool {
+    let (r, c) = a.dim();
+    col_ld(r, c, a.strides()).is_some()
+}
+
+/// Elements of `T` that hold `ints` LAPACK integers, the tail [`int_scratch`] carves.
+pub fn ints_in<T>(ints: usize) -> usize {
+    ints.saturating_mul(std::mem::size_of::<i32>())
+        .div_ceil(std::mem::size_of::<T>().max(1))
+}
+
+/// Splits a caller's scratch of `T` into the `T` part and, carved from its last
+/// [`ints_in`]`::<T>(ints)` elements, `ints` LAPACK integers, so that one workspace of
+/// the rule's type serves `work` and `iwork` alike and nothing is allocated.
+pub fn int_scratch<T: Real>(ws: &mut [T], ints: usize) -> Result<(&mut [T], &mut [i32])> {
+    let need = ints_in::<T>(ints);
+    // `Real` is f32 or f64: at least as large and as aligned as i32, a multiple of its
+    // size, and every bit pattern is a valid value of all three types.
+    if std::mem::align_of::<T>() < std::mem::align_of::<i32>()
+        || std::mem::size_of::<T>() % std::mem::size_of::<i32>() != 0
+    {
+        return Err(Error::InvalidArgument {
+            op: "int_scratch",
+            msg: "the scalar type cannot hold LAPACK integers".into(),
+        });
+    }
+    if ws.len() < need {
+        return Err(Error::Workspace {
+            op: "int_scratch",
+            needed: need,
+            got: ws.len(),
+        });
+    }
+    let split = ws.len() - need;
+    let (head, tail) = ws.split_at_mut(split);
+    let len = need * (std::mem::size_of::<T>() / std::mem::size_of::<i32>());
+    // SAFETY: `tail` is a unique borrow of `need` elements of `T`, i.e. `len` i32s of
+    // memory (checked above: size a multiple of 4), aligned for i32 because T's
+    // alignment is at least i32's; any bit pattern is a valid i32, and any i32 bits
+    // left behind are a valid f32/f64 afterwards. The returned slice reborrows `tail`
+    // for the same lifetime, so it cannot alias `head` or outlive `ws`.
+    let ints_slice =
+        unsafe { std::slice::from_raw_parts_mut(tail.as_mut_ptr().cast::<i32>(), len) };
+    Ok((head, &mut ints_slice[..ints]))
+}
+
 fn col_major<T>(op: &'static str, name: &'static str, a: &ArrayView2<'_, T>) -> Result<usize> {
     let (r, c) = a.dim();
     col_ld(r, c, a.strides()).ok_or_else(|| Error::InvalidArgument {
