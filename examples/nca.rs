@@ -311,7 +311,9 @@ fn main() -> Res<ExitCode> {
         .with_input_names(&["A"]);
     let report = Checker::new().check(&model, &[a.view()])?;
     print!("{report}");
-    if !report.passed() || !(diff <= 1e-9 * scale.max(1.0)) {
+    // NaN-safe: a NaN difference fails too.
+    let agree = diff <= 1e-9 * scale.max(1.0);
+    if !report.passed() || !agree {
         eprintln!("gradient check FAILED");
         return Ok(ExitCode::FAILURE);
     }
