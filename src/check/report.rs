@@ -25,6 +25,9 @@ pub enum Mistake {
     LowerTriangleOnly,
     /// The gradient is zero and the function is not flat.
     Zero,
+    /// Close to the finite differences (within 10⁻³) but not within the tolerance:
+    /// rounding, an ill-conditioned point or too large a step rather than a wrong rule.
+    Inaccurate,
     /// Wrong, and none of the above.
     Unrecognised,
 }
@@ -40,6 +43,7 @@ impl fmt::Display for Mistake {
             Mistake::SymmetricPartOnly => "is only the symmetric part (G + Gᵀ)/2 of the right answer",
             Mistake::LowerTriangleOnly => "is only the lower triangle of the right answer",
             Mistake::Zero => "is zero, but the function is not flat in that input",
+            Mistake::Inaccurate => "agrees with finite differences to 1e-3 but not to the tolerance: rounding or an ill-conditioned point rather than a wrong rule (try another step or tolerance)",
             Mistake::Unrecognised => "is wrong, and matches none of the common mistakes (transpose, sign, factor 2 or ½, symmetric part, lower triangle, zero)",
         })
     }

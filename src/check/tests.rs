@@ -119,6 +119,8 @@ enum Fault {
     Negated,
     Doubled,
     Zero,
+    /// `Ā` off by a relative 10⁻⁵: imprecise, not wrong in a recognisable way.
+    Imprecise,
     /// A JVP that forgets `AḂ`.
     JvpMissingTerm,
     /// Always adds, also into a `Grad::Write` buffer.
@@ -190,6 +192,7 @@ impl Rule<f64> for Faulty {
                 Fault::Negated => -1.0,
                 Fault::Doubled => 2.0,
                 Fault::Zero => 0.0,
+                Fault::Imprecise => 1.0 + 1e-5,
                 _ => 1.0,
             };
             if self.0 == Fault::Transposed {
@@ -274,6 +277,17 @@ fn sign_factor_and_zero_mistakes_are_named() {
         assert!(!r.passed(), "{fault:?}:\n{r}");
         assert_eq!(r.mistake(0), Some(expected), "{fault:?}:\n{r}");
         assert_eq!(r.mistake(1), None, "{fault:?}:\n{r}");
+    }
+}
+
+#[test]
+fn an_imprecise_gradient_is_not_named_as_a_structural_mistake() {
+    // A column-shaped input too: its lower triangle is all of it, and must not be
+    // offered as the diagnosis of a gradient that is merely imprecise.
+    for shape in [(3, 4), (3, 1)] {
+        let r = run(&Faulty(Fault::Imprecise), shape, 5);
+        assert!(!r.passed(), "{r}");
+        assert_eq!(r.mistake(0), Some(Mistake::Inaccurate), "{r}");
     }
 }
 
