@@ -60,6 +60,12 @@
 //! - **Gradient buffers** are fresh arrays (zeroed by the allocator in release builds,
 //!   filled with NaN in debug builds so that a test proves the first write is never
 //!   read); [`Tape::backward_into`] writes into caller-owned buffers instead.
+//! - **Checkpoints.** [`Tape::checkpoint`] records a segment as one node that keeps
+//!   only its inputs and recomputes the rest during the reverse sweep: segments of
+//!   about `√L` layers of an `L`-layer chain keep about `2√L` layers' values alive.
+//! - **Repeated steps.** [`Recorded::step`] replays a recorded model forward and
+//!   backward through buffers it owns: after its first call a training step allocates
+//!   no matrix storage.
 //!
 //! # Repeated inputs
 //!
@@ -607,24 +613,48 @@ impl<T: Real> Tape<T> {
 
     fn apply_rc(&mut self, op: Rc<dyn Rule<T>>, inputs: &[Var]) -> Result<Vec<Var>> {
         let name = op.name();
-        let mut idx: SmallVec<[usize; 4]> = SmallVec::new();
-        for &v in inputs {
-            idx.push(self.node(v, name)?);
-        }
-        let mut x: SmallVec<[ArrayView2<'_, T>; 4]> = SmallVec::new();
-        for (p, &i) in idx.iter().enumerate() {
-            match &self.values[i] {
-                Some(v) => x.push(v.view()),
-                None => {
-                    return Err(Error::Released {
-                        op: name,
-                        name: op.input_name(p),
-                    })
-                }
-            }
-        }
+        let idx = self.inputs_of(name, inputs, |p| op.input_name(p))?;
+        let x: SmallVec<[ArrayView2<'_, T>; 4]> = idx
+            .iter()
+            .map(|&i| self.values[i].as_ref().map(|v| v.view()))
+            .collect::<Option<_>>()
+            .ok_or(Error::Released {
+                op: name,
+                name: "an input",
+            })?;
         let y = op.forward(&x)?;
         drop(x);
+        Ok(self.record(op, idx, y.into_iter().map(Array2::into_shared)))
+    }
+
+    /// The nodes of `inputs`, each of this tape and with its value still held.
+    fn inputs_of(
+        &self,
+        op: &'static str,
+        inputs: &[Var],
+        input_name: impl Fn(usize) -> &'static str,
+    ) -> Result<SmallVec<[usize; 4]>> {
+        let mut idx: SmallVec<[usize; 4]> = SmallVec::new();
+        for (p, &v) in inputs.iter().enumerate() {
+            let i = self.node(v, op)?;
+            if self.values[i].is_none() {
+                return Err(Error::Released {
+                    op,
+                    name: input_name(p),
+                });
+            }
+            idx.push(i);
+        }
+        Ok(idx)
+    }
+
+    /// Appends a record of `op` on the nodes `idx` whose outputs `y` are computed.
+    fn record(
+        &mut self,
+        op: Rc<dyn Rule<T>>,
+        idx: SmallVec<[usize; 4]>,
+        y: impl IntoIterator<Item = ArcArray2<T>>,
+    ) -> Vec<Var> {
         let requires = idx.iter().any(|&i| self.requires[i]);
         let diff = op.outputs();
         let mut outputs: SmallVec<[usize; 2]> = SmallVec::new();
@@ -634,7 +664,7 @@ impl<T: Real> Tape<T> {
                 shape: shape_of(&v),
                 origin: Origin::Output,
             });
-            self.values.push(Some(v.into_shared()));
+            self.values.push(Some(v));
             self.requires.push(requires && outputs.len() < diff);
             outputs.push(index);
         }
@@ -651,7 +681,79 @@ impl<T: Real> Tape<T> {
             outputs,
             diff,
         });
-        Ok(vars)
+        vars
+    }
+
+    /// Records a segment of the graph as one node that keeps only its inputs: a
+    /// checkpoint (footnote 3 of the seed note; Griewank and Walther 2008, ch. 12).
+    ///
+    /// `f` records the segment on a tape of its own, whose leaves are the `inputs`
+    /// (shared, not copied), and returns its outputs. The segment becomes a
+    /// [`Recorded`] primitive named `name` and is recorded here as one node whose
+    /// outputs are the ones `f` computed (nothing is evaluated twice on the way
+    /// forward). Its intermediate values are dropped when `checkpoint` returns: the
+    /// node's reverse rule replays the segment's forward pass from its inputs, keeping
+    /// only what the inner rules' [`crate::Rule::saves`] declare, then sweeps it
+    /// backward ([`Recorded`]'s `pullback`). The price is one more forward pass of the
+    /// segment during the reverse sweep.
+    ///
+    /// Splitting an `L`-layer chain into segments of about `√L` layers keeps about
+    /// `2√L` layers' values alive at once instead of `L`. Parameters the segment
+    /// differentiates must be among `inputs`; a leaf `f` makes on its own tape is a
+    /// constant of the segment (data), with no gradient.
+    ///
+    /// ```
+    /// use matgrad::prelude::*;
+    /// use matgrad::check::random;
+    ///
+    /// let mut rng = random::rng(5);
+    /// let mut tape = Tape::new();
+    /// let mut h = tape.constant(random::randn::<f64>(8, 16, &mut rng));
+    /// let ws: Vec<Var> = (0..4).map(|_| tape.leaf(random::randn::<f64>(8, 8, &mut rng))).collect();
+    /// for pair in ws.chunks(2) {
+    ///     let mut inputs = vec![h];
+    ///     inputs.extend_from_slice(pair);
+    ///     h = tape.checkpoint("two layers", &inputs, |t, v| {
+    ///         let mut h = v[0];
+    ///         for &w in &v[1..] {
+    ///             let z = t.apply1(MatMul::nn(), &[w, h])?;
+    ///             h = t.apply1(Map(Tanh), &[z])?;
+    ///         }
+    ///         Ok(vec![h])
+    ///     })?[0];
+    /// }
+    /// let c = tape.apply1(Sum, &[h])?;
+    /// assert_eq!(tape.len(), 3); // two segments and the sum
+    /// let grads = tape.backward(c)?;
+    /// assert_eq!(grads.len(), 4);
+    /// # Ok::<(), matgrad::Error>(())
+    /// ```
+    ///
+    /// Errors: those of `f`, and those of [`Tape::function`] on the segment.
+    pub fn checkpoint<F>(&mut self, name: &'static str, inputs: &[Var], f: F) -> Result<Vec<Var>>
+    where
+        F: FnOnce(&mut Tape<T>, &[Var]) -> Result<Vec<Var>>,
+    {
+        let idx = self.inputs_of(name, inputs, |p| INPUT_NAMES.get(p).copied().unwrap_or("X"))?;
+        let mut inner = Tape::new();
+        let vars: Vec<Var> = idx
+            .iter()
+            .map(|&i| {
+                let v = self.values[i].clone().ok_or(Error::Released {
+                    op: name,
+                    name: "an input",
+                });
+                v.map(|v| inner.leaf(v))
+            })
+            .collect::<Result<_>>()?;
+        let outs = f(&mut inner, &vars)?;
+        let segment = inner.function(name, &vars, &outs)?;
+        let y = outs
+            .iter()
+            .map(|&o| inner.shared(o))
+            .collect::<Result<Vec<_>>>()?;
+        drop(inner);
+        Ok(self.record(Rc::new(segment), idx, y))
     }
 
     /// The value of `v`.

@@ -11,7 +11,7 @@
 use matgrad::check::random;
 use matgrad::nn::{glorot_uniform, Adam, Optimizer, Sgd};
 use matgrad::prelude::*;
-use ndarray::{Array2, ArrayView2};
+use ndarray::{ArcArray2, Array2, ArrayView2};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -289,5 +289,156 @@ fn a_step_writes_zero_where_nothing_reaches_and_adds_when_asked() -> matgrad::Re
         ),
         "{bad:?}"
     );
+    Ok(())
+}
+
+/// A `depth`-layer tanh chain of width `n` on a batch of `n` and the softmax
+/// cross-entropy of its last layer, with the parameters `[W₁, b₁, …]`.
+///
+/// The values are shared arrays, so that recording them on a tape copies nothing and
+/// the measured peak is the step's own.
+struct Deep {
+    x: ArcArray2<f64>,
+    params: Vec<ArcArray2<f64>>,
+    labels: Vec<usize>,
+}
+
+impl Deep {
+    fn new(depth: usize, n: usize, seed: u64) -> Self {
+        let mut rng = random::rng(seed);
+        let params = (0..depth)
+            .flat_map(|_| {
+                [
+                    glorot_uniform(n, n, &mut rng).into_shared(),
+                    (random::randn(n, 1, &mut rng) * 0.1).into_shared(),
+                ]
+            })
+            .collect();
+        Deep {
+            x: random::randn(n, n, &mut rng).into_shared(),
+            params,
+            labels: (0..n).map(|j| (j * 5 + 1) % n).collect(),
+        }
+    }
+
+    /// Records the model, with the layers in checkpointed segments of `segment`
+    /// layers (0: no checkpoints); returns the parameters' vars and the loss.
+    fn record(&self, tape: &mut Tape<f64>, segment: usize) -> matgrad::Result<(Vec<Var>, Var)> {
+        let mut h = tape.constant(self.x.clone());
+        let params: Vec<Var> = self.params.iter().map(|p| tape.leaf(p.clone())).collect();
+        let layer = |t: &mut Tape<f64>, h: Var, wb: &[Var]| -> matgrad::Result<Var> {
+            let z = t.apply1(MatMul::nn(), &[wb[0], h])?;
+            let a = t.apply1(AddBias, &[z, wb[1]])?;
+            t.apply1(Map(Tanh), &[a])
+        };
+        if segment == 0 {
+            for wb in params.chunks(2) {
+                h = layer(tape, h, wb)?;
+            }
+        } else {
+            for seg in params.chunks(2 * segment) {
+                let mut inputs = vec![h];
+                inputs.extend_from_slice(seg);
+                h = tape.checkpoint("segment", &inputs, |t, v| {
+                    let mut h = v[0];
+                    for wb in v[1..].chunks(2) {
+                        h = layer(t, h, wb)?;
+                    }
+                    Ok(vec![h])
+                })?[0];
+            }
+        }
+        let loss = tape.apply1(SoftmaxCrossEntropy::new(self.labels.clone()), &[h])?;
+        Ok((params, loss))
+    }
+
+    /// Record forward and reverse into the gradient buffers; the tape is dropped
+    /// before returning.
+    fn step(&self, grads: &mut [Array2<f64>], segment: usize) -> matgrad::Result<()> {
+        let mut tape = Tape::new();
+        let (params, loss) = self.record(&mut tape, segment)?;
+        let one = Array2::ones((1, 1));
+        let mut g: Vec<(Var, Grad<'_, f64>)> = params
+            .iter()
+            .zip(grads.iter_mut())
+            .map(|(&v, g)| (v, Grad::Write(g.view_mut())))
+            .collect();
+        tape.backward_into(&[(loss, one.view())], &mut g)
+    }
+}
+
+#[test]
+fn checkpointed_segments_give_the_same_gradients_with_less_memory() -> matgrad::Result<()> {
+    let (depth, n) = (32, 256);
+    let segment = 6; // about √32 layers
+    let deep = Deep::new(depth, n, 8);
+    let zeros = || -> Vec<Array2<f64>> {
+        deep.params
+            .iter()
+            .map(|p| Array2::zeros(p.raw_dim()))
+            .collect()
+    };
+    let (mut plain, mut ckpt) = (zeros(), zeros());
+    let (r, plain_mem) = counted(|| deep.step(&mut plain, 0));
+    r?;
+    let (r, ckpt_mem) = counted(|| deep.step(&mut ckpt, segment));
+    r?;
+    for (i, (p, c)) in plain.iter().zip(&ckpt).enumerate() {
+        assert!(
+            rel_close(c.view(), p.view(), 1e-12),
+            "gradient {i} differs between the plain and the checkpointed tape"
+        );
+    }
+    let ratio = ckpt_mem.peak_bytes as f64 / plain_mem.peak_bytes as f64;
+    println!(
+        "peak bytes: plain {} , checkpointed every {segment} layers {} ({:.1} %)",
+        plain_mem.peak_bytes,
+        ckpt_mem.peak_bytes,
+        100.0 * ratio
+    );
+    assert!(ratio <= 0.4, "peak memory ratio {ratio:.3}");
+    Ok(())
+}
+
+#[test]
+fn a_checkpoint_is_checked_like_any_primitive() -> matgrad::Result<()> {
+    let mut rng = random::rng(9);
+    let x0 = random::randn::<f64>(3, 5, &mut rng);
+    let w0 = random::randn::<f64>(3, 3, &mut rng);
+    let mut tape = Tape::new();
+    let (x, w) = (tape.leaf(x0.clone()), tape.leaf(w0.clone()));
+    let outs = tape.checkpoint("segment", &[x, w], |t, v| {
+        let z = t.apply1(MatMul::nn(), &[v[1], v[0]])?;
+        let h = t.apply1(Map(Tanh), &[z])?;
+        let s = t.apply1(Hadamard, &[h, v[0]])?;
+        Ok(vec![h, s])
+    })?;
+    assert_eq!(outs.len(), 2);
+    assert_eq!(tape.len(), 1);
+    let c = tape.apply1(Hadamard, &[outs[0], outs[1]])?;
+    let out = tape.apply1(Sum, &[c])?;
+    let model = tape.function("checkpointed model", &[x, w], &[out])?;
+    Checker::new()
+        .check(&model, &[x0.view(), w0.view()])?
+        .assert_passed();
+    // The same graph without the checkpoint.
+    let mut plain = Tape::new();
+    let (px, pw) = (plain.leaf(x0.clone()), plain.leaf(w0.clone()));
+    let z = plain.apply1(MatMul::nn(), &[pw, px])?;
+    let h = plain.apply1(Map(Tanh), &[z])?;
+    let s = plain.apply1(Hadamard, &[h, px])?;
+    let c = plain.apply1(Hadamard, &[h, s])?;
+    let pout = plain.apply1(Sum, &[c])?;
+    let (g, e) = (tape.backward(out)?, plain.backward(pout)?);
+    assert!(rel_close(
+        g.get(x).unwrap().view(),
+        e.get(px).unwrap().view(),
+        1e-13
+    ));
+    assert!(rel_close(
+        g.get(w).unwrap().view(),
+        e.get(pw).unwrap().view(),
+        1e-13
+    ));
     Ok(())
 }
