@@ -624,7 +624,7 @@ pub(crate) fn expect_count(
     }
 }
 
-fn expect(
+pub(crate) fn expect(
     op: &'static str,
     name: &'static str,
     of: &'static str,

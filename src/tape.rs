@@ -60,6 +60,12 @@
 //! - **Gradient buffers** are fresh arrays (zeroed by the allocator in release builds,
 //!   filled with NaN in debug builds so that a test proves the first write is never
 //!   read); [`Tape::backward_into`] writes into caller-owned buffers instead.
+//! - **Checkpoints.** [`Tape::checkpoint`] records a segment as one node that keeps
+//!   only its inputs and recomputes the rest during the reverse sweep: segments of
+//!   about `√L` layers of an `L`-layer chain keep about `2√L` layers' values alive.
+//! - **Repeated steps.** [`Recorded::step`] replays a recorded model forward and
+//!   backward through buffers it owns: after its first call a training step allocates
+//!   no matrix storage.
 //!
 //! # Repeated inputs
 //!
@@ -81,7 +87,7 @@
 use crate::blas::Accum;
 use crate::error::{shape_of, Error, Result, Shape};
 use crate::primitive::{
-    broadcast, zeros, Grad, Partials, Primitive, Rule, Saves, Shapes, Structure,
+    broadcast, expect_count, zeros, Grad, Partials, Primitive, Rule, Saves, Shapes, Structure,
 };
 use crate::Real;
 use ndarray::{ArcArray2, Array2, ArrayView2, ArrayViewMut2, CowArray, Ix2};
@@ -607,24 +613,48 @@ impl<T: Real> Tape<T> {
 
     fn apply_rc(&mut self, op: Rc<dyn Rule<T>>, inputs: &[Var]) -> Result<Vec<Var>> {
         let name = op.name();
-        let mut idx: SmallVec<[usize; 4]> = SmallVec::new();
-        for &v in inputs {
-            idx.push(self.node(v, name)?);
-        }
-        let mut x: SmallVec<[ArrayView2<'_, T>; 4]> = SmallVec::new();
-        for (p, &i) in idx.iter().enumerate() {
-            match &self.values[i] {
-                Some(v) => x.push(v.view()),
-                None => {
-                    return Err(Error::Released {
-                        op: name,
-                        name: op.input_name(p),
-                    })
-                }
-            }
-        }
+        let idx = self.inputs_of(name, inputs, |p| op.input_name(p))?;
+        let x: SmallVec<[ArrayView2<'_, T>; 4]> = idx
+            .iter()
+            .map(|&i| self.values[i].as_ref().map(|v| v.view()))
+            .collect::<Option<_>>()
+            .ok_or(Error::Released {
+                op: name,
+                name: "an input",
+            })?;
         let y = op.forward(&x)?;
         drop(x);
+        Ok(self.record(op, idx, y.into_iter().map(Array2::into_shared)))
+    }
+
+    /// The nodes of `inputs`, each of this tape and with its value still held.
+    fn inputs_of(
+        &self,
+        op: &'static str,
+        inputs: &[Var],
+        input_name: impl Fn(usize) -> &'static str,
+    ) -> Result<SmallVec<[usize; 4]>> {
+        let mut idx: SmallVec<[usize; 4]> = SmallVec::new();
+        for (p, &v) in inputs.iter().enumerate() {
+            let i = self.node(v, op)?;
+            if self.values[i].is_none() {
+                return Err(Error::Released {
+                    op,
+                    name: input_name(p),
+                });
+            }
+            idx.push(i);
+        }
+        Ok(idx)
+    }
+
+    /// Appends a record of `op` on the nodes `idx` whose outputs `y` are computed.
+    fn record(
+        &mut self,
+        op: Rc<dyn Rule<T>>,
+        idx: SmallVec<[usize; 4]>,
+        y: impl IntoIterator<Item = ArcArray2<T>>,
+    ) -> Vec<Var> {
         let requires = idx.iter().any(|&i| self.requires[i]);
         let diff = op.outputs();
         let mut outputs: SmallVec<[usize; 2]> = SmallVec::new();
@@ -634,7 +664,7 @@ impl<T: Real> Tape<T> {
                 shape: shape_of(&v),
                 origin: Origin::Output,
             });
-            self.values.push(Some(v.into_shared()));
+            self.values.push(Some(v));
             self.requires.push(requires && outputs.len() < diff);
             outputs.push(index);
         }
@@ -651,7 +681,79 @@ impl<T: Real> Tape<T> {
             outputs,
             diff,
         });
-        Ok(vars)
+        vars
+    }
+
+    /// Records a segment of the graph as one node that keeps only its inputs: a
+    /// checkpoint (footnote 3 of the seed note; Griewank and Walther 2008, ch. 12).
+    ///
+    /// `f` records the segment on a tape of its own, whose leaves are the `inputs`
+    /// (shared, not copied), and returns its outputs. The segment becomes a
+    /// [`Recorded`] primitive named `name` and is recorded here as one node whose
+    /// outputs are the ones `f` computed (nothing is evaluated twice on the way
+    /// forward). Its intermediate values are dropped when `checkpoint` returns: the
+    /// node's reverse rule replays the segment's forward pass from its inputs, keeping
+    /// only what the inner rules' [`crate::Rule::saves`] declare, then sweeps it
+    /// backward ([`Recorded`]'s `pullback`). The price is one more forward pass of the
+    /// segment during the reverse sweep.
+    ///
+    /// Splitting an `L`-layer chain into segments of about `√L` layers keeps about
+    /// `2√L` layers' values alive at once instead of `L`. Parameters the segment
+    /// differentiates must be among `inputs`; a leaf `f` makes on its own tape is a
+    /// constant of the segment (data), with no gradient.
+    ///
+    /// ```
+    /// use matgrad::prelude::*;
+    /// use matgrad::check::random;
+    ///
+    /// let mut rng = random::rng(5);
+    /// let mut tape = Tape::new();
+    /// let mut h = tape.constant(random::randn::<f64>(8, 16, &mut rng));
+    /// let ws: Vec<Var> = (0..4).map(|_| tape.leaf(random::randn::<f64>(8, 8, &mut rng))).collect();
+    /// for pair in ws.chunks(2) {
+    ///     let mut inputs = vec![h];
+    ///     inputs.extend_from_slice(pair);
+    ///     h = tape.checkpoint("two layers", &inputs, |t, v| {
+    ///         let mut h = v[0];
+    ///         for &w in &v[1..] {
+    ///             let z = t.apply1(MatMul::nn(), &[w, h])?;
+    ///             h = t.apply1(Map(Tanh), &[z])?;
+    ///         }
+    ///         Ok(vec![h])
+    ///     })?[0];
+    /// }
+    /// let c = tape.apply1(Sum, &[h])?;
+    /// assert_eq!(tape.len(), 3); // two segments and the sum
+    /// let grads = tape.backward(c)?;
+    /// assert_eq!(grads.len(), 4);
+    /// # Ok::<(), matgrad::Error>(())
+    /// ```
+    ///
+    /// Errors: those of `f`, and those of [`Tape::function`] on the segment.
+    pub fn checkpoint<F>(&mut self, name: &'static str, inputs: &[Var], f: F) -> Result<Vec<Var>>
+    where
+        F: FnOnce(&mut Tape<T>, &[Var]) -> Result<Vec<Var>>,
+    {
+        let idx = self.inputs_of(name, inputs, |p| INPUT_NAMES.get(p).copied().unwrap_or("X"))?;
+        let mut inner = Tape::new();
+        let vars: Vec<Var> = idx
+            .iter()
+            .map(|&i| {
+                let v = self.values[i].clone().ok_or(Error::Released {
+                    op: name,
+                    name: "an input",
+                });
+                v.map(|v| inner.leaf(v))
+            })
+            .collect::<Result<_>>()?;
+        let outs = f(&mut inner, &vars)?;
+        let segment = inner.function(name, &vars, &outs)?;
+        let y = outs
+            .iter()
+            .map(|&o| inner.shared(o))
+            .collect::<Result<Vec<_>>>()?;
+        drop(inner);
+        Ok(self.record(Rc::new(segment), idx, y))
     }
 
     /// The value of `v`.
@@ -1129,6 +1231,7 @@ impl<T: Real> Tape<T> {
             input_names: Vec::new(),
             output_names: Vec::new(),
             structures,
+            buffers: None,
         })
     }
 }
@@ -1170,6 +1273,8 @@ pub struct Recorded<T> {
     input_names: Vec<&'static str>,
     output_names: Vec<&'static str>,
     structures: Vec<Structure>,
+    /// The buffers of [`Recorded::step`], made by its first call.
+    buffers: Option<Box<Buffers<T>>>,
 }
 
 impl<T> Clone for Recorded<T> {
@@ -1184,6 +1289,8 @@ impl<T> Clone for Recorded<T> {
             input_names: self.input_names.clone(),
             output_names: self.output_names.clone(),
             structures: self.structures.clone(),
+            // A clone makes its own buffers on its first step.
+            buffers: None,
         }
     }
 }
@@ -1293,6 +1400,315 @@ impl<T: Real> Recorded<T> {
             keep[o] = true;
         }
         keep
+    }
+
+    /// One forward and one reverse pass of the function through buffers it owns and
+    /// reuses: after the first call (which makes them), a step allocates no matrix
+    /// storage, so a training loop that replays a recorded model on new data is as
+    /// lean as the primitives chained by hand.
+    ///
+    /// `x` are the input values (say the data and the parameters), `ybar` one
+    /// cotangent per output (`None` is zero), and `grads` one [`Grad`] per input: skip,
+    /// first write (the buffer is not read; it is zero-filled if no contribution
+    /// reaches it) or add. The outputs' values are read afterwards with
+    /// [`Recorded::output`]. Every intermediate value is kept in its buffer between
+    /// the passes (this is a replay for speed; for memory use the function as a
+    /// checkpoint, [`Tape::checkpoint`]), and every cotangent has a buffer of its own.
+    /// Constants keep their recorded values (class labels inside a loss are part of
+    /// the primitive: a new set of labels is a new recording).
+    ///
+    /// ```
+    /// use matgrad::prelude::*;
+    /// use matgrad::check::random;
+    /// use ndarray::Array2;
+    ///
+    /// let mut rng = random::rng(3);
+    /// let mut tape = Tape::new();
+    /// let w = tape.leaf(random::randn::<f64>(3, 4, &mut rng));
+    /// let x = tape.constant(random::randn::<f64>(4, 5, &mut rng));
+    /// let z = tape.apply1(MatMul::nn(), &[w, x])?;
+    /// let h = tape.apply1(Map(Tanh), &[z])?;
+    /// let c = tape.apply1(Sum, &[h])?;
+    /// let mut model = tape.function("model", &[x, w], &[c])?;
+    ///
+    /// let (mut w0, one) = (tape.value(w)?.to_owned(), Array2::ones((1, 1)));
+    /// let mut wbar = Array2::zeros((3, 4));
+    /// for _ in 0..3 {
+    ///     let x0 = random::randn::<f64>(4, 5, &mut rng); // a new batch
+    ///     model.step(
+    ///         &[x0.view(), w0.view()],
+    ///         &[Some(one.view())],
+    ///         &mut [Grad::Skip, Grad::Write(wbar.view_mut())],
+    ///     )?;
+    ///     let _loss = model.output(0).map(|c| c[(0, 0)]);
+    ///     w0.scaled_add(-0.1, &wbar);
+    /// }
+    /// # Ok::<(), matgrad::Error>(())
+    /// ```
+    pub fn step(
+        &mut self,
+        x: &[ArrayView2<'_, T>],
+        ybar: &[Option<ArrayView2<'_, T>>],
+        grads: &mut [Grad<'_, T>],
+    ) -> Result<()> {
+        let name = self.name;
+        let (xs, ys) = crate::primitive::validate_inputs(&*self, x)?;
+        expect_count(name, "cotangents", self.outputs.len(), ybar.len())?;
+        expect_count(name, "gradient buffers", self.arity, grads.len())?;
+        for (k, (c, &s)) in ybar.iter().zip(&ys).enumerate() {
+            if let Some(c) = c {
+                let of = Rule::<T>::output_name(self, k);
+                crate::primitive::expect(name, "cotangent", of, s, shape_of(c))?;
+            }
+        }
+        for (i, (g, &s)) in grads.iter_mut().zip(&xs).enumerate() {
+            if let Some((b, _)) = g.target() {
+                let of = Rule::<T>::input_name(self, i);
+                crate::primitive::expect(name, "gradient buffer", of, s, shape_of(&b))?;
+            }
+        }
+        if self.buffers.is_none() {
+            let b = Buffers::new(&self.graph, self.arity, &self.constants)?;
+            self.buffers = Some(Box::new(b));
+        }
+        let Some(b) = self.buffers.as_deref_mut() else {
+            return Ok(());
+        };
+        let run = b.run(&self.graph, &self.constants, &self.outputs, x, ybar, grads);
+        if run.is_err() {
+            // A failed pass may have left buffers taken out: make them anew next time.
+            self.buffers = None;
+        }
+        run
+    }
+
+    /// The value of output `k` computed by the last [`Recorded::step`]; `None` before
+    /// the first step, or when the output is not computed by a record (an input).
+    pub fn output(&self, k: usize) -> Option<ArrayView2<'_, T>> {
+        let b = self.buffers.as_deref()?;
+        let o = *self.outputs.get(k)?;
+        if let Some(c) = b.constant[o] {
+            return Some(self.constants[c].1.view());
+        }
+        (o >= self.arity).then(|| b.values[o].view())
+    }
+}
+
+/// What [`Recorded::step`] keeps between calls: a buffer for every value a record
+/// computes and for every cotangent, the workspace, and the bookkeeping of a sweep.
+struct Buffers<T> {
+    /// Per local node: the value of a record's output (empty for inputs, constants).
+    values: Vec<Array2<T>>,
+    /// Per local node: the cotangent of a record's differentiable output (else empty).
+    cots: Vec<Array2<T>>,
+    /// Per local node: no contribution has reached its cotangent yet in this sweep.
+    fresh: Vec<bool>,
+    /// Per local node: which constant it is, if one.
+    constant: Vec<Option<usize>>,
+    ws: Vec<T>,
+    /// The gradients asked for on the last call, and which nodes then need a cotangent.
+    wanted: Vec<bool>,
+    req: Vec<bool>,
+}
+
+/// An empty matrix: a placeholder while a buffer is lent out (no allocation).
+fn empty<T: Real>() -> Array2<T> {
+    Array2::zeros((0, 0))
+}
+
+/// The value of local node `i` of a replay: an input, a constant or a record's output.
+fn node_view<'v, T: Real>(
+    i: usize,
+    x: &'v [ArrayView2<'_, T>],
+    constants: &'v [(usize, ArcArray2<T>)],
+    constant: &[Option<usize>],
+    values: &'v [Array2<T>],
+) -> ArrayView2<'v, T> {
+    if let Some(v) = x.get(i) {
+        v.view()
+    } else if let Some(c) = constant[i] {
+        constants[c].1.view()
+    } else {
+        values[i].view()
+    }
+}
+
+impl<T: Real> Buffers<T> {
+    fn new(graph: &Graph<T>, arity: usize, constants: &[(usize, ArcArray2<T>)]) -> Result<Self> {
+        let n = graph.nodes.len();
+        let mut values: Vec<Array2<T>> = (0..n).map(|_| empty()).collect();
+        let mut cots: Vec<Array2<T>> = (0..n).map(|_| empty()).collect();
+        let mut constant = vec![None; n];
+        for (k, (i, _)) in constants.iter().enumerate() {
+            constant[*i] = Some(k);
+        }
+        let mut ws = 0;
+        for rec in &graph.records {
+            for (k, &o) in rec.outputs.iter().enumerate() {
+                let shape = graph.nodes[o].shape;
+                values[o] = zeros(shape)?;
+                if k < rec.diff && o >= arity {
+                    cots[o] = new_buffer(shape)?;
+                }
+            }
+            let xs: SmallVec<[Shape; 4]> =
+                rec.inputs.iter().map(|&i| graph.nodes[i].shape).collect();
+            ws = ws.max(rec.op.workspace(&xs));
+        }
+        Ok(Buffers {
+            values,
+            cots,
+            fresh: vec![true; n],
+            constant,
+            ws: vec![T::zero(); ws],
+            wanted: Vec::new(),
+            req: Vec::new(),
+        })
+    }
+
+    /// The forward pass into the value buffers, then the reverse sweep into the
+    /// cotangent buffers and the caller's gradient buffers.
+    fn run(
+        &mut self,
+        graph: &Graph<T>,
+        constants: &[(usize, ArcArray2<T>)],
+        outputs: &[usize],
+        x: &[ArrayView2<'_, T>],
+        ybar: &[Option<ArrayView2<'_, T>>],
+        grads: &mut [Grad<'_, T>],
+    ) -> Result<()> {
+        let arity = x.len();
+        let Buffers {
+            values,
+            cots,
+            fresh,
+            constant,
+            ws,
+            wanted,
+            req,
+        } = self;
+        for rec in &graph.records {
+            let mut ys: SmallVec<[Array2<T>; 2]> = rec
+                .outputs
+                .iter()
+                .map(|&o| std::mem::replace(&mut values[o], empty()))
+                .collect();
+            let xv: SmallVec<[ArrayView2<'_, T>; 4]> = rec
+                .inputs
+                .iter()
+                .map(|&i| node_view(i, x, constants, constant, values))
+                .collect();
+            let mut yv: SmallVec<[ArrayViewMut2<'_, T>; 2]> =
+                ys.iter_mut().map(|y| y.view_mut()).collect();
+            rec.op.forward_into(&xv, &mut yv, Some(&mut ws[..]))?;
+            drop((xv, yv));
+            for (&o, y) in rec.outputs.iter().zip(ys) {
+                values[o] = y;
+            }
+        }
+        if wanted.len() != arity
+            || wanted
+                .iter()
+                .zip(grads.iter())
+                .any(|(w, g)| *w != g.wanted())
+        {
+            wanted.clear();
+            wanted.extend(grads.iter().map(Grad::wanted));
+            *req = graph.requires((0..arity).filter(|&i| wanted[i]));
+        }
+        fresh.fill(true);
+        for (f, g) in fresh.iter_mut().zip(grads.iter()) {
+            *f = matches!(g, Grad::Write(_));
+        }
+        let accum = |fresh: &mut [bool], n: usize| {
+            if std::mem::replace(&mut fresh[n], false) {
+                Accum::Replace
+            } else {
+                Accum::Add
+            }
+        };
+        for (&o, c) in outputs.iter().zip(ybar) {
+            let Some(c) = c else { continue };
+            if !req[o] {
+                continue;
+            }
+            if o < arity {
+                if let Some((buf, _)) = grads[o].target() {
+                    accum(fresh, o).assign(buf, c.view());
+                }
+            } else {
+                accum(fresh, o).assign(cots[o].view_mut(), c.view());
+            }
+        }
+        for rec in graph.records.iter().rev() {
+            let outs = &rec.outputs[..rec.diff];
+            let groups = groups(rec, req);
+            if groups.is_empty() || outs.iter().all(|&o| fresh[o]) {
+                continue;
+            }
+            let taken: SmallVec<[Array2<T>; 2]> = outs
+                .iter()
+                .map(|&o| std::mem::replace(&mut cots[o], empty()))
+                .collect();
+            let mut local: SmallVec<[Array2<T>; 4]> = groups
+                .iter()
+                .map(|(n, _)| {
+                    if *n >= arity {
+                        std::mem::replace(&mut cots[*n], empty())
+                    } else {
+                        empty()
+                    }
+                })
+                .collect();
+            let ybar_v: SmallVec<[Option<ArrayView2<'_, T>>; 2]> = outs
+                .iter()
+                .zip(&taken)
+                .map(|(&o, t)| (!fresh[o]).then(|| t.view()))
+                .collect();
+            let xv: SmallVec<[ArrayView2<'_, T>; 4]> = rec
+                .inputs
+                .iter()
+                .map(|&i| node_view(i, x, constants, constant, values))
+                .collect();
+            let yv: SmallVec<[ArrayView2<'_, T>; 2]> =
+                rec.outputs.iter().map(|&o| values[o].view()).collect();
+            let passes = groups.iter().map(|(_, ps)| ps.len()).max().unwrap_or(0);
+            for pass in 0..passes {
+                let mut g: SmallVec<[Grad<'_, T>; 4]> =
+                    (0..rec.inputs.len()).map(|_| Grad::Skip).collect();
+                for ((n, ps), buf) in groups.iter().zip(local.iter_mut()) {
+                    if let (true, Some(&p)) = (*n >= arity, ps.get(pass)) {
+                        g[p] = Grad::new(buf.view_mut(), accum(fresh, *n));
+                    }
+                }
+                for (n, gr) in grads.iter_mut().enumerate() {
+                    let Some((_, ps)) = groups.iter().find(|(m, _)| *m == n) else {
+                        continue;
+                    };
+                    if let (Some(&p), Some((buf, _))) = (ps.get(pass), gr.target()) {
+                        g[p] = Grad::new(buf, accum(fresh, n));
+                    }
+                }
+                rec.op
+                    .backward_into(&xv, &yv, &ybar_v, &mut g, Some(&mut ws[..]))?;
+            }
+            drop((ybar_v, xv, yv));
+            for ((n, _), buf) in groups.iter().zip(local) {
+                if *n >= arity {
+                    cots[*n] = buf;
+                }
+            }
+            for (&o, t) in outs.iter().zip(taken) {
+                cots[o] = t;
+            }
+        }
+        // A `Write` buffer that nothing reached holds the zero gradient.
+        for (g, &f) in grads.iter_mut().zip(fresh.iter()) {
+            if let (true, Grad::Write(b)) = (f, g) {
+                b.fill(T::zero());
+            }
+        }
+        Ok(())
     }
 }
 
