@@ -14,7 +14,9 @@
 //! - `replay`: the model recorded once and replayed with [`Recorded::step`] (buffers
 //!   owned by the recorded function, no matrix allocated after the first step);
 //! - `record`: a new tape every step, recorded and swept into preallocated gradient
-//!   buffers (`Tape::backward_into`); values and cotangents are allocated afresh.
+//!   buffers (`Tape::backward_into`); values and cotangents are allocated afresh;
+//! - `record-reset`: the same on one tape emptied with `Tape::reset` every step, whose
+//!   values and cotangents come from the buffers of the step before.
 //!
 //! The update is the same plain SGD step in all three.
 
@@ -31,7 +33,7 @@ struct Model {
     widths: Vec<usize>,
     batch: usize,
     x: ArcArray2<f64>,
-    labels: Vec<usize>,
+    labels: std::sync::Arc<[usize]>,
     /// `[W₁, b₁, W₂, b₂, …]`.
     params: Vec<ArcArray2<f64>>,
     grads: Vec<Array2<f64>>,
@@ -205,9 +207,9 @@ fn replay_step(model: &mut Recorded<f64>, m: &mut Model, one: &Array2<f64>) {
     model.step(&x, &[Some(one.view())], &mut grads).unwrap();
 }
 
-fn record_step(m: &mut Model, one: &Array2<f64>) {
-    let mut tape = Tape::new();
-    let (vars, loss) = m.record(&mut tape);
+fn record_step(tape: &mut Tape<f64>, m: &mut Model, one: &Array2<f64>) {
+    tape.reset();
+    let (vars, loss) = m.record(tape);
     let mut grads: Vec<(Var, Grad<'_, f64>)> = vars[1..]
         .iter()
         .zip(m.grads.iter_mut())
@@ -215,6 +217,9 @@ fn record_step(m: &mut Model, one: &Array2<f64>) {
         .collect();
     tape.backward_into(&[(loss, one.view())], &mut grads)
         .unwrap();
+    drop(grads);
+    // The leaves share the parameters: give them back before the in-place update.
+    tape.reset();
 }
 
 fn steps(c: &mut Criterion) {
@@ -247,7 +252,14 @@ fn steps(c: &mut Criterion) {
         });
         g.bench_function(BenchmarkId::new("record", name), |b| {
             b.iter(|| {
-                record_step(&mut m, &one);
+                record_step(&mut Tape::new(), &mut m, &one);
+                m.update(&mut opt);
+            })
+        });
+        let mut reused = Tape::new();
+        g.bench_function(BenchmarkId::new("record-reset", name), |b| {
+            b.iter(|| {
+                record_step(&mut reused, &mut m, &one);
                 m.update(&mut opt);
             })
         });

@@ -65,7 +65,9 @@
 //!   about `√L` layers of an `L`-layer chain keep about `2√L` layers' values alive.
 //! - **Repeated steps.** [`Recorded::step`] replays a recorded model forward and
 //!   backward through buffers it owns: after its first call a training step allocates
-//!   no matrix storage.
+//!   no matrix storage. A model recorded anew every step (eager style) gets the same
+//!   from [`Tape::reset`], which keeps the tape's value and cotangent buffers, by
+//!   shape, for the next recording.
 //!
 //! # Repeated inputs
 //!
@@ -92,6 +94,8 @@ use crate::primitive::{
 use crate::Real;
 use ndarray::{ArcArray2, Array2, ArrayView2, ArrayViewMut2, CowArray, Ix2};
 use smallvec::{smallvec, SmallVec};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -185,7 +189,57 @@ fn new_buffer<T: Real>(shape: Shape) -> Result<Array2<T>> {
     Ok(a)
 }
 
+/// Buffers of earlier steps, by shape, that a tape hands out again after
+/// [`Tape::reset`] instead of asking the allocator: values of records and cotangents of
+/// the reverse sweep. What a buffer held is never read (every rule writes its outputs
+/// and first contributions without reading the destination).
+struct Pool<T> {
+    free: HashMap<(usize, usize), Vec<Array2<T>>>,
+}
+
+impl<T> Default for Pool<T> {
+    fn default() -> Self {
+        Pool {
+            free: HashMap::new(),
+        }
+    }
+}
+
+impl<T: Real> Pool<T> {
+    /// A buffer of this shape, from the pool when one is there (NaN-filled in debug
+    /// builds, like a new one, so that tests prove it is not read).
+    fn take(&mut self, shape: Shape) -> Result<Array2<T>> {
+        match self.free.get_mut(&(shape.0, shape.1)).and_then(Vec::pop) {
+            Some(mut a) => {
+                if cfg!(debug_assertions) {
+                    a.fill(T::nan());
+                }
+                Ok(a)
+            }
+            None => new_buffer(shape),
+        }
+    }
+
+    /// Keeps `a` for a later [`Pool::take`] of its shape.
+    fn give(&mut self, a: Array2<T>) {
+        if a.is_standard_layout() && !a.is_empty() {
+            self.free.entry(a.dim()).or_default().push(a);
+        }
+    }
+
+    fn elements(&self) -> usize {
+        self.free.values().flatten().map(Array2::len).sum()
+    }
+}
+
 impl<'a, T: Real> Cot<'a, T> {
+    /// Hands a buffer of the sweep's own back to the pool.
+    fn recycle(self, pool: &mut Pool<T>) {
+        if let Cot::Own(a) = self {
+            pool.give(a);
+        }
+    }
+
     fn view(&self) -> Option<ArrayView2<'_, T>> {
         match self {
             Cot::None => None,
@@ -196,7 +250,7 @@ impl<'a, T: Real> Cot<'a, T> {
     }
 
     /// Where the next contribution goes: the first one writes, later ones add.
-    fn grad(&mut self, shape: Shape) -> Result<Grad<'_, T>> {
+    fn grad(&mut self, shape: Shape, pool: &mut Pool<T>) -> Result<Grad<'_, T>> {
         let acc = match self {
             Cot::Ext { fresh, .. } => {
                 if std::mem::replace(fresh, false) {
@@ -206,7 +260,7 @@ impl<'a, T: Real> Cot<'a, T> {
                 }
             }
             Cot::None => {
-                *self = Cot::Own(new_buffer(shape)?);
+                *self = Cot::Own(pool.take(shape)?);
                 Accum::Replace
             }
             Cot::Seed(v) => {
@@ -362,9 +416,10 @@ impl<T: Real> Graph<T> {
         cots: &mut [Cot<'a, T>],
         req: &[bool],
         keep: &[bool],
+        pool: &mut Pool<T>,
+        ws: &mut Vec<T>,
     ) -> Result<()> {
         let zero = T::zero();
-        let mut ws: Vec<T> = Vec::new();
         for rec in self.records.iter().rev() {
             let op = &*rec.op;
             let outs = &rec.outputs[..rec.diff];
@@ -372,7 +427,7 @@ impl<T: Real> Graph<T> {
             if groups.is_empty() || outs.iter().all(|&o| matches!(cots[o], Cot::None)) {
                 for &o in outs {
                     if !keep[o] {
-                        cots[o] = Cot::None;
+                        std::mem::take(&mut cots[o]).recycle(pool);
                     }
                 }
                 continue;
@@ -394,7 +449,7 @@ impl<T: Real> Graph<T> {
                 .map(|&o| value_or_placeholder(values, o, shape(o), &zero))
                 .collect();
             let xs: SmallVec<[Shape; 4]> = x.iter().map(shape_of).collect();
-            grow(&mut ws, op.workspace(&xs));
+            grow(ws, op.workspace(&xs));
             let mut local: SmallVec<[Cot<'a, T>; 4]> = groups
                 .iter()
                 .map(|(n, _)| std::mem::take(&mut cots[*n]))
@@ -405,7 +460,7 @@ impl<T: Real> Graph<T> {
                     (0..x.len()).map(|_| Grad::Skip).collect();
                 for ((n, ps), cot) in groups.iter().zip(local.iter_mut()) {
                     if let Some(&p) = ps.get(pass) {
-                        grads[p] = cot.grad(shape(*n))?;
+                        grads[p] = cot.grad(shape(*n), pool)?;
                     }
                 }
                 op.backward_into(&x, &y, &ybar, &mut grads, Some(&mut ws[..]))?;
@@ -417,6 +472,8 @@ impl<T: Real> Graph<T> {
             for (&o, c) in outs.iter().zip(taken) {
                 if keep[o] {
                     cots[o] = c;
+                } else {
+                    c.recycle(pool);
                 }
             }
         }
@@ -496,6 +553,10 @@ pub struct Tape<T> {
     /// Whether each node depends on a parameter leaf.
     requires: Vec<bool>,
     released: usize,
+    /// Buffers of earlier steps, handed out again after [`Tape::reset`].
+    pool: RefCell<Pool<T>>,
+    /// Scratch space of the rules, grown to the largest need.
+    ws: RefCell<Vec<T>>,
 }
 
 impl<T: Real> Default for Tape<T> {
@@ -554,7 +615,60 @@ impl<T: Real> Tape<T> {
             values: Vec::new(),
             requires: Vec::new(),
             released: 0,
+            pool: RefCell::new(Pool::default()),
+            ws: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Empties the tape for the next step and keeps its buffers.
+    ///
+    /// Every record and value is dropped, and the [`Var`]s of the tape become foreign
+    /// to it ([`Error::ForeignVar`]); the value buffers nobody else holds (no
+    /// [`Tape::shared`] clone alive) and the cotangent buffers of earlier sweeps stay
+    /// with the tape, by shape, together with the rules' scratch space. Recording the
+    /// same computation again then takes every value and every cotangent of its reverse
+    /// sweep from them: a training loop that records a new step on a reset tape
+    /// allocates no matrix storage after its first step (a fresh [`Tape::new`] per step
+    /// asks the allocator for all of it, and the operating system for new pages, every
+    /// time). The buffers are freed when the tape is dropped.
+    ///
+    /// ```
+    /// use matgrad::prelude::*;
+    /// use matgrad::check::random;
+    ///
+    /// let mut rng = random::rng(3);
+    /// let mut w = random::randn::<f64>(4, 6, &mut rng);
+    /// let x = random::randn::<f64>(6, 8, &mut rng).into_shared();
+    /// let mut tape = Tape::new();
+    /// for _ in 0..3 {
+    ///     tape.reset();
+    ///     let wv = tape.leaf(w.clone());
+    ///     let xv = tape.constant(x.clone());
+    ///     let z = tape.apply1(MatMul::nn(), &[wv, xv])?;
+    ///     let loss = tape.apply1(Sum, &[z])?;
+    ///     let g = tape.backward(loss)?;
+    ///     w.scaled_add(-0.1, g.get(wv).unwrap());
+    /// }
+    /// assert!(tape.pooled_elements() > 0);
+    /// # Ok::<(), matgrad::Error>(())
+    /// ```
+    pub fn reset(&mut self) {
+        let pool = self.pool.get_mut();
+        for v in self.values.drain(..).flatten() {
+            if let Ok(a) = v.try_into_owned_nocopy() {
+                pool.give(a);
+            }
+        }
+        self.graph.nodes.clear();
+        self.graph.records.clear();
+        self.requires.clear();
+        self.released = 0;
+        self.id = NEXT_TAPE.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Elements held in the tape's pool of buffers for the next step ([`Tape::reset`]).
+    pub fn pooled_elements(&self) -> usize {
+        self.pool.borrow().elements()
     }
 
     fn push_leaf(&mut self, value: ArcArray2<T>, requires: bool) -> Var {
@@ -622,7 +736,21 @@ impl<T: Real> Tape<T> {
                 op: name,
                 name: "an input",
             })?;
-        let y = op.forward(&x)?;
+        let shapes = op.output_shapes(&x)?;
+        let mut y: SmallVec<[Array2<T>; 2]> = {
+            let pool = self.pool.get_mut();
+            shapes
+                .iter()
+                .map(|&s| pool.take(s))
+                .collect::<Result<_>>()?
+        };
+        let mut views: SmallVec<[ArrayViewMut2<'_, T>; 2]> =
+            y.iter_mut().map(|a| a.view_mut()).collect();
+        let ws = self.ws.get_mut();
+        let xs: SmallVec<[Shape; 4]> = x.iter().map(shape_of).collect();
+        grow(ws, op.workspace(&xs));
+        op.forward_into(&x, &mut views, Some(&mut ws[..]))?;
+        drop(views);
         drop(x);
         Ok(self.record(op, idx, y.into_iter().map(Array2::into_shared)))
     }
@@ -916,11 +1044,22 @@ impl<T: Real> Tape<T> {
             cots[i].seed(c);
         }
         let values = self.views();
-        self.graph.reverse(&values, &mut cots, &req, &keep)?;
+        self.graph.reverse(
+            &values,
+            &mut cots,
+            &req,
+            &keep,
+            &mut self.pool.borrow_mut(),
+            &mut self.ws.borrow_mut(),
+        )?;
         let mut entries = Vec::with_capacity(targets.len());
         for t in targets {
             let g = std::mem::take(&mut cots[t]).into_array(self.graph.nodes[t].shape)?;
             entries.push((t, g));
+        }
+        let mut pool = self.pool.borrow_mut();
+        for c in cots {
+            c.recycle(&mut pool);
         }
         Ok(Gradients {
             tape: self.id,
@@ -979,10 +1118,20 @@ impl<T: Real> Tape<T> {
         }
         let req = self.graph.requires(targets.iter().copied());
         let values = self.views();
-        self.graph
-            .reverse(&values, &mut cots, &req, &vec![false; n])?;
+        let mut pool = self.pool.borrow_mut();
+        self.graph.reverse(
+            &values,
+            &mut cots,
+            &req,
+            &vec![false; n],
+            &mut pool,
+            &mut self.ws.borrow_mut(),
+        )?;
         for t in targets {
             cots[t].finish();
+        }
+        for c in cots {
+            c.recycle(&mut pool);
         }
         Ok(())
     }
@@ -1804,8 +1953,14 @@ impl<T: Real> Rule<T> for Recorded<T> {
                 cots[o].seed(c);
             }
         }
-        self.graph
-            .reverse(&values, &mut cots, &req, &vec![false; n])?;
+        self.graph.reverse(
+            &values,
+            &mut cots,
+            &req,
+            &vec![false; n],
+            &mut Pool::default(),
+            &mut Vec::new(),
+        )?;
         for c in cots.iter_mut().take(self.arity) {
             c.finish();
         }

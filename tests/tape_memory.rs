@@ -19,11 +19,16 @@ struct Counting;
 
 /// An allocation of at least 64 `f64`s counts as matrix storage.
 const MATRIX_BYTES: usize = 64 * 8;
+/// A page or more: every matrix of the re-recorded model below (the smallest, its
+/// 10×64 logits, takes 5120 bytes); the reverse sweep's bookkeeping, a few dozen
+/// bytes per value of the graph, stays below.
+const PAGE_BYTES: usize = 4096;
 
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
     static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
     static LARGE: Cell<usize> = const { Cell::new(0) };
+    static PAGES: Cell<usize> = const { Cell::new(0) };
     static LIVE: Cell<isize> = const { Cell::new(0) };
     static PEAK: Cell<isize> = const { Cell::new(0) };
 }
@@ -37,6 +42,9 @@ fn note(grow: usize, shrink: usize, new: bool) {
         let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
         if grow >= MATRIX_BYTES {
             let _ = LARGE.try_with(|c| c.set(c.get() + 1));
+        }
+        if grow >= PAGE_BYTES {
+            let _ = PAGES.try_with(|c| c.set(c.get() + 1));
         }
     }
     let _ = LIVE.try_with(|l| {
@@ -75,12 +83,15 @@ static GLOBAL: Counting = Counting;
 struct Counted {
     allocations: usize,
     large: usize,
+    /// Allocations of [`PAGE_BYTES`] or more.
+    pages: usize,
     peak_bytes: usize,
 }
 
 fn counted<R>(f: impl FnOnce() -> R) -> (R, Counted) {
     ALLOCATIONS.with(|c| c.set(0));
     LARGE.with(|c| c.set(0));
+    PAGES.with(|c| c.set(0));
     LIVE.with(|c| c.set(0));
     PEAK.with(|c| c.set(0));
     COUNTING.with(|c| c.set(true));
@@ -89,6 +100,7 @@ fn counted<R>(f: impl FnOnce() -> R) -> (R, Counted) {
     let counted = Counted {
         allocations: ALLOCATIONS.with(Cell::get),
         large: LARGE.with(Cell::get),
+        pages: PAGES.with(Cell::get),
         peak_bytes: PEAK.with(Cell::get).max(0) as usize,
     };
     (r, counted)
@@ -441,4 +453,81 @@ fn a_checkpoint_is_checked_like_any_primitive() -> matgrad::Result<()> {
         1e-13
     ));
     Ok(())
+}
+
+/// The eager style: the model recorded anew every step on a [`Tape::reset`] tape, whose
+/// values and cotangents come from the buffers of the step before. Parameters and
+/// data are shared arrays (a leaf holds a reference, not a copy) and the labels an
+/// `Arc<[usize]>`.
+#[test]
+fn a_re_recorded_step_on_a_reset_tape_allocates_no_matrix_after_the_first() {
+    let mlp = Mlp::new(&[64, 128, 128, 10], 64, 23);
+    let mut params: Vec<ArcArray2<f64>> = mlp.params.iter().map(|p| p.to_shared()).collect();
+    let mut grads = mlp.grads;
+    let x = mlp.x.into_shared();
+    let labels: std::sync::Arc<[usize]> = mlp.labels.into();
+    let layers = params.len() / 2;
+    let one = Array2::ones((1, 1));
+    let mut opt = Adam::new(1e-2);
+    let mut tape = Tape::new();
+
+    let mut step = |tape: &mut Tape<f64>, params: &mut Vec<ArcArray2<f64>>| -> f64 {
+        tape.reset();
+        let mut h = tape.constant(x.clone());
+        let mut leaves = Vec::with_capacity(params.len());
+        for (l, wb) in params.chunks(2).enumerate() {
+            let (w, b) = (tape.leaf(wb[0].clone()), tape.leaf(wb[1].clone()));
+            leaves.extend([w, b]);
+            let z = tape.apply1(MatMul::nn(), &[w, h]).unwrap();
+            let a = tape.apply1(AddBias, &[z, b]).unwrap();
+            h = if l + 1 < layers {
+                tape.apply1(Map(Tanh), &[a]).unwrap()
+            } else {
+                a
+            };
+        }
+        let loss = tape
+            .apply1(SoftmaxCrossEntropy::new(labels.clone()), &[h])
+            .unwrap();
+        let value = tape.value(loss).unwrap()[(0, 0)];
+        let mut g: Vec<(Var, Grad<'_, f64>)> = leaves
+            .iter()
+            .zip(grads.iter_mut())
+            .map(|(&v, g)| (v, Grad::Write(g.view_mut())))
+            .collect();
+        tape.backward_into(&[(loss, one.view())], &mut g).unwrap();
+        drop(g);
+        // Give the parameters back (the tape's leaves share them) before updating in place.
+        tape.reset();
+        let mut p: Vec<_> = params.iter_mut().map(|p| p.view_mut()).collect();
+        let gv: Vec<_> = grads.iter().map(|g| g.view()).collect();
+        opt.step(&mut p, &gv).unwrap();
+        value
+    };
+
+    let (first_loss, first) = counted(|| step(&mut tape, &mut params));
+    let mut later = Vec::new();
+    let mut last = first_loss;
+    for _ in 0..10 {
+        let (l, c) = counted(|| step(&mut tape, &mut params));
+        later.push(c);
+        last = l;
+    }
+    println!(
+        "re-recorded step: first {} allocations ({} of a page or more), later (all, ≥ 512 B, ≥ 4 KiB) {:?}",
+        first.allocations,
+        first.pages,
+        later
+            .iter()
+            .map(|c| (c.allocations, c.large, c.pages))
+            .collect::<Vec<_>>()
+    );
+    assert!(first.pages > 0, "the first step makes the buffers");
+    for c in &later {
+        assert_eq!(c.pages, 0, "a later step allocated matrix storage");
+        // The two of 512 bytes or more are the sweep's per-value vectors (17 values).
+        assert!(c.large <= 2, "{} allocations of 512 bytes or more", c.large);
+    }
+    assert!(tape.pooled_elements() > 0);
+    assert!(last < first_loss, "loss {first_loss} → {last}");
 }

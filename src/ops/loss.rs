@@ -33,6 +33,7 @@ use crate::primitive::{Grad, Partials, Rule, Saves, Shapes};
 use crate::Real;
 use ndarray::{ArrayView2, ArrayViewMut2, Zip};
 use smallvec::smallvec;
+use std::sync::Arc;
 
 const SOFTMAX_CROSS_ENTROPY: &str = "SoftmaxCrossEntropy";
 const MEAN_SQUARED_ERROR: &str = "MeanSquaredError";
@@ -59,13 +60,15 @@ const MEAN_SQUARED_ERROR: &str = "MeanSquaredError";
 /// Apply it by reference to keep the labels: `(&loss).apply([z])`.
 #[derive(Clone, PartialEq, Eq, Debug, Default, Hash)]
 pub struct SoftmaxCrossEntropy {
-    /// The class of each example (column of `Z`), in `0..k`.
-    pub labels: Vec<usize>,
+    /// The class of each example (column of `Z`), in `0..k`; shared, so that a loss
+    /// made anew every training step does not copy them.
+    pub labels: Arc<[usize]>,
 }
 
 impl SoftmaxCrossEntropy {
-    /// The loss for these labels, one per column of the logits.
-    pub fn new(labels: impl Into<Vec<usize>>) -> Self {
+    /// The loss for these labels, one per column of the logits (a `Vec`, a slice, or
+    /// an `Arc<[usize]>` shared between steps without a copy).
+    pub fn new(labels: impl Into<Arc<[usize]>>) -> Self {
         SoftmaxCrossEntropy {
             labels: labels.into(),
         }
