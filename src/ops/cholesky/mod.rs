@@ -64,7 +64,7 @@ use crate::blas::{addressable, potrf_lower, trmm, trsm, Side, Tri};
 use crate::error::{shape_of, Error, Result, Shape};
 use crate::primitive::{Grad, Partials, Rule, Saves, Shapes, Structure};
 use crate::Real;
-use ndarray::{Array2, ArrayView2, ArrayViewMut2, CowArray, Ix2, Zip};
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, CowArray, Ix2, Zip};
 use reverse::Algorithm;
 use smallvec::smallvec;
 
@@ -73,12 +73,6 @@ const OP: &str = "Cholesky";
 /// Below this order [`Method::Auto`] runs the scalar loop, which beats the BLAS calls
 /// there (the crossover in `benches/cholesky.rs`, group `cholesky_small`).
 const AUTO_UNBLOCKED_BELOW: usize = 40;
-
-/// From this order on [`Method::Auto`] doubles the block: each block's GEMM streams the
-/// whole trailing gradient through memory, and fewer, wider blocks stream it fewer
-/// times (group `cholesky_block`: at n = 2000 block 128 is 5–8% faster than 64 on both
-/// the SSE3 and the AVX-512 kernels, at n = 500 no faster).
-const AUTO_WIDE_BLOCK_FROM: usize = 1024;
 
 /// What `Ā` means: the gradient with respect to a symmetric `A`, or with respect to the
 /// lower triangle that potrf reads. See the [module documentation](self) for when to use which.
@@ -106,10 +100,12 @@ impl Convention {
 /// Algorithm of the reverse pass. All give the same `Ā` up to rounding.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, Default)]
 pub enum Method {
-    /// The fastest for the size: the scalar loop below `n = 40`, blocked with
-    /// [`Method::DEFAULT_BLOCK`] below `n = 1024`, twice that from `n = 1024` on.
+    /// The fastest for the size: the scalar loop below `n = 40`, recursive from there on.
     #[default]
     Auto,
+    /// Reverse of the recursive factorisation, halving `L` down to order 32 (see
+    /// `docs/math.md`): most of the work is in few large GEMMs.
+    Recursive,
     /// Reverse of the blocked factorisation, in place on `L̄` ([`backward_blocked`]).
     Blocked {
         /// Order of the diagonal blocks.
@@ -136,8 +132,7 @@ impl Method {
     fn algorithm(self, n: usize) -> Result<Algorithm> {
         Ok(match self {
             Method::Auto if n < AUTO_UNBLOCKED_BELOW => Algorithm::Unblocked,
-            Method::Auto if n < AUTO_WIDE_BLOCK_FROM => Algorithm::Blocked(Self::DEFAULT_BLOCK),
-            Method::Auto => Algorithm::Blocked(2 * Self::DEFAULT_BLOCK),
+            Method::Auto | Method::Recursive => Algorithm::Recursive,
             Method::Blocked { block } => Algorithm::Blocked(positive_block(block)?),
             Method::Symbolic => Algorithm::Symbolic,
             Method::Unblocked => Algorithm::Unblocked,
@@ -225,16 +220,20 @@ fn blas_ready<T: Real>(x: ArrayView2<'_, T>) -> CowArray<'_, T, Ix2> {
     }
 }
 
-/// `Φ(X)`: zero the strict upper triangle, halve the diagonal.
+/// `Φ(X)` of a square `X`: zero the strict upper triangle, halve the diagonal. Row by
+/// row, or column by column for a column-major `X`, so that the zeros are contiguous runs.
 fn phi<T: Real>(mut x: ArrayViewMut2<'_, T>) {
-    let half = T::of(0.5);
-    for ((i, j), v) in x.indexed_iter_mut() {
-        if j > i {
-            *v = T::zero();
-        } else if j == i {
-            *v *= half;
+    let n = x.nrows();
+    if x.ncols() > 1 && x.strides()[0] == 1 {
+        for j in 1..n {
+            x.slice_mut(s![..j, j]).fill(T::zero());
+        }
+    } else {
+        for i in 0..n {
+            x.slice_mut(s![i, i + 1..]).fill(T::zero());
         }
     }
+    x.diag_mut().mapv_inplace(|d| d * T::of(0.5));
 }
 
 /// `L ← chol(A)` into `l` (not read): the lower triangle of `A` is copied in and the
