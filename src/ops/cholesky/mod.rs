@@ -49,10 +49,12 @@
 //! - reverse mode, `P = Φ(LᵀL̄)`, `S = L⁻ᵀ P L⁻¹`, then `Ā = (S + Sᵀ)/2` (symmetric) or
 //!   `Ā = Φ(S + Sᵀ)` (lower: diagonal `Sᵢᵢ`, below it `Sᵢⱼ + Sⱼᵢ`, above it zero).
 //!
-//! The reverse pass comes in three algorithms ([`Method`]): the two triangular solves
-//! above ([`backward_symbolic`]), the reverse of the blocked factorisation with level-3
-//! BLAS on off-diagonal blocks ([`backward_blocked`], the fastest for all but tiny `n`),
-//! and the scalar loop run backwards entry by entry (`docs/math.md`, Cholesky).
+//! The reverse pass comes in four algorithms ([`Method`]): the two triangular solves
+//! above ([`backward_symbolic`]), the reverse of the recursive factorisation, which halves
+//! `L` and puts most of its `(2/3)n³` flops in a few large GEMMs (the default for all but
+//! tiny `n`), the reverse of the blocked factorisation with level-3 BLAS on off-diagonal
+//! blocks ([`backward_blocked`]), and the scalar loop run backwards entry by entry
+//! (`docs/math.md`, Cholesky).
 
 mod reverse;
 
@@ -64,7 +66,7 @@ use crate::blas::{addressable, potrf_lower, trmm, trsm, Side, Tri};
 use crate::error::{shape_of, Error, Result, Shape};
 use crate::primitive::{Grad, Partials, Rule, Saves, Shapes, Structure};
 use crate::Real;
-use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, CowArray, Ix2, Zip};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, CowArray, Ix2, Zip};
 use reverse::Algorithm;
 use smallvec::smallvec;
 
@@ -103,8 +105,10 @@ pub enum Method {
     /// The fastest for the size: the scalar loop below `n = 40`, recursive from there on.
     #[default]
     Auto,
-    /// Reverse of the recursive factorisation, halving `L` down to order 32 (see
-    /// `docs/math.md`): most of the work is in few large GEMMs.
+    /// Reverse of the recursive factorisation, halving `L` down to order 32: half of the
+    /// `(2/3)n³` flops in one GEMM of order `n/2`, the rest in a triangular solve and a
+    /// lower-triangle product of that order, each itself made of large GEMMs (see
+    /// `docs/math.md`). In place on `Ā`'s buffer, like the others.
     Recursive,
     /// Reverse of the blocked factorisation, in place on `L̄` ([`backward_blocked`]).
     Blocked {
@@ -118,7 +122,7 @@ pub enum Method {
 }
 
 impl Method {
-    /// Block order of [`Method::Auto`] below `n = 1024`, for `f32` and `f64` alike.
+    /// Block order of [`Method::blocked`], for `f32` and `f64` alike.
     pub const DEFAULT_BLOCK: usize = 64;
 
     /// [`Method::Blocked`] with [`Method::DEFAULT_BLOCK`].
@@ -220,19 +224,9 @@ fn blas_ready<T: Real>(x: ArrayView2<'_, T>) -> CowArray<'_, T, Ix2> {
     }
 }
 
-/// `Φ(X)` of a square `X`: zero the strict upper triangle, halve the diagonal. Row by
-/// row, or column by column for a column-major `X`, so that the zeros are contiguous runs.
+/// `Φ(X)` of a square `X`: zero the strict upper triangle, halve the diagonal.
 fn phi<T: Real>(mut x: ArrayViewMut2<'_, T>) {
-    let n = x.nrows();
-    if x.ncols() > 1 && x.strides()[0] == 1 {
-        for j in 1..n {
-            x.slice_mut(s![..j, j]).fill(T::zero());
-        }
-    } else {
-        for i in 0..n {
-            x.slice_mut(s![i, i + 1..]).fill(T::zero());
-        }
-    }
+    reverse::zero_upper(x.view_mut());
     x.diag_mut().mapv_inplace(|d| d * T::of(0.5));
 }
 

@@ -191,11 +191,14 @@ fn reverse_in_place<T: Real>(
 }
 
 /// `g ← S + Sᵀ` with `S = L⁻ᵀ Φ(LᵀL̄) L⁻¹`. The strict upper triangle of `L̄` does not
-/// matter: the lower triangle of `LᵀL̄` does not depend on it.
+/// matter: the lower triangle of `LᵀL̄` does not depend on it. It is zeroed first all
+/// the same, because OpenBLAS's TRMM multiplies the zero half of the triangle too, and
+/// `0·NaN` would carry a NaN left there (a first write's buffer) into the result.
 pub(super) fn symbolic_in_place<T: Real>(
     l: ArrayView2<'_, T>,
     mut g: ArrayViewMut2<'_, T>,
 ) -> Result<()> {
+    zero_upper(g.view_mut());
     let l = Tri::lower(l);
     trmm(g.view_mut(), Side::Left, l.t(), T::one())?;
     phi(g.view_mut());
@@ -352,6 +355,21 @@ fn lower_update<T: Real>(
     )?;
     lower_update(c11, a.slice(s![..h, ..]), b.slice(s![.., ..h]), alpha)?;
     lower_update(c22, a.slice(s![h.., ..]), b.slice(s![.., h..]), alpha)
+}
+
+/// Zeroes the strict upper triangle of the square `g`, row by row (column by column
+/// for a column-major `g`), so that the zeros are contiguous runs.
+pub(super) fn zero_upper<T: Real>(mut g: ArrayViewMut2<'_, T>) {
+    let n = g.nrows();
+    if g.ncols() > 1 && g.strides()[0] == 1 {
+        for j in 1..n {
+            g.slice_mut(s![..j, j]).fill(T::zero());
+        }
+    } else {
+        for i in 0..n {
+            g.slice_mut(s![i, i + 1..]).fill(T::zero());
+        }
+    }
 }
 
 /// `dst ← srcᵀ`, tile by tile, so that the strided side stays in cache.
