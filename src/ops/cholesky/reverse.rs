@@ -61,9 +61,11 @@ pub(super) fn pullback<T: Real>(
         Convention::Symmetric => T::of(0.5),
         Convention::Lower => T::one(),
     };
+    // The lower convention reads only the lower triangle of S + Sᵀ.
+    let full = conv == Convention::Symmetric;
     if acc == Accum::Replace && addressable(&g.view()) {
         copy_lower(g.view_mut(), lbar, scale);
-        reverse_in_place(l.view(), g.view_mut(), algorithm)?;
+        reverse_in_place(l.view(), g.view_mut(), algorithm, full)?;
         if conv == Convention::Lower {
             phi(g);
         }
@@ -71,7 +73,7 @@ pub(super) fn pullback<T: Real>(
     }
     let (mut w, _) = scratch(OP, ws, (n, n))?;
     copy_lower(w.view_mut(), lbar, scale);
-    reverse_in_place(l.view(), w.view_mut(), algorithm)?;
+    reverse_in_place(l.view(), w.view_mut(), algorithm, full)?;
     store(w.view(), g, conv, acc);
     Ok(())
 }
@@ -168,22 +170,27 @@ fn copy_lower<T: Real>(mut dst: ArrayViewMut2<'_, T>, lbar: ArrayView2<'_, T>, s
 }
 
 /// Overwrites `g`, which holds `L̄` in its lower triangle (the strict upper triangle is
-/// not read), with the full symmetric `S + Sᵀ`, from which both conventions follow by
-/// one pass without transposition.
+/// not read), with `S + Sᵀ`: on the lower triangle and the diagonal, and also on the
+/// strict upper triangle if `full`, from which both conventions follow by one pass
+/// without transposition. Without `full` the strict upper triangle is left unspecified
+/// (the lower convention zeroes it).
 fn reverse_in_place<T: Real>(
     l: ArrayView2<'_, T>,
     mut g: ArrayViewMut2<'_, T>,
     algorithm: Algorithm,
+    full: bool,
 ) -> Result<()> {
     match algorithm {
         Algorithm::Blocked(block) => blocked_in_place(l, g, block),
-        Algorithm::Recursive => recursive_in_place(l, g),
+        Algorithm::Recursive => recursive_in_place(l, g, full),
         Algorithm::Symbolic => symbolic_in_place(l, g),
         Algorithm::Unblocked => {
             // The loop leaves Φ(S + Sᵀ), the lower-triangle gradient.
             backward_in_place(l, g.view_mut());
-            let n = g.nrows();
-            for_each_below(n, |i, j| g[(j, i)] = g[(i, j)]);
+            if full {
+                let n = g.nrows();
+                for_each_below(n, |i, j| g[(j, i)] = g[(i, j)]);
+            }
             g.diag_mut().mapv_inplace(|d| d + d);
             Ok(())
         }
@@ -260,9 +267,14 @@ pub(super) fn blocked_in_place<T: Real>(
 /// another, the calls that run near the GEMM rate and that BLAS threads well, where the
 /// blocked pass makes one narrow GEMM per block. Orders up to [`RECURSION_LEAF`] take the
 /// symbolic rule.
+///
+/// The trailing half's `Ā₂₂` is always made full, since the GEMM reads both of its
+/// triangles; the strict upper triangle of the whole is written only if `full` (see
+/// [`reverse_in_place`]), which spares a third of the transposed copies.
 pub(super) fn recursive_in_place<T: Real>(
     l: ArrayView2<'_, T>,
     mut g: ArrayViewMut2<'_, T>,
+    full: bool,
 ) -> Result<()> {
     let n = l.nrows();
     if n <= RECURSION_LEAF {
@@ -277,15 +289,17 @@ pub(super) fn recursive_in_place<T: Real>(
     );
     let (mut g11, g12, mut g21, mut g22) =
         g.multi_slice_mut((s![..h, ..h], s![..h, h..], s![h.., ..h], s![h.., h..]));
-    recursive_in_place(l22, g22.view_mut())?;
+    recursive_in_place(l22, g22.view_mut(), true)?;
     // Forward: Â₂₂ = A₂₂ − L₂₁L₂₁ᵀ. g₂₂ holds (S + Sᵀ)₂₂, both triangles.
     gemm(g21.view_mut(), Accum::Add, g22.view(), l21, minus)?;
     // Forward: L₂₁ = A₂₁ L₁₁⁻ᵀ. From here on g₂₁ holds Ā₂₁ = (S + Sᵀ)₂₁.
     solve_right_lower(g21.view_mut(), l11)?;
     // The rule of the leading half reads only the lower triangle of its L̄.
     lower_update(g11.view_mut(), g21.t(), l21, minus)?;
-    recursive_in_place(l11, g11)?;
-    transpose_into(g12, g21.view());
+    recursive_in_place(l11, g11, full)?;
+    if full {
+        transpose_into(g12, g21.view());
+    }
     Ok(())
 }
 
