@@ -381,10 +381,10 @@ pub fn write_markdown(
     writeln!(
         o,
         "\nBackward in the lower-triangle convention (`Convention::Lower`, which the naive reverse loop \
-         computes). \"Backward\" is the primitive's `backward` with the default `Method::Auto` (the \
-         scalar loop below n = 40, the recursive pass from there on); \"blocked\" is \
-         `backward_blocked` with block {CHOL_BLOCK} (`Method::DEFAULT_BLOCK`). Each allocates its result \
-         and copies its input in, as the forward pass does. GFLOP/s counts n³/3 for the factorisation \
+         computes). \"LAPACK forward\" and \"backward\" are the primitive's `forward` and `backward`, \
+         the latter with the default `Method::Auto` (the scalar loop below n = 40, the recursive pass \
+         from there on); \"blocked\" is `backward_blocked` with block {CHOL_BLOCK} \
+         (`Method::DEFAULT_BLOCK`). Each allocates its result and copies its input in. GFLOP/s counts n³/3 for the factorisation \
          and twice that for the reverse pass; backward / forward is the median of ratios timed in the \
          same rounds. The largest size runs without the naive loops.\n"
     )?;
