@@ -1,11 +1,14 @@
-//! Cholesky: LAPACK forward against the three reverse passes (symbolic, blocked,
-//! unblocked), the block size of the blocked pass, the crossover that `Method::Auto`
-//! uses at small n, and a DGEMM rate to put the reverse pass's GFLOP/s in context.
+//! Cholesky: LAPACK forward against the four reverse passes (recursive, symbolic,
+//! blocked, unblocked), the block size of the blocked pass, the crossover that
+//! `Method::Auto` uses at small n, and a DGEMM rate to put the reverse pass's GFLOP/s in
+//! context.
 //!
 //! `OPENBLAS_NUM_THREADS=1 cargo bench --bench cholesky`; pass a filter such as
 //! `-- /2000` to run one size. Flop counts (criterion's "elements"): forward `n³/3`;
-//! every reverse pass `(2/3)n³`, the leading term of the blocked pass (two GEMMs per
-//! block), so that the rates compare algorithms doing the same job; DGEMM `2n³`.
+//! every reverse pass `(2/3)n³`, the count of the recursive and the blocked passes, so
+//! that the rates compare algorithms doing the same job; DGEMM `2n³`. The forward pass
+//! and the recursive one (through the primitive, as `Method::Auto` runs it) each
+//! allocate their result, as the blocked one's clone of `L̄` does.
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use matgrad::blas::gemm;
@@ -53,6 +56,14 @@ fn forward_and_backward(c: &mut Criterion) {
             b.iter(|| cholesky(black_box(a.view())).unwrap())
         });
         g.throughput(Throughput::Elements(2 * cube(n) / 3));
+        let out = Cholesky::new()
+            .convention(CONV)
+            .method(Method::Recursive)
+            .apply([a.view()])
+            .unwrap();
+        g.bench_with_input(BenchmarkId::new("recursive", n), &n, |b, _| {
+            b.iter(|| out.backward(black_box(lbar.view())).unwrap())
+        });
         g.bench_with_input(BenchmarkId::new("symbolic", n), &n, |b, _| {
             b.iter(|| backward_symbolic(black_box(l.view()), black_box(lbar.view()), CONV).unwrap())
         });
@@ -106,6 +117,7 @@ fn small_sizes(c: &mut Criterion) {
         let (a, _, lbar) = point(n);
         for (name, method) in [
             ("unblocked", Method::Unblocked),
+            ("recursive", Method::Recursive),
             ("blocked", Method::blocked()),
         ] {
             let out = Cholesky::new().method(method).apply([a.view()]).unwrap();

@@ -13,8 +13,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 const CONVENTIONS: [Convention; 2] = [Convention::Symmetric, Convention::Lower];
-const METHODS: [Method; 5] = [
+const METHODS: [Method; 6] = [
     Method::Auto,
+    Method::Recursive,
     Method::Blocked { block: 16 },
     Method::Blocked { block: 7 },
     Method::Symbolic,
@@ -600,6 +601,39 @@ fn blocked_backward_allocates_nothing_of_the_order_of_its_input() {
     }
 }
 
+/// The default reverse pass writing into the caller's buffer with the caller's
+/// workspace allocates nothing: the buffer is its own scratch, the inverted diagonal
+/// blocks live on the stack.
+#[test]
+fn the_recursive_pass_into_a_caller_buffer_allocates_nothing() {
+    let n = 300;
+    let a = spd_with_junk::<f64>(n, 92);
+    let l = cholesky(a.view()).unwrap();
+    let lbar = random::randn::<f64>(n, n, &mut random::rng(93));
+    for conv in CONVENTIONS {
+        let op = Cholesky::new().convention(conv);
+        let want = backward_symbolic(l.view(), lbar.view(), conv).unwrap();
+        let mut ws = vec![f64::NAN; Rule::<f64>::workspace(&op, &[Shape(n, n)])];
+        let mut g = Array2::from_elem((n, n), f64::NAN);
+        let ((largest, total), done) = allocations(|| {
+            op.backward_into(
+                &[a.view()],
+                &[l.view()],
+                &[Some(lbar.view())],
+                &mut [Grad::Write(g.view_mut())],
+                Some(&mut ws),
+            )
+        });
+        done.unwrap();
+        assert_eq!(total, 0, "{conv:?}: {total} bytes, the largest {largest}");
+        assert!(
+            ws.iter().all(|x| x.is_nan()),
+            "the workspace is not touched"
+        );
+        assert!(rel(g.view(), want.view()) < 1e-10);
+    }
+}
+
 #[test]
 fn the_empty_matrix_has_an_empty_factor_and_gradient() {
     let a = Array2::<f64>::zeros((0, 0));
@@ -740,8 +774,9 @@ fn triangular_and_rank_k_wrappers_match_dense_products() {
 
 #[test]
 fn auto_agrees_with_symbolic_on_both_sides_of_its_size_thresholds() {
-    // Auto switches algorithm at n = 40 and block width at n = 1024.
-    for n in [39, 40, 1023, 1030] {
+    // Auto switches from the scalar loop to the recursive pass at n = 40; 1030 halves
+    // into every leaf the recursive pass has.
+    for n in [39, 40, 1030] {
         let a = spd_with_junk::<f64>(n, 70 + n as u64);
         let l = cholesky(a.view()).unwrap();
         let mut rng = random::rng(n as u64);

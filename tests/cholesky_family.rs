@@ -486,6 +486,7 @@ fn first_writes_with_caller_workspaces_match_backward() {
         for conv in [Convention::Symmetric, Convention::Lower] {
             for method in [
                 Method::Auto,
+                Method::Recursive,
                 Method::Blocked { block: 16 },
                 Method::Symbolic,
                 Method::Unblocked,

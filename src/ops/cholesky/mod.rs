@@ -49,10 +49,12 @@
 //! - reverse mode, `P = Φ(LᵀL̄)`, `S = L⁻ᵀ P L⁻¹`, then `Ā = (S + Sᵀ)/2` (symmetric) or
 //!   `Ā = Φ(S + Sᵀ)` (lower: diagonal `Sᵢᵢ`, below it `Sᵢⱼ + Sⱼᵢ`, above it zero).
 //!
-//! The reverse pass comes in three algorithms ([`Method`]): the two triangular solves
-//! above ([`backward_symbolic`]), the reverse of the blocked factorisation with level-3
-//! BLAS on off-diagonal blocks ([`backward_blocked`], the fastest for all but tiny `n`),
-//! and the scalar loop run backwards entry by entry (`docs/math.md`, Cholesky).
+//! The reverse pass comes in four algorithms ([`Method`]): the two triangular solves
+//! above ([`backward_symbolic`]), the reverse of the recursive factorisation, which halves
+//! `L` and puts most of its `(2/3)n³` flops in a few large GEMMs (the default for all but
+//! tiny `n`), the reverse of the blocked factorisation with level-3 BLAS on off-diagonal
+//! blocks ([`backward_blocked`]), and the scalar loop run backwards entry by entry
+//! (`docs/math.md`, Cholesky).
 
 mod reverse;
 
@@ -73,12 +75,6 @@ const OP: &str = "Cholesky";
 /// Below this order [`Method::Auto`] runs the scalar loop, which beats the BLAS calls
 /// there (the crossover in `benches/cholesky.rs`, group `cholesky_small`).
 const AUTO_UNBLOCKED_BELOW: usize = 40;
-
-/// From this order on [`Method::Auto`] doubles the block: each block's GEMM streams the
-/// whole trailing gradient through memory, and fewer, wider blocks stream it fewer
-/// times (group `cholesky_block`: at n = 2000 block 128 is 5–8% faster than 64 on both
-/// the SSE3 and the AVX-512 kernels, at n = 500 no faster).
-const AUTO_WIDE_BLOCK_FROM: usize = 1024;
 
 /// What `Ā` means: the gradient with respect to a symmetric `A`, or with respect to the
 /// lower triangle that potrf reads. See the [module documentation](self) for when to use which.
@@ -106,10 +102,14 @@ impl Convention {
 /// Algorithm of the reverse pass. All give the same `Ā` up to rounding.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, Default)]
 pub enum Method {
-    /// The fastest for the size: the scalar loop below `n = 40`, blocked with
-    /// [`Method::DEFAULT_BLOCK`] below `n = 1024`, twice that from `n = 1024` on.
+    /// The fastest for the size: the scalar loop below `n = 40`, recursive from there on.
     #[default]
     Auto,
+    /// Reverse of the recursive factorisation, halving `L` down to order 32: half of the
+    /// `(2/3)n³` flops in one GEMM of order `n/2`, the rest in a triangular solve and a
+    /// lower-triangle product of that order, each itself made of large GEMMs (see
+    /// `docs/math.md`). In place on `Ā`'s buffer, like the others.
+    Recursive,
     /// Reverse of the blocked factorisation, in place on `L̄` ([`backward_blocked`]).
     Blocked {
         /// Order of the diagonal blocks.
@@ -122,7 +122,7 @@ pub enum Method {
 }
 
 impl Method {
-    /// Block order of [`Method::Auto`] below `n = 1024`, for `f32` and `f64` alike.
+    /// Block order of [`Method::blocked`], for `f32` and `f64` alike.
     pub const DEFAULT_BLOCK: usize = 64;
 
     /// [`Method::Blocked`] with [`Method::DEFAULT_BLOCK`].
@@ -136,8 +136,7 @@ impl Method {
     fn algorithm(self, n: usize) -> Result<Algorithm> {
         Ok(match self {
             Method::Auto if n < AUTO_UNBLOCKED_BELOW => Algorithm::Unblocked,
-            Method::Auto if n < AUTO_WIDE_BLOCK_FROM => Algorithm::Blocked(Self::DEFAULT_BLOCK),
-            Method::Auto => Algorithm::Blocked(2 * Self::DEFAULT_BLOCK),
+            Method::Auto | Method::Recursive => Algorithm::Recursive,
             Method::Blocked { block } => Algorithm::Blocked(positive_block(block)?),
             Method::Symbolic => Algorithm::Symbolic,
             Method::Unblocked => Algorithm::Unblocked,
@@ -225,16 +224,10 @@ fn blas_ready<T: Real>(x: ArrayView2<'_, T>) -> CowArray<'_, T, Ix2> {
     }
 }
 
-/// `Φ(X)`: zero the strict upper triangle, halve the diagonal.
+/// `Φ(X)` of a square `X`: zero the strict upper triangle, halve the diagonal.
 fn phi<T: Real>(mut x: ArrayViewMut2<'_, T>) {
-    let half = T::of(0.5);
-    for ((i, j), v) in x.indexed_iter_mut() {
-        if j > i {
-            *v = T::zero();
-        } else if j == i {
-            *v *= half;
-        }
-    }
+    reverse::zero_upper(x.view_mut());
+    x.diag_mut().mapv_inplace(|d| d * T::of(0.5));
 }
 
 /// `L ← chol(A)` into `l` (not read): the lower triangle of `A` is copied in and the

@@ -1,19 +1,20 @@
-//! The reverse pass of [`Cholesky`](super::Cholesky): `L̄ → S + Sᵀ` by one of three
+//! The reverse pass of [`Cholesky`](super::Cholesky): `L̄ → S + Sᵀ` by one of four
 //! algorithms, all in place on one `n×n` buffer, then the [`Convention`] in one pass
 //! (`docs/math.md`, Cholesky).
 
 use super::{blas_ready, cotangent_shape, factor_order, phi, positive_block, Convention, OP};
 use crate::blas::{addressable, gemm, trmm, trsm, Accum, Side, Tri};
-use crate::error::{shape_of, Result};
+use crate::error::{shape_of, Error, Result};
 use crate::ops::triangular::scratch;
 use crate::primitive::Grad;
 use crate::Real;
-use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Zip};
+use ndarray::{s, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Zip};
 
 /// A [`super::Method`] with `Auto` decided and the block size checked.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Algorithm {
     Blocked(usize),
+    Recursive,
     Symbolic,
     Unblocked,
 }
@@ -25,10 +26,24 @@ const TILE: usize = 64;
 /// `3b³` in small, inefficient TRSMs, so large blocks are themselves reversed blocked.
 const DIAG_BLOCK: usize = 32;
 
+/// Order up to which the recursive pass runs the symbolic rule instead of halving.
+const RECURSION_LEAF: usize = 32;
+
+/// Order up to which [`lower_update`] is one GEMM on its whole square.
+const LOWER_UPDATE_LEAF: usize = 32;
+
+/// Order of the diagonal blocks of `L` that [`solve_right_lower`] inverts: OpenBLAS's
+/// TRSM with a narrow triangle on the right runs at a fifth of the GEMM rate, its TRMM
+/// at over half of it.
+const INVERSE_BLOCK: usize = 64;
+
 /// The rule's reverse pass: `Ā` for `L̄` into `grad`. A first write BLAS can address is
 /// its own workspace (`L̄`'s lower triangle is copied in, the algorithm and the
 /// convention run in place, the old contents are never read); otherwise `ws` (`n²`
 /// elements) holds `S + Sᵀ` and the convention's `Ā` is written or added from it.
+///
+/// The symmetric convention's `Ā = (S + Sᵀ)/2` is linear in `L̄`, so `L̄/2` is copied in
+/// and no pass over the result is needed.
 pub(super) fn pullback<T: Real>(
     l: ArrayView2<'_, T>,
     lbar: ArrayView2<'_, T>,
@@ -42,15 +57,23 @@ pub(super) fn pullback<T: Real>(
     };
     let n = l.nrows();
     let l = blas_ready(l);
+    let scale = match conv {
+        Convention::Symmetric => T::of(0.5),
+        Convention::Lower => T::one(),
+    };
+    // The lower convention reads only the lower triangle of S + Sᵀ.
+    let full = conv == Convention::Symmetric;
     if acc == Accum::Replace && addressable(&g.view()) {
-        copy_lower(g.view_mut(), lbar);
-        reverse_in_place(l.view(), g.view_mut(), algorithm)?;
-        finish(g, conv);
+        copy_lower(g.view_mut(), lbar, scale);
+        reverse_in_place(l.view(), g.view_mut(), algorithm, full)?;
+        if conv == Convention::Lower {
+            phi(g);
+        }
         return Ok(());
     }
     let (mut w, _) = scratch(OP, ws, (n, n))?;
-    copy_lower(w.view_mut(), lbar);
-    reverse_in_place(l.view(), w.view_mut(), algorithm)?;
+    copy_lower(w.view_mut(), lbar, scale);
+    reverse_in_place(l.view(), w.view_mut(), algorithm, full)?;
     store(w.view(), g, conv, acc);
     Ok(())
 }
@@ -67,7 +90,7 @@ pub fn backward_symbolic<T: Real>(
     let n = factor_order(&l)?;
     cotangent_shape(n, shape_of(&lbar))?;
     let mut g = Array2::zeros((n, n));
-    copy_lower(g.view_mut(), lbar);
+    copy_lower(g.view_mut(), lbar, T::one());
     symbolic_in_place(blas_ready(l).view(), g.view_mut())?;
     finish(g.view_mut(), conv);
     Ok(g)
@@ -123,29 +146,51 @@ pub fn backward_blocked_in_place<T: Real>(
     Ok(())
 }
 
-/// `dst ← L̄`'s lower triangle, with the strict upper triangle zeroed; `dst` is not read.
-fn copy_lower<T: Real>(dst: ArrayViewMut2<'_, T>, lbar: ArrayView2<'_, T>) {
-    Zip::indexed(dst)
-        .and(&lbar)
-        .for_each(|(i, j), d, &v| *d = if j <= i { v } else { T::zero() });
+/// `dst ← scale·L̄` on the lower triangle with the diagonal, row by row (column by
+/// column for a column-major `dst`), so that contiguous memory is copied as such. The
+/// strict upper triangle of `dst` is neither read nor written.
+fn copy_lower<T: Real>(mut dst: ArrayViewMut2<'_, T>, lbar: ArrayView2<'_, T>, scale: T) {
+    let copy = |d: ArrayViewMut1<'_, T>, s: ArrayView1<'_, T>| {
+        if scale == T::one() {
+            Zip::from(d).and(s).for_each(|d, &s| *d = s);
+        } else {
+            Zip::from(d).and(s).for_each(|d, &s| *d = s * scale);
+        }
+    };
+    let n = dst.nrows();
+    if dst.ncols() > 1 && dst.strides()[0] == 1 {
+        for j in 0..n {
+            copy(dst.slice_mut(s![j.., j]), lbar.slice(s![j.., j]));
+        }
+    } else {
+        for i in 0..n {
+            copy(dst.slice_mut(s![i, ..=i]), lbar.slice(s![i, ..=i]));
+        }
+    }
 }
 
-/// Overwrites `g`, which holds `L̄` in its lower triangle (and zeros above it), with the
-/// full symmetric `S + Sᵀ`, from which both conventions follow by one pass without
-/// transposition.
+/// Overwrites `g`, which holds `L̄` in its lower triangle (the strict upper triangle is
+/// not read), with `S + Sᵀ`: on the lower triangle and the diagonal, and also on the
+/// strict upper triangle if `full`, from which both conventions follow by one pass
+/// without transposition. Without `full` the strict upper triangle is left unspecified
+/// (the lower convention zeroes it).
 fn reverse_in_place<T: Real>(
     l: ArrayView2<'_, T>,
     mut g: ArrayViewMut2<'_, T>,
     algorithm: Algorithm,
+    full: bool,
 ) -> Result<()> {
     match algorithm {
         Algorithm::Blocked(block) => blocked_in_place(l, g, block),
+        Algorithm::Recursive => recursive_in_place(l, g, full),
         Algorithm::Symbolic => symbolic_in_place(l, g),
         Algorithm::Unblocked => {
             // The loop leaves Φ(S + Sᵀ), the lower-triangle gradient.
             backward_in_place(l, g.view_mut());
-            let n = g.nrows();
-            for_each_below(n, |i, j| g[(j, i)] = g[(i, j)]);
+            if full {
+                let n = g.nrows();
+                for_each_below(n, |i, j| g[(j, i)] = g[(i, j)]);
+            }
             g.diag_mut().mapv_inplace(|d| d + d);
             Ok(())
         }
@@ -153,11 +198,14 @@ fn reverse_in_place<T: Real>(
 }
 
 /// `g ← S + Sᵀ` with `S = L⁻ᵀ Φ(LᵀL̄) L⁻¹`. The strict upper triangle of `L̄` does not
-/// matter: the lower triangle of `LᵀL̄` does not depend on it.
+/// matter: the lower triangle of `LᵀL̄` does not depend on it. It is zeroed first all
+/// the same, because OpenBLAS's TRMM multiplies the zero half of the triangle too, and
+/// `0·NaN` would carry a NaN left there (a first write's buffer) into the result.
 pub(super) fn symbolic_in_place<T: Real>(
     l: ArrayView2<'_, T>,
     mut g: ArrayViewMut2<'_, T>,
 ) -> Result<()> {
+    zero_upper(g.view_mut());
     let l = Tri::lower(l);
     trmm(g.view_mut(), Side::Left, l.t(), T::one())?;
     phi(g.view_mut());
@@ -207,6 +255,149 @@ pub(super) fn blocked_in_place<T: Real>(
     Ok(())
 }
 
+/// `g ← S + Sᵀ` as [`symbolic_in_place`], by the reverse of the recursive factorisation
+/// (LAPACK's potrf2): with `L` split in halves, the forward pass factors
+/// `L₁₁ = chol(A₁₁)`, solves `L₂₁ = A₂₁ L₁₁⁻ᵀ`, updates `Â₂₂ = A₂₂ − L₂₁L₂₁ᵀ` and factors
+/// `L₂₂ = chol(Â₂₂)`. The reverse pass undoes the four steps from the last: the recursion
+/// on the trailing half leaves the full symmetric `Ā₂₂`, then `L̄₂₁ −= Ā₂₂ L₂₁` (one GEMM),
+/// `Ā₂₁ = L̄₂₁ L₁₁⁻¹` ([`solve_right_lower`]), `L̄₁₁ −= Ā₂₁ᵀ L₂₁` on the lower triangle only
+/// ([`lower_update`]), and the recursion on the leading half. Each of the three updates
+/// costs `n³/8` at the top (`n³/4` for the GEMM), `(2/3)n³` flops in all, the same as the
+/// blocked pass; but here half of them are in one GEMM of order `n/2` and a quarter in
+/// another, the calls that run near the GEMM rate and that BLAS threads well, where the
+/// blocked pass makes one narrow GEMM per block. Orders up to [`RECURSION_LEAF`] take the
+/// symbolic rule.
+///
+/// The trailing half's `Ā₂₂` is always made full, since the GEMM reads both of its
+/// triangles; the strict upper triangle of the whole is written only if `full` (see
+/// [`reverse_in_place`]), which spares a third of the transposed copies.
+pub(super) fn recursive_in_place<T: Real>(
+    l: ArrayView2<'_, T>,
+    mut g: ArrayViewMut2<'_, T>,
+    full: bool,
+) -> Result<()> {
+    let n = l.nrows();
+    if n <= RECURSION_LEAF {
+        return symbolic_in_place(l, g);
+    }
+    let h = n / 2;
+    let minus = -T::one();
+    let (l11, l21, l22) = (
+        l.slice(s![..h, ..h]),
+        l.slice(s![h.., ..h]),
+        l.slice(s![h.., h..]),
+    );
+    let (mut g11, g12, mut g21, mut g22) =
+        g.multi_slice_mut((s![..h, ..h], s![..h, h..], s![h.., ..h], s![h.., h..]));
+    recursive_in_place(l22, g22.view_mut(), true)?;
+    // Forward: Â₂₂ = A₂₂ − L₂₁L₂₁ᵀ. g₂₂ holds (S + Sᵀ)₂₂, both triangles.
+    gemm(g21.view_mut(), Accum::Add, g22.view(), l21, minus)?;
+    // Forward: L₂₁ = A₂₁ L₁₁⁻ᵀ. From here on g₂₁ holds Ā₂₁ = (S + Sᵀ)₂₁.
+    solve_right_lower(g21.view_mut(), l11)?;
+    // The rule of the leading half reads only the lower triangle of its L̄.
+    lower_update(g11.view_mut(), g21.t(), l21, minus)?;
+    recursive_in_place(l11, g11, full)?;
+    if full {
+        transpose_into(g12, g21.view());
+    }
+    Ok(())
+}
+
+/// `X ← X L⁻¹` for lower-triangular `L`, by halves: `X₂ ← X₂ L₂₂⁻¹`, `X₁ −= X₂ L₂₁`,
+/// `X₁ ← X₁ L₁₁⁻¹`, down to blocks of [`INVERSE_BLOCK`], which are inverted and applied
+/// by TRMM (see [`solve_by_inverse`]). The same flops as one TRSM up to the inverses,
+/// `O(n·INVERSE_BLOCK²)`.
+fn solve_right_lower<T: Real>(mut x: ArrayViewMut2<'_, T>, l: ArrayView2<'_, T>) -> Result<()> {
+    let k = l.nrows();
+    if k <= INVERSE_BLOCK {
+        return solve_by_inverse(x, l);
+    }
+    let h = k / 2;
+    let (mut x1, mut x2) = x.multi_slice_mut((s![.., ..h], s![.., h..]));
+    solve_right_lower(x2.view_mut(), l.slice(s![h.., h..]))?;
+    gemm(
+        x1.view_mut(),
+        Accum::Add,
+        x2.view(),
+        l.slice(s![h.., ..h]),
+        -T::one(),
+    )?;
+    solve_right_lower(x1, l.slice(s![..h, ..h]))
+}
+
+/// `X ← X L⁻¹` for a lower-triangular `L` of order at most [`INVERSE_BLOCK`]: `L⁻¹` by a
+/// TRSM on the identity into a buffer on the stack, then one TRMM. Not inlined, so that
+/// the buffer is on the stack only while it is used, not in every frame of the recursion.
+#[inline(never)]
+fn solve_by_inverse<T: Real>(x: ArrayViewMut2<'_, T>, l: ArrayView2<'_, T>) -> Result<()> {
+    let k = l.nrows();
+    let mut buf = [T::zero(); INVERSE_BLOCK * INVERSE_BLOCK];
+    let need = k * k;
+    let mut inv = ArrayViewMut2::from_shape((k, k), buf.get_mut(..need).unwrap_or_default())
+        .map_err(|_| Error::Workspace {
+            op: OP,
+            needed: need,
+            got: INVERSE_BLOCK * INVERSE_BLOCK,
+        })?;
+    inv.diag_mut().fill(T::one());
+    trsm(inv.view_mut(), Side::Left, Tri::lower(l), T::one())?;
+    trmm(x, Side::Right, Tri::lower(inv.view()), T::one())
+}
+
+/// `C += alpha·A·B` on the lower triangle of the square `C` and its diagonal, in half the
+/// flops of one GEMM: the square is halved into one GEMM below the diagonal and two
+/// smaller squares, down to [`LOWER_UPDATE_LEAF`]. The strict upper triangle of those
+/// last squares receives the rest of their product; the caller must not read it.
+fn lower_update<T: Real>(
+    mut c: ArrayViewMut2<'_, T>,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    alpha: T,
+) -> Result<()> {
+    let n = c.nrows();
+    if n <= LOWER_UPDATE_LEAF {
+        return gemm(c, Accum::Add, a, b, alpha);
+    }
+    let h = n / 2;
+    let (c11, c21, c22) = c.multi_slice_mut((s![..h, ..h], s![h.., ..h], s![h.., h..]));
+    gemm(
+        c21,
+        Accum::Add,
+        a.slice(s![h.., ..]),
+        b.slice(s![.., ..h]),
+        alpha,
+    )?;
+    lower_update(c11, a.slice(s![..h, ..]), b.slice(s![.., ..h]), alpha)?;
+    lower_update(c22, a.slice(s![h.., ..]), b.slice(s![.., h..]), alpha)
+}
+
+/// Zeroes the strict upper triangle of the square `g`, row by row (column by column
+/// for a column-major `g`), so that the zeros are contiguous runs.
+pub(super) fn zero_upper<T: Real>(mut g: ArrayViewMut2<'_, T>) {
+    let n = g.nrows();
+    if g.ncols() > 1 && g.strides()[0] == 1 {
+        for j in 1..n {
+            g.slice_mut(s![..j, j]).fill(T::zero());
+        }
+    } else {
+        for i in 0..n {
+            g.slice_mut(s![i, i + 1..]).fill(T::zero());
+        }
+    }
+}
+
+/// `dst ← srcᵀ`, tile by tile, so that the strided side stays in cache.
+fn transpose_into<T: Real>(mut dst: ArrayViewMut2<'_, T>, src: ArrayView2<'_, T>) {
+    let (r, c) = dst.dim();
+    for i0 in (0..r).step_by(TILE) {
+        for j0 in (0..c).step_by(TILE) {
+            let (i1, j1) = ((i0 + TILE).min(r), (j0 + TILE).min(c));
+            dst.slice_mut(s![i0..i1, j0..j1])
+                .assign(&src.slice(s![j0..j1, i0..i1]).t());
+        }
+    }
+}
+
 /// The scalar reverse loop of the row-by-row (Cholesky–Banachiewicz) factorisation, on
 /// a buffer holding `L̄` in its lower triangle, which it overwrites with the
 /// lower-triangle gradient `Φ(S + Sᵀ)`; the strict upper triangle is neither read nor
@@ -252,7 +443,8 @@ fn for_each_below(n: usize, mut f: impl FnMut(usize, usize)) {
     }
 }
 
-/// Turns `S + Sᵀ` into the convention's `Ā` in place: half of it, or `Φ` of it.
+/// Turns `S + Sᵀ` into the convention's `Ā` in place: half of it, or `Φ` of it (for the
+/// public functions, which copy `L̄` in unscaled).
 fn finish<T: Real>(mut g: ArrayViewMut2<'_, T>, conv: Convention) {
     let half = T::of(0.5);
     match conv {
@@ -261,14 +453,13 @@ fn finish<T: Real>(mut g: ArrayViewMut2<'_, T>, conv: Convention) {
     }
 }
 
-/// `out ← Ā` or `out += Ā` for `g = S + Sᵀ`, by the convention. Writing the lower
-/// convention zeroes the strict upper triangle; adding leaves it as it is.
+/// `out ← Ā` or `out += Ā` for `g = S + Sᵀ` (already halved for the symmetric
+/// convention, see [`pullback`]). Writing the lower convention zeroes the strict upper
+/// triangle; adding leaves it as it is.
 fn store<T: Real>(g: ArrayView2<'_, T>, out: ArrayViewMut2<'_, T>, conv: Convention, acc: Accum) {
     let half = T::of(0.5);
     match conv {
-        Convention::Symmetric => Zip::from(out)
-            .and(g)
-            .for_each(|o, &x| acc.store(o, x * half)),
+        Convention::Symmetric => Zip::from(out).and(g).for_each(|o, &x| acc.store(o, x)),
         Convention::Lower => Zip::indexed(out).and(g).for_each(|(i, j), o, &x| {
             if i > j {
                 acc.store(o, x);

@@ -4,7 +4,7 @@
 use super::*;
 use crate::ops::Apply;
 use crate::primitive::Primitive;
-use ndarray::{array, s, Array2};
+use ndarray::{array, s, Array2, ShapeBuilder};
 
 const CONVENTIONS: [Convention; 2] = [Convention::Symmetric, Convention::Lower];
 
@@ -26,18 +26,25 @@ fn spd(n: usize, seed: usize) -> Array2<f64> {
     a
 }
 
+/// Largest difference relative to the largest entry of `b`; infinite if any entry of
+/// `a` is NaN (`f64::max` would skip it).
 fn rel(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
     assert_eq!(a.dim(), b.dim());
     let scale = b.iter().fold(1e-300f64, |m, x| m.max(x.abs()));
     a.iter()
         .zip(b)
-        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
+        .map(|(x, y)| (x - y).abs())
+        .fold(
+            0.0f64,
+            |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+        )
         / scale
 }
 
-fn methods() -> [Method; 6] {
+fn methods() -> [Method; 7] {
     [
         Method::Auto,
+        Method::Recursive,
         Method::Symbolic,
         Method::Unblocked,
         Method::blocked(),
@@ -78,7 +85,9 @@ fn factor_of_a_hand_computed_matrix() {
 
 #[test]
 fn every_method_and_gradient_mode_agrees_with_the_symbolic_rule() {
-    for n in [1, 5, 37, 70, 130] {
+    // Around the recursion's leaf (32), its halving into odd orders, the inverted
+    // blocks of the solve (64, so 129 and 257 split them), the lower update's leaf (32).
+    for n in [1, 5, 32, 33, 37, 70, 129, 130, 257] {
         let a = spd(n, n);
         let lbar = mat(n, n, n + 1);
         let shapes = [Shape(n, n)];
@@ -186,6 +195,51 @@ fn the_tangent_matches_finite_differences_and_the_adjoint() {
             let lhs = (&lbar * &ldot).sum();
             let rhs = (&abar * &adot).sum();
             assert!((lhs - rhs).abs() < 1e-10 * (1.0 + lhs.abs()), "{lhs} {rhs}");
+        }
+    }
+}
+
+/// Column-major buffers take the column-wise copy and `Φ`; a transposed `L` makes every
+/// GEMM, solve and transpose of the recursive pass meet the other layout.
+#[test]
+fn column_major_buffers_and_factors_give_the_same_gradient() {
+    for n in [33, 130] {
+        let a = spd(n, 40 + n);
+        let l = cholesky(a.view()).unwrap();
+        let l_t = l.t().as_standard_layout().into_owned();
+        let lbar = mat(n, n, 41 + n);
+        let lbar_f = {
+            let mut x = Array2::zeros((n, n).f());
+            x.assign(&lbar);
+            x
+        };
+        for conv in CONVENTIONS {
+            let want = backward_symbolic(l.view(), lbar.view(), conv).unwrap();
+            for method in [Method::Auto, Method::Recursive, Method::blocked()] {
+                let op = Cholesky::new().convention(conv).method(method);
+                for (lv, lbv) in [(l_t.t(), lbar.view()), (l.view(), lbar_f.view())] {
+                    let mut g = Array2::from_elem((n, n).f(), f64::NAN);
+                    op.backward_into(
+                        &[a.view()],
+                        &[lv],
+                        &[Some(lbv)],
+                        &mut [Grad::Write(g.view_mut())],
+                        None,
+                    )
+                    .unwrap();
+                    assert!(rel(&g, &want) < 1e-11, "{n} {conv:?} {method:?}");
+                    let mut h = Array2::from_elem((n, n), f64::NAN);
+                    op.backward_into(
+                        &[a.view()],
+                        &[lv],
+                        &[Some(lbv)],
+                        &mut [Grad::Write(h.view_mut())],
+                        None,
+                    )
+                    .unwrap();
+                    assert!(rel(&h, &want) < 1e-11, "{n} {conv:?} {method:?} row-major");
+                }
+            }
         }
     }
 }

@@ -22,6 +22,10 @@ pub const NAIVE_BACKWARD_MAX: usize = 512;
 /// Block order of the blocked Cholesky reverse pass the report times at every size.
 pub const CHOL_BLOCK: usize = Method::DEFAULT_BLOCK;
 
+/// The Cholesky size timed beyond the sweep, at every thread count, without the naive
+/// loops (about a second each there): the size of the reverse/forward targets.
+pub const CHOL_LARGE: usize = 2000;
+
 const STRUCTURAL: [&str; 4] = ["Transpose", "Add", "Tril", "Vectorize"];
 const SMALL: [usize; 2] = [8, 32];
 
@@ -88,8 +92,12 @@ pub struct CholRow {
     pub naive_fwd: Option<f64>,
     pub naive_bwd: Option<f64>,
     pub fwd: f64,
+    /// The primitive's `backward` with the default `Method::Auto`.
+    pub bwd: f64,
     pub blocked: f64,
     pub symbolic: f64,
+    /// `bwd / fwd`, the median of per-round ratios.
+    pub bwd_over_fwd: f64,
 }
 
 pub struct SmallRow {
@@ -230,36 +238,51 @@ impl Sweep {
         let lbar = naive::tril(random::randn::<f64>(n, n, &mut rng).view(), 0);
         let l = chol::cholesky(a.view())?;
         let lower = Convention::Lower;
+        let op = Cholesky::new().convention(lower);
+        let backward = || op.backward(&[a.view()], &[l.view()], &[Some(lbar.view())]);
+        let [auto]: [Array2<f64>; 1] = backward()?
+            .try_into()
+            .map_err(|_| "Cholesky has one gradient")?;
         let blocked = chol::backward_blocked(l.view(), lbar.clone(), CHOL_BLOCK, lower)?;
         let symbolic = chol::backward_symbolic(l.view(), lbar.view(), lower)?;
-        agree(
-            "Cholesky backward blocked vs symbolic",
-            blocked.view(),
-            symbolic.view(),
-            1e-8,
-        )?;
+        for (what, got) in [("default", &auto), ("blocked", &blocked)] {
+            agree(
+                &format!("Cholesky backward {what} vs symbolic"),
+                got.view(),
+                symbolic.view(),
+                1e-8,
+            )?;
+        }
         let mut row = CholRow {
             n,
             ..Default::default()
         };
-        // The blocked pass consumes L̄, so its time includes one n×n copy (as the
-        // symbolic pass and the primitive's own backward make one too).
+        // The primitive as a user calls it, both ways: each pass allocates its n×n
+        // result (and the workspace the rule declares) and copies the lower triangle
+        // of its input in. The blocked pass consumes L̄, hence the clone. The symbolic
+        // pass, about 3n³ flops, is timed on its own so that its length does not cut
+        // the rounds of the others.
         let t = time_together(
             self.budget,
             &mut [
-                case(|| chol::cholesky(a.view())),
+                case(|| op.forward(&[a.view()])),
+                case(backward),
                 case(|| chol::backward_blocked(l.view(), lbar.clone(), CHOL_BLOCK, lower)),
-                case(|| chol::backward_symbolic(l.view(), lbar.view(), lower)),
             ],
         );
-        (row.fwd, row.blocked, row.symbolic) = (t.median(0), t.median(1), t.median(2));
+        (row.fwd, row.bwd, row.blocked) = (t.median(0), t.median(1), t.median(2));
+        row.bwd_over_fwd = t.ratio(1, 0);
+        row.symbolic = time_one(
+            self.budget,
+            case(|| chol::backward_symbolic(l.view(), lbar.view(), lower)),
+        );
         if with_naive {
             let nl = naive::cholesky::cholesky(a.view())?;
             agree("Cholesky forward", l.view(), nl.view(), 1e-10)?;
             let nabar = naive::cholesky::cholesky_backward(l.view(), lbar.view())?;
             agree(
                 "Cholesky backward",
-                naive::tril(blocked.view(), 0).view(),
+                naive::tril(auto.view(), 0).view(),
                 naive::tril(nabar.view(), 0).view(),
                 1e-8,
             )?;
@@ -413,8 +436,9 @@ pub fn run(opts: &Options, cores: usize) -> Res<Results> {
     let tsizes = opts.threaded_sizes();
     let multi = cores >= 2;
     let steps = sizes.len() * (2 + STRUCTURAL.len())
+        + 1
         + SMALL.len()
-        + if multi { 2 * tsizes.len() } else { 0 };
+        + if multi { 2 * tsizes.len() + 1 } else { 0 };
     let bar = ProgressBar::new(steps as u64).with_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {msg}")?
             .progress_chars("=> "),
@@ -434,6 +458,7 @@ pub fn run(opts: &Options, cores: usize) -> Res<Results> {
     for &n in &sizes {
         single.chol.push(sweep.chol(n, true)?);
     }
+    single.chol.push(sweep.chol(opts.chol_large(), false)?);
     let mut structural = Vec::new();
     for name in STRUCTURAL {
         let rows = sizes
@@ -457,6 +482,7 @@ pub fn run(opts: &Options, cores: usize) -> Res<Results> {
         for &n in &tsizes {
             t.chol.push(sweep.chol(n, false)?);
         }
+        t.chol.push(sweep.chol(opts.chol_large(), false)?);
         set_threads(1);
         Some(t)
     } else {

@@ -83,6 +83,14 @@ impl Options {
             0.3
         }
     }
+    /// The Cholesky size beyond the sweep (see [`cases::CHOL_LARGE`]).
+    fn chol_large(&self) -> usize {
+        if self.quick {
+            512
+        } else {
+            cases::CHOL_LARGE
+        }
+    }
     fn gemm_n(&self) -> usize {
         if self.quick {
             512

@@ -1,7 +1,10 @@
 //! The report: `docs/benchmarks.md` from the results, with the headline numbers and,
 //! when `docs/peers.csv` exists, the table against other libraries.
 
-use crate::cases::{chol_flops, MatmulRow, Results, CHOL_BLOCK, NAIVE_BACKWARD_MAX, NAIVE_IJK_MAX};
+use crate::cases::{
+    chol_flops, CholRow, MatmulRow, Results, Threaded, CHOL_BLOCK, CHOL_LARGE, NAIVE_BACKWARD_MAX,
+    NAIVE_IJK_MAX,
+};
 use crate::Options;
 use bench_report::machine::{matmul_flops, Machine};
 use bench_report::Res;
@@ -95,6 +98,11 @@ pub struct Headline {
 }
 
 /// The headline sentences of these results.
+/// The Cholesky row of the size beyond the sweep, if it ran.
+fn large_chol(t: &Threaded) -> Option<&CholRow> {
+    t.chol.iter().find(|c| c.n == CHOL_LARGE)
+}
+
 pub fn headline(r: &Results) -> Headline {
     let mut lines = Vec::new();
     let s = &r.single;
@@ -136,17 +144,30 @@ pub fn headline(r: &Results) -> Headline {
             across(|r| r.ikj)
         ));
     }
-    if let (Some(naive), Some(c)) = (s.chol.last().and_then(|c| c.naive_bwd), s.chol.last()) {
+    if let Some(c) = s.chol.iter().rev().find(|c| c.naive_bwd.is_some()) {
         lines.push(format!(
-            "Cholesky at n = {}, 1 thread: LAPACK forward {:.0}× faster than the naive loop, blocked \
-             backward {:.0}× faster than the naive reverse loop and {:.2}× the symbolic one; \
-             backward / forward {:.2}",
+            "Cholesky at n = {}, 1 thread: LAPACK forward {:.0}× faster than the naive loop, \
+             backward {:.0}× faster than the naive reverse loop, {:.2}× the blocked one and \
+             {:.2}× the symbolic one; backward / forward {:.2}",
             c.n,
             c.naive_fwd.unwrap_or(f64::NAN) / c.fwd,
-            naive / c.blocked,
-            c.symbolic / c.blocked,
-            c.blocked / c.fwd
+            c.naive_bwd.unwrap_or(f64::NAN) / c.bwd,
+            c.blocked / c.bwd,
+            c.symbolic / c.bwd,
+            c.bwd_over_fwd
         ));
+    }
+    for (t, target) in [(Some(s), 1.5), (r.multi.as_ref(), 1.3)] {
+        if let Some((c, t)) = t.and_then(|t| large_chol(t).map(|c| (c, t))) {
+            lines.push(format!(
+                "Cholesky backward / forward at n = {}, {} thread{}: **{:.2}** (target ≤ {target}: {})",
+                c.n,
+                t.threads,
+                if t.threads == 1 { "" } else { "s" },
+                c.bwd_over_fwd,
+                mark(c.bwd_over_fwd <= target)
+            ));
+        }
     }
     for row in &r.small {
         let x = row.ratio;
@@ -330,18 +351,18 @@ pub fn write_markdown(
     writeln!(o, "## Cholesky, A = LLᵀ, 1 thread\n")?;
     writeln!(
         o,
-        "| n | naive forward | LAPACK forward | speed-up | GFLOP/s | % of DGEMM rate | naive backward | blocked backward \
-         | symbolic backward | speed-up (blocked) | symbolic / blocked | backward / forward |"
+        "| n | naive forward | LAPACK forward | speed-up | GFLOP/s | % of DGEMM rate | naive backward | backward \
+         | speed-up | blocked backward | symbolic backward | backward GFLOP/s | backward / forward |"
     )?;
     writeln!(
         o,
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )?;
     for c in &s.chol {
         let g = chol_flops(c.n) / c.fwd / 1e9;
         writeln!(
             o,
-            "| {} | {} | {} | {} | {:.1} | {:.0}% | {} | {} | {} | {} | {:.2} | {:.2} |",
+            "| {} | {} | {} | {} | {:.1} | {:.0}% | {} | {} | {} | {} | {} | {:.1} | {:.2} |",
             c.n,
             opt_secs(c.naive_fwd),
             secs(c.fwd),
@@ -349,19 +370,23 @@ pub fn write_markdown(
             g,
             100.0 * g / s.gemm,
             opt_secs(c.naive_bwd),
+            secs(c.bwd),
+            ratio(c.naive_bwd, c.bwd),
             secs(c.blocked),
             secs(c.symbolic),
-            ratio(c.naive_bwd, c.blocked),
-            c.symbolic / c.blocked,
-            c.blocked / c.fwd
+            2.0 * chol_flops(c.n) / c.bwd / 1e9,
+            c.bwd_over_fwd
         )?;
     }
     writeln!(
         o,
         "\nBackward in the lower-triangle convention (`Convention::Lower`, which the naive reverse loop \
-         computes), blocked with block {CHOL_BLOCK} (`Method::DEFAULT_BLOCK`, at every n; \
-         `Method::Auto` doubles it from n = 1024); the naive loops are `matgrad::naive::cholesky`. \
-         GFLOP/s counts n³/3 for the factorisation.\n"
+         computes). \"LAPACK forward\" and \"backward\" are the primitive's `forward` and `backward`, \
+         the latter with the default `Method::Auto` (the scalar loop below n = 40, the recursive pass \
+         from there on); \"blocked\" is `backward_blocked` with block {CHOL_BLOCK} \
+         (`Method::DEFAULT_BLOCK`). Each allocates its result and copies its input in. GFLOP/s counts n³/3 for the factorisation \
+         and twice that for the reverse pass; backward / forward is the median of ratios timed in the \
+         same rounds. The largest size runs without the naive loops.\n"
     )?;
 
     if let Some(t) = &r.multi {
@@ -395,17 +420,25 @@ pub fn write_markdown(
                 ratio(one, row.fwd)
             )?;
         }
-        writeln!(o, "\n| n | Cholesky forward | blocked backward | symbolic backward | backward / forward |")?;
-        writeln!(o, "|---:|---:|---:|---:|---:|")?;
+        writeln!(
+            o,
+            "\n| n | Cholesky forward | backward | blocked backward | symbolic backward | backward / forward \
+             | speed-up over 1 thread (forward, backward) |"
+        )?;
+        writeln!(o, "|---:|---:|---:|---:|---:|---:|---:|")?;
         for c in &t.chol {
+            let one = s.chol.iter().find(|x| x.n == c.n);
             writeln!(
                 o,
-                "| {} | {} | {} | {} | {:.2} |",
+                "| {} | {} | {} | {} | {} | {:.2} | {}, {} |",
                 c.n,
                 secs(c.fwd),
+                secs(c.bwd),
                 secs(c.blocked),
                 secs(c.symbolic),
-                c.blocked / c.fwd
+                c.bwd_over_fwd,
+                ratio(one.map(|x| x.fwd), c.fwd),
+                ratio(one.map(|x| x.bwd), c.bwd)
             )?;
         }
         writeln!(o)?;

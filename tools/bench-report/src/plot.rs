@@ -97,10 +97,10 @@ fn panels(r: &Results) -> Vec<(String, Vec<Series>)> {
                     ch.iter().map(|x| (x.n, Some(x.fwd))),
                 ),
                 series(
-                    "blocked backward",
+                    "BLAS backward",
                     BLAS_COLOUR,
                     true,
-                    ch.iter().map(|x| (x.n, Some(x.blocked))),
+                    ch.iter().map(|x| (x.n, Some(x.bwd))),
                 ),
                 series(
                     "symbolic backward",
