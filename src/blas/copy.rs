@@ -252,19 +252,22 @@ mod avx2 {
             lo[c] = _mm256_loadu_pd(col);
             hi[c] = _mm256_loadu_pd(col.add(4));
         }
-        let quads = [
+        // Rows 0..4 of the block are the left (columns 0..4) and right (4..8) quarters
+        // transposed from the top halves of the columns; rows 4..8 from the bottom ones.
+        let (left, right) = (
             t4(lo[0], lo[1], lo[2], lo[3]),
             t4(lo[4], lo[5], lo[6], lo[7]),
+        );
+        let halves = left.into_iter().zip(right);
+        let (left, right) = (
             t4(hi[0], hi[1], hi[2], hi[3]),
             t4(hi[4], hi[5], hi[6], hi[7]),
-        ];
-        for r in 0..4 {
-            let top = v.d.offset(r as isize * v.dr);
-            let bottom = v.d.offset((r + 4) as isize * v.dr);
-            put::<ADD>(top, quads[0][r]);
-            put::<ADD>(top.add(4), quads[1][r]);
-            put::<ADD>(bottom, quads[2][r]);
-            put::<ADD>(bottom.add(4), quads[3][r]);
+        );
+        let rows = halves.chain(left.into_iter().zip(right));
+        for (r, (l, rt)) in rows.enumerate() {
+            let row = v.d.offset(r as isize * v.dr);
+            put::<ADD>(row, l);
+            put::<ADD>(row.add(4), rt);
         }
     }
 }
