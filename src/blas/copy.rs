@@ -5,10 +5,12 @@
 //! ndarray's own loop is as fast as memory. When one has contiguous rows and the other
 //! contiguous columns, an entry-by-entry walk reads one of them across its stride: each
 //! read touches a new cache line, and at a power-of-two stride all of them fall into the
-//! same few cache sets and evict each other. [`copy`] then goes by tiles of
-//! [`TILE`]`×`[`TILE`] entries and, inside them, by 8×8 blocks aligned to the cache
-//! lines of both views, so that each line read or written is used whole while it is in
-//! cache. On x86-64 with AVX2 an 8×8 block of `f64` is transposed in registers.
+//! same few cache sets and evict each other. [`copy`] then goes by 8×8 blocks aligned
+//! to the cache lines of both views, so that each line read or written is used whole
+//! while it is in cache: down 8-column strips of [`TILE`]`×`[`TILE`] tiles, or along
+//! 8-row strips when only the destination's rows are 4 KiB apart (a power-of-two row
+//! length), so that its writes stream. On x86-64 with AVX2 an 8×8 block of `f64` is
+//! transposed in registers.
 
 use super::Accum;
 use crate::error::{Error, Result, Shape};
@@ -157,6 +159,21 @@ unsafe fn tiles<T: Real>(v: Views<T>, m: usize, n: usize, accum: Accum, block: i
     let i0 = lead(v.s as usize).min(m);
     scalar_block(v, (0, m), (0, j0), accum);
     scalar_block(v, (0, i0), (j0, n), accum);
+    // When only the destination's rows are a multiple of 4 KiB apart, its rows share
+    // cache sets: go along 8-row strips, so that each of them is written as a stream.
+    // Otherwise go down 8-column strips of tiles, so that the source is read as streams.
+    let aliased = |stride: isize| (stride.unsigned_abs() * size) % 4096 == 0;
+    if aliased(v.dr) && !aliased(v.sc) {
+        let (ie, je) = (i0 + (m - i0) / B * B, j0 + (n - j0) / B * B);
+        for i in (i0..ie).step_by(B) {
+            for j in (j0..je).step_by(B) {
+                block.block(v.at(i, j));
+            }
+            scalar_block(v, (i, i + B), (je, n), accum);
+        }
+        scalar_block(v, (ie, m), (j0, n), accum);
+        return;
+    }
     for ti in (i0..m).step_by(TILE) {
         let ti1 = (ti + TILE).min(m);
         let ie = ti + (ti1 - ti) / B * B;
@@ -254,21 +271,27 @@ mod avx2 {
         }
         // Rows 0..4 of the block are the left (columns 0..4) and right (4..8) quarters
         // transposed from the top halves of the columns; rows 4..8 from the bottom ones.
-        let (left, right) = (
-            t4(lo[0], lo[1], lo[2], lo[3]),
-            t4(lo[4], lo[5], lo[6], lo[7]),
-        );
-        let halves = left.into_iter().zip(right);
-        let (left, right) = (
-            t4(hi[0], hi[1], hi[2], hi[3]),
-            t4(hi[4], hi[5], hi[6], hi[7]),
-        );
-        let rows = halves.chain(left.into_iter().zip(right));
-        for (r, (l, rt)) in rows.enumerate() {
-            let row = v.d.offset(r as isize * v.dr);
-            put::<ADD>(row, l);
-            put::<ADD>(row.add(4), rt);
-        }
+        let [l0, l1, l2, l3] = t4(lo[0], lo[1], lo[2], lo[3]);
+        let [r0, r1, r2, r3] = t4(lo[4], lo[5], lo[6], lo[7]);
+        let [l4, l5, l6, l7] = t4(hi[0], hi[1], hi[2], hi[3]);
+        let [r4, r5, r6, r7] = t4(hi[4], hi[5], hi[6], hi[7]);
+        let row = |r: isize| v.d.offset(r * v.dr);
+        put::<ADD>(row(0), l0);
+        put::<ADD>(row(0).add(4), r0);
+        put::<ADD>(row(1), l1);
+        put::<ADD>(row(1).add(4), r1);
+        put::<ADD>(row(2), l2);
+        put::<ADD>(row(2).add(4), r2);
+        put::<ADD>(row(3), l3);
+        put::<ADD>(row(3).add(4), r3);
+        put::<ADD>(row(4), l4);
+        put::<ADD>(row(4).add(4), r4);
+        put::<ADD>(row(5), l5);
+        put::<ADD>(row(5).add(4), r5);
+        put::<ADD>(row(6), l6);
+        put::<ADD>(row(6).add(4), r6);
+        put::<ADD>(row(7), l7);
+        put::<ADD>(row(7).add(4), r7);
     }
 }
 
@@ -397,6 +420,9 @@ mod tests {
         for (m, n) in [(128, 256), (200, 131)] {
             agrees::<f64>(m, n);
         }
+        // Destination rows 4 KiB apart, source columns not: the copy goes by row strips.
+        agrees::<f64>(21, 512);
+        agrees::<f32>(11, 1024);
     }
 
     #[test]
