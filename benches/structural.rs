@@ -1,6 +1,8 @@
 //! Transpose, Add, Tril and Vectorize through the primitives against the naive loops,
 //! forward and backward. These move memory and do almost no arithmetic, so the
-//! interesting number is bytes per second, not a BLAS speed-up.
+//! interesting number is bytes per second, not a BLAS speed-up; the transpose group
+//! also times a plain copy of the same matrix and the forward pass into a preallocated
+//! buffer, the bandwidth the tiled transpose is held to.
 //!
 //! `cargo bench --bench structural`; sample counts are small so it runs in about a
 //! minute.
@@ -33,6 +35,18 @@ fn transpose(c: &mut Criterion) {
         let cbar = random::randn::<f64>(n + 1, n, &mut rng);
         g.throughput(bytes(n));
         let out = Transpose.apply([a.view()]).unwrap();
+        let mut dst = ndarray::Array2::<f64>::zeros((n, n + 1));
+        g.bench_with_input(BenchmarkId::new("copy", n), &n, |b, _| {
+            b.iter(|| dst.assign(black_box(&a)))
+        });
+        let mut dst_t = ndarray::Array2::<f64>::zeros((n + 1, n));
+        g.bench_with_input(BenchmarkId::new("forward_into", n), &n, |b, _| {
+            b.iter(|| {
+                Transpose
+                    .forward_into(&[black_box(a.view())], &mut [dst_t.view_mut()], None)
+                    .unwrap()
+            })
+        });
         g.bench_with_input(BenchmarkId::new("forward", n), &n, |b, _| {
             b.iter(|| Transpose.apply([black_box(a.view())]).unwrap())
         });

@@ -214,9 +214,14 @@ fn matmul_all<T: Real>(tol: f64) {
 }
 
 fn structural_all<T: Real>(tol: f64) {
-    // 70×45 spans several 32×32 tiles of the transposing copy, with partial ones at the edges.
+    // Below one 8×8 block of the transposing copy (`matgrad::blas::copy`); 70×45 and
+    // 130×72 cross its 64×64 tiles with partial blocks at the edges; 64×64 and 128×256
+    // have the power-of-two strides at which the blocks line up with the cache lines.
     structural_at::<T>(6, 4, tol);
     structural_at::<T>(70, 45, tol);
+    structural_at::<T>(130, 72, tol);
+    structural_at::<T>(64, 64, tol);
+    structural_at::<T>(128, 256, tol);
 }
 
 fn structural_at<T: Real>(m: usize, n: usize, tol: f64) {

@@ -494,3 +494,20 @@ fn strided_views_agree_with_contiguous_arrays() {
         assert_same_on_views(&Unvec::new(m, n), &[&randn(m * n, 1, s + 4)], s);
     }
 }
+
+#[test]
+fn strided_views_agree_at_the_sizes_of_the_tiled_copy() {
+    // One 8×8 block; odd sizes across 64×64 tiles; powers of two.
+    for (i, &(m, n)) in [(8, 8), (13, 70), (65, 129), (64, 64), (128, 32)]
+        .iter()
+        .enumerate()
+    {
+        let s = 100 + 10 * i as u64;
+        let a = randn(m, n, s);
+        assert_same_on_views(&Transpose, &[&a], s);
+        assert_same_on_views(&Vectorize, &[&a], s);
+        assert_same_on_views(&Unvec::new(m, n), &[&randn(m * n, 1, s + 1)], s);
+        assert_same_on_views(&Reshape::col_major(n, m), &[&a], s);
+        assert_same_on_views(&Reshape::row_major(n, m), &[&a], s);
+    }
+}

@@ -7,14 +7,17 @@
 //! describe (negative strides, steps in both dimensions) are first copied to a
 //! contiguous buffer. Outputs are written in place when their layout allows it.
 //!
-//! All `unsafe` code of the crate is in this module and its private `ffi` trait.
+//! All `unsafe` code of the crate is in this module: its private `ffi` trait and the
+//! transposing copy kernels of [`copy`].
 
+pub mod copy;
 pub(crate) mod ffi;
 pub mod lapack;
 
 use crate::error::{Error, Result, Shape};
 use crate::Real;
 use cblas_sys as cb;
+pub use copy::copy;
 use ffi::TriKind;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, ShapeBuilder};
 

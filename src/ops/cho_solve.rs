@@ -23,7 +23,7 @@ use crate::blas::{gemm_tri, gemm_tri_workspace, trmm, Accum, Side, Tri, Uplo};
 use crate::error::{Result, Shape};
 use crate::primitive::{Grad, Partials, Rule, Saves, Shapes, Structure};
 use crate::Real;
-use ndarray::{s, ArrayView2, ArrayViewMut2};
+use ndarray::{ArrayView2, ArrayViewMut2};
 
 const OP: &str = "ChoSolve";
 
@@ -31,14 +31,18 @@ const OP: &str = "ChoSolve";
 ///
 /// Forward `Ẋ = (LLᵀ)⁻¹(Ḃ − (L̇Lᵀ + LL̇ᵀ)X)`; reverse `B̄ = (LLᵀ)⁻¹X̄`,
 /// `L̄ = −tril((B̄Xᵀ + XB̄ᵀ)L)` (Giles 2008, §2.2, chained through `K = LLᵀ`;
-/// `docs/math.md`). The solves are [`TriSolve::lower`] then [`TriSolve::lower_t`];
-/// `L̄ = −tril(B̄(LᵀX)ᵀ + X(LᵀB̄)ᵀ)` is one TRMM on `[B̄ X]` and two triangular GEMMs, in
-/// `O(n²k)` for `k` columns.
+/// `docs/math.md`). The solves are [`TriSolve::lower`] then [`TriSolve::lower_t`].
+///
+/// Cost for `k` columns, in units of `n²k` flops: the forward pass is two TRSMs (2).
+/// The reverse pass solves `Z = L⁻¹X̄` and `B̄ = L⁻ᵀZ` (2), and writes
+/// `L̄ = −tril(B̄Yᵀ + XZᵀ)` with `Y = LᵀX` (one TRMM, 1) and `Z = LᵀB̄` kept from the
+/// solve, as two triangular GEMMs ([`gemm_tri`], 1 each): 5 in all, where forming
+/// `LᵀB̄` again would make 6, and the `n×n` product `(B̄Xᵀ + XB̄ᵀ)L` would cost `n³`.
 ///
 /// The reverse rule reads `L` (whenever a gradient is wanted) and `X` (only for `L̄`).
-/// Its workspace, `3nk` elements and one tile, holds `B̄` when its buffer is not a first
-/// write, the `n×2k` matrix `Lᵀ[B̄ X]` and the tile of the triangular GEMM; the forward
-/// rule uses `nk` of it. Input 0 is [`Structure::LowerTriangular`].
+/// Its workspace, `3nk` elements and one tile, holds `Z`, `B̄` when its buffer is not a
+/// first write, `Y` and the tile of the triangular GEMM. Input 0 is
+/// [`Structure::LowerTriangular`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
 pub struct ChoSolve;
 
@@ -54,34 +58,34 @@ impl ChoSolve {
     }
 }
 
-/// `L̄ ← −tril(B̄(LᵀX)ᵀ + X(LᵀB̄)ᵀ)`, the same as `−tril((B̄Xᵀ + XB̄ᵀ)L)` without the
-/// `n×n` product: one TRMM on `[B̄ X]` in `ws` (`2nk` elements, followed by the tile of
-/// [`gemm_tri`]), then two triangular GEMMs, the first replacing or adding as `accum`
-/// says, the second adding.
+/// `L̄ ← −tril(B̄Yᵀ + XZᵀ)` with `Y = LᵀX` and `Z = LᵀB̄ = L⁻¹X̄`, the same as
+/// `−tril((B̄Xᵀ + XB̄ᵀ)L)` without the `n×n` product. `Z` is the half-way point of the
+/// solve for `B̄` and is passed in; `Y` is one TRMM on a copy of `X` in `ws` (`nk`
+/// elements, followed by the tile of [`gemm_tri`]). Then two triangular GEMMs, the first
+/// replacing or adding as `accum` says, the second adding.
+#[allow(clippy::too_many_arguments)]
 fn backward_l<T: Real>(
     l: ArrayView2<'_, T>,
     x: ArrayView2<'_, T>,
+    z: ArrayView2<'_, T>,
     bbar: ArrayView2<'_, T>,
     mut lbar: ArrayViewMut2<'_, T>,
     accum: Accum,
     ws: &mut [T],
 ) -> Result<()> {
-    let (n, k) = x.dim();
-    let (mut lt, tile) = scratch(OP, ws, (n, 2 * k))?;
-    lt.slice_mut(s![.., ..k]).assign(&bbar);
-    lt.slice_mut(s![.., k..]).assign(&x);
-    trmm(lt.view_mut(), Side::Left, Tri::lower(l).t(), T::one())?;
-    let (ltb, ltx) = (lt.slice(s![.., ..k]), lt.slice(s![.., k..]));
+    let (mut y, tile) = scratch(OP, ws, x.dim())?;
+    y.assign(&x);
+    trmm(y.view_mut(), Side::Left, Tri::lower(l).t(), T::one())?;
     gemm_tri(
         lbar.view_mut(),
         Uplo::Lower,
         accum,
         bbar,
-        ltx.t(),
+        y.t(),
         -T::one(),
         tile,
     )?;
-    gemm_tri(lbar, Uplo::Lower, Accum::Add, x, ltb.t(), -T::one(), tile)
+    gemm_tri(lbar, Uplo::Lower, Accum::Add, x, z.t(), -T::one(), tile)
 }
 
 impl<T: Real> Rule<T> for ChoSolve {
@@ -130,15 +134,23 @@ impl<T: Real> Rule<T> for ChoSolve {
     ) -> Result<()> {
         let l = x[0].view();
         nonsingular(OP, &l)?;
-        let (n, k) = x[1].dim();
         let (gl, gb) = grads.split_at_mut(1);
         let (gl, gb) = (&mut gl[0], &mut gb[0]);
-        let (bws, rest) = ws.split_at_mut(n * k);
-        let solve = |v: ArrayViewMut2<'_, T>| Self::solve_in_place(l, v);
-        let lbar = gl.target().map(|(g, acc)| {
-            move |bbar: ArrayView2<'_, T>| backward_l(l, y[0].view(), bbar, g, acc, rest)
-        });
-        with_bbar(OP, ybar.view(0), gb, bws, solve, lbar)
+        let Some((lbar, acc)) = gl.target() else {
+            let solve = |v: ArrayViewMut2<'_, T>| Self::solve_in_place(l, v);
+            let none = None::<fn(ArrayView2<'_, T>) -> Result<()>>;
+            return with_bbar(OP, ybar.view(0), gb, ws, solve, none);
+        };
+        // Z = L⁻¹X̄ is kept for L̄; B̄ = L⁻ᵀZ is then solved from a copy of it.
+        let (mut z, rest) = scratch(OP, ws, x[1].dim())?;
+        z.assign(&ybar.view(0));
+        TriSolve::lower().solve_in_place(l, z.view_mut())?;
+        let z = z.view();
+        let (bws, rest) = rest.split_at_mut(z.len().min(rest.len()));
+        let solve = |v: ArrayViewMut2<'_, T>| TriSolve::lower_t().solve_in_place(l, v);
+        let lbar =
+            move |bbar: ArrayView2<'_, T>| backward_l(l, y[0].view(), z, bbar, lbar, acc, rest);
+        with_bbar(OP, z, gb, bws, solve, Some(lbar))
     }
     fn pushforward(
         &self,

@@ -23,9 +23,19 @@ pub(crate) trait Linear {
     /// Shape of `r(A)` for `A` of shape `a`, or the error naming why `a` does not fit.
     fn out_shape(&self, a: Shape) -> Result<Shape>;
     /// `dst ← r(src)` (`dst`'s contents not read) or `dst += r(src)`.
-    fn map_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum);
+    fn map_into<T: Real>(
+        &self,
+        src: ArrayView2<'_, T>,
+        dst: ArrayViewMut2<'_, T>,
+        acc: Accum,
+    ) -> Result<()>;
     /// `dst ← r*(src)` (`dst`'s contents not read) or `dst += r*(src)`.
-    fn adjoint_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum);
+    fn adjoint_into<T: Real>(
+        &self,
+        src: ArrayView2<'_, T>,
+        dst: ArrayViewMut2<'_, T>,
+        acc: Accum,
+    ) -> Result<()>;
 }
 
 /// `impl Rule<T>` for types implementing [`Linear`]: `Saves::NONE`, no workspace.
@@ -52,8 +62,7 @@ macro_rules! linear_rule {
                 _: &mut [T],
             ) -> $crate::Result<()> {
                 let y = y[0].view_mut();
-                $crate::ops::mask::Linear::map_into(self, x[0].view(), y, $crate::Accum::Replace);
-                Ok(())
+                $crate::ops::mask::Linear::map_into(self, x[0].view(), y, $crate::Accum::Replace)
             }
             fn pullback(
                 &self,
@@ -63,10 +72,12 @@ macro_rules! linear_rule {
                 grads: &mut [$crate::Grad<'_, T>],
                 _: &mut [T],
             ) -> $crate::Result<()> {
-                if let Some((g, acc)) = grads[0].target() {
-                    $crate::ops::mask::Linear::adjoint_into(self, ybar.view(0), g, acc);
+                match grads[0].target() {
+                    Some((g, acc)) => {
+                        $crate::ops::mask::Linear::adjoint_into(self, ybar.view(0), g, acc)
+                    }
+                    None => Ok(()),
                 }
-                Ok(())
             }
             fn pushforward(
                 &self,
@@ -77,8 +88,7 @@ macro_rules! linear_rule {
                 _: &mut [T],
             ) -> $crate::Result<()> {
                 let y = ydot[0].view_mut();
-                $crate::ops::mask::Linear::map_into(self, xdot.view(0), y, $crate::Accum::Replace);
-                Ok(())
+                $crate::ops::mask::Linear::map_into(self, xdot.view(0), y, $crate::Accum::Replace)
             }
         }
     )+};
@@ -189,11 +199,22 @@ impl Linear for Tril {
     fn out_shape(&self, a: Shape) -> Result<Shape> {
         Ok(a)
     }
-    fn map_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
+    fn map_into<T: Real>(
+        &self,
+        src: ArrayView2<'_, T>,
+        dst: ArrayViewMut2<'_, T>,
+        acc: Accum,
+    ) -> Result<()> {
         masked(src, dst, acc, |i, j| self.keeps(i, j));
+        Ok(())
     }
-    fn adjoint_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
-        self.map_into(src, dst, acc);
+    fn adjoint_into<T: Real>(
+        &self,
+        src: ArrayView2<'_, T>,
+        dst: ArrayViewMut2<'_, T>,
+        acc: Accum,
+    ) -> Result<()> {
+        self.map_into(src, dst, acc)
     }
 }
 
@@ -202,11 +223,22 @@ impl Linear for Triu {
     fn out_shape(&self, a: Shape) -> Result<Shape> {
         Ok(a)
     }
-    fn map_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
+    fn map_into<T: Real>(
+        &self,
+        src: ArrayView2<'_, T>,
+        dst: ArrayViewMut2<'_, T>,
+        acc: Accum,
+    ) -> Result<()> {
         masked(src, dst, acc, |i, j| self.keeps(i, j));
+        Ok(())
     }
-    fn adjoint_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
-        self.map_into(src, dst, acc);
+    fn adjoint_into<T: Real>(
+        &self,
+        src: ArrayView2<'_, T>,
+        dst: ArrayViewMut2<'_, T>,
+        acc: Accum,
+    ) -> Result<()> {
+        self.map_into(src, dst, acc)
     }
 }
 
@@ -227,15 +259,26 @@ impl Linear for Mask {
             })
         }
     }
-    fn map_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
+    fn map_into<T: Real>(
+        &self,
+        src: ArrayView2<'_, T>,
+        dst: ArrayViewMut2<'_, T>,
+        acc: Accum,
+    ) -> Result<()> {
         // Same shapes (checked by `out_shape`): zip the mask itself, no bounds checks.
         Zip::from(dst)
             .and(&src)
             .and(&self.keep)
             .for_each(|d, &s, &k| acc.store(d, if k { s } else { T::zero() }));
+        Ok(())
     }
-    fn adjoint_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
-        self.map_into(src, dst, acc);
+    fn adjoint_into<T: Real>(
+        &self,
+        src: ArrayView2<'_, T>,
+        dst: ArrayViewMut2<'_, T>,
+        acc: Accum,
+    ) -> Result<()> {
+        self.map_into(src, dst, acc)
     }
 }
 

@@ -5,11 +5,13 @@
 //! For a rearrangement `C = r(A)`, `Ċ = r(Ȧ)` and `Ā = r⁻¹(C̄)` (Giles 2008;
 //! `docs/math.md`); neither rule reads `A` or `C`. Entries are read and written in the
 //! logical order of the matrices, so a transposed or strided view reshapes as the
-//! matrix it shows, not as its memory, and the output buffer may have any layout.
+//! matrix it shows, not as its memory, and the output buffer may have any layout. When
+//! one side is contiguous the pairing is a copy between views of one shape
+//! ([`crate::blas::copy`]), by cache-aligned tiles where it transposes.
 
 use super::mask::{linear_rule, Linear};
-use crate::blas::Accum;
-use crate::error::{Error, Result, Shape};
+use crate::blas::{copy, Accum};
+use crate::error::{shape_of, Error, Result, Shape};
 use crate::Real;
 use ndarray::{ArrayView2, ArrayViewMut2, Order};
 use std::hash::{Hash, Hasher};
@@ -89,17 +91,38 @@ fn count(s: Shape) -> Option<usize> {
 /// `dst ← src` or `dst += src` with the entries of both paired in `order`; both hold
 /// the same number of entries. A rearrangement and its inverse pair the same entries,
 /// so this is both `r` (`src = A`) and `r⁻¹` (`src = C̄`).
-fn pair<T: Real>(dst: ArrayViewMut2<'_, T>, src: ArrayView2<'_, T>, order: Order, acc: Accum) {
-    if order.is_row_major() {
-        dst.into_iter()
-            .zip(src.iter())
-            .for_each(|(d, &s)| acc.store(d, s));
+///
+/// Column-major order of a matrix is row-major order of its transpose. In row-major
+/// order a side with standard layout can be viewed in the other side's shape, which
+/// turns the pairing into a copy between two views of one shape ([`copy`]: a stream, or
+/// tiles for `vec` of a row-major matrix, which is a transpose). Only when neither side
+/// is contiguous in the order are the entries walked one by one.
+fn pair<T: Real>(
+    op: &'static str,
+    dst: ArrayViewMut2<'_, T>,
+    src: ArrayView2<'_, T>,
+    order: Order,
+    acc: Accum,
+) -> Result<()> {
+    let (dst, src) = if order.is_row_major() {
+        (dst, src)
     } else {
-        dst.reversed_axes()
-            .into_iter()
-            .zip(src.t().iter())
-            .for_each(|(d, &s)| acc.store(d, s));
+        (dst.reversed_axes(), src.reversed_axes())
+    };
+    let (from, to) = (shape_of(&src), Shape(dst.nrows(), dst.ncols()));
+    let bad = |_| Error::BadReshape { op, from, to };
+    if dst.is_standard_layout() {
+        let dst = dst.into_shape_with_order(src.dim()).map_err(bad)?;
+        return copy(dst, src, acc);
     }
+    if src.is_standard_layout() {
+        let src = src.into_shape_with_order(dst.dim()).map_err(bad)?;
+        return copy(dst, src, acc);
+    }
+    dst.into_iter()
+        .zip(src.iter())
+        .for_each(|(d, &s)| acc.store(d, s));
+    Ok(())
 }
 
 impl Linear for Reshape {
@@ -115,11 +138,21 @@ impl Linear for Reshape {
             }),
         }
     }
-    fn map_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
-        pair(dst, src, self.order, acc);
+    fn map_into<T: Real>(
+        &self,
+        src: ArrayView2<'_, T>,
+        dst: ArrayViewMut2<'_, T>,
+        acc: Accum,
+    ) -> Result<()> {
+        pair(Self::NAME, dst, src, self.order, acc)
     }
-    fn adjoint_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
-        pair(dst, src, self.order, acc);
+    fn adjoint_into<T: Real>(
+        &self,
+        src: ArrayView2<'_, T>,
+        dst: ArrayViewMut2<'_, T>,
+        acc: Accum,
+    ) -> Result<()> {
+        pair(Self::NAME, dst, src, self.order, acc)
     }
 }
 
@@ -133,11 +166,21 @@ impl Linear for Vectorize {
             to: Shape(usize::MAX, 1),
         })
     }
-    fn map_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
-        pair(dst, src, Order::ColumnMajor, acc);
+    fn map_into<T: Real>(
+        &self,
+        src: ArrayView2<'_, T>,
+        dst: ArrayViewMut2<'_, T>,
+        acc: Accum,
+    ) -> Result<()> {
+        pair(Self::NAME, dst, src, Order::ColumnMajor, acc)
     }
-    fn adjoint_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
-        pair(dst, src, Order::ColumnMajor, acc);
+    fn adjoint_into<T: Real>(
+        &self,
+        src: ArrayView2<'_, T>,
+        dst: ArrayViewMut2<'_, T>,
+        acc: Accum,
+    ) -> Result<()> {
+        pair(Self::NAME, dst, src, Order::ColumnMajor, acc)
     }
 }
 
@@ -166,11 +209,21 @@ impl Linear for Unvec {
         }
         Ok(to)
     }
-    fn map_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
-        pair(dst, src, Order::ColumnMajor, acc);
+    fn map_into<T: Real>(
+        &self,
+        src: ArrayView2<'_, T>,
+        dst: ArrayViewMut2<'_, T>,
+        acc: Accum,
+    ) -> Result<()> {
+        pair(Self::NAME, dst, src, Order::ColumnMajor, acc)
     }
-    fn adjoint_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
-        pair(dst, src, Order::ColumnMajor, acc);
+    fn adjoint_into<T: Real>(
+        &self,
+        src: ArrayView2<'_, T>,
+        dst: ArrayViewMut2<'_, T>,
+        acc: Accum,
+    ) -> Result<()> {
+        pair(Self::NAME, dst, src, Order::ColumnMajor, acc)
     }
 }
 

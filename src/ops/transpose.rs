@@ -4,13 +4,14 @@
 //! primitive; it is for graphs where `Aᵀ` is a node of its own.
 
 use super::mask::{linear_rule, Linear};
-use crate::blas::Accum;
+use crate::blas::{copy, Accum};
 use crate::error::{Result, Shape};
 use crate::Real;
-use ndarray::{ArrayView2, ArrayViewMut2, Zip};
+use ndarray::{ArrayView2, ArrayViewMut2};
 
-/// `C = Aᵀ`, written entry by entry into the output (standard layout from
-/// [`crate::Primitive::forward`]).
+/// `C = Aᵀ`, copied into the output (standard layout from [`crate::Primitive::forward`])
+/// by cache-aligned tiles ([`crate::blas::copy`]), so that neither pass slows down at
+/// power-of-two strides.
 ///
 /// Forward `Ċ = Ȧᵀ`; reverse `Ā = C̄ᵀ` (Giles 2008; `docs/math.md`: a
 /// rearrangement's adjoint is its inverse). The reverse rule reads nothing but `C̄`.
@@ -22,13 +23,21 @@ impl Linear for Transpose {
     fn out_shape(&self, a: Shape) -> Result<Shape> {
         Ok(Shape(a.1, a.0))
     }
-    fn map_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
-        Zip::from(dst)
-            .and(src.t())
-            .for_each(|d, &s| acc.store(d, s));
+    fn map_into<T: Real>(
+        &self,
+        src: ArrayView2<'_, T>,
+        dst: ArrayViewMut2<'_, T>,
+        acc: Accum,
+    ) -> Result<()> {
+        copy(dst, src.t(), acc)
     }
-    fn adjoint_into<T: Real>(&self, src: ArrayView2<'_, T>, dst: ArrayViewMut2<'_, T>, acc: Accum) {
-        self.map_into(src, dst, acc);
+    fn adjoint_into<T: Real>(
+        &self,
+        src: ArrayView2<'_, T>,
+        dst: ArrayViewMut2<'_, T>,
+        acc: Accum,
+    ) -> Result<()> {
+        self.map_into(src, dst, acc)
     }
 }
 

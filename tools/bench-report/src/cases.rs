@@ -27,6 +27,23 @@ pub const CHOL_BLOCK: usize = Method::DEFAULT_BLOCK;
 pub const CHOL_LARGE: usize = 2000;
 
 const STRUCTURAL: [&str; 4] = ["Transpose", "Add", "Tril", "Vectorize"];
+
+/// Order and right-hand sides of the solves: the size at which the tour times them.
+pub const SOLVE_N: usize = 1000;
+pub const SOLVE_K: usize = 501;
+
+/// Shapes at which Transpose and Vectorize are held against a copy: powers of two,
+/// where an entry-by-entry transpose loses its cache lines, and shapes around them.
+const COPY_SHAPES: [(usize, usize); 7] = [
+    (64, 64),
+    (256, 256),
+    (512, 512),
+    (512, 515),
+    (1000, 1000),
+    (1024, 1024),
+    (2048, 2048),
+];
+const COPY_SHAPES_QUICK: [(usize, usize); 3] = [(64, 64), (256, 256), (255, 257)];
 const SMALL: [usize; 2] = [8, 32];
 
 /// Flops of the Cholesky factorisation, `n³/3`.
@@ -100,6 +117,36 @@ pub struct CholRow {
     pub bwd_over_fwd: f64,
 }
 
+/// One solve at `SOLVE_N`, `SOLVE_K`: forward and backward through the calls that
+/// allocate (`forward`, `backward`) and into preallocated buffers with a caller
+/// workspace (`forward_into`, `backward_into` with first writes), timed together.
+pub struct SolveRow {
+    pub name: &'static str,
+    /// Shapes of L and B, for the table.
+    pub shapes: String,
+    pub fwd: f64,
+    pub bwd: f64,
+    pub fwd_into: f64,
+    pub bwd_into: f64,
+    /// Paired ratios backward / forward, allocating and into buffers.
+    pub bwd_over_fwd: f64,
+    pub into_over_fwd: f64,
+    /// The ratio the reverse pass is held to.
+    pub target: f64,
+}
+
+/// Transpose and Vectorize at one shape against a plain copy of the same entries, all
+/// into preallocated buffers and timed together.
+pub struct CopyRow {
+    pub m: usize,
+    pub n: usize,
+    /// `dst.assign(&src)` between two standard-layout m×n arrays.
+    pub copy: f64,
+    /// Name, median seconds and the paired fraction copy time / case time (the fraction
+    /// of the copy bandwidth the case reaches, both moving the same bytes).
+    pub cases: Vec<(&'static str, f64, f64)>,
+}
+
 pub struct SmallRow {
     pub n: usize,
     pub raw: f64,
@@ -119,6 +166,7 @@ pub struct Threaded {
     pub gemm: f64,
     pub matmul: Vec<MatmulRow>,
     pub chol: Vec<CholRow>,
+    pub solves: Vec<SolveRow>,
 }
 
 impl Threaded {
@@ -128,6 +176,7 @@ impl Threaded {
             gemm: f64::NAN,
             matmul: Vec::new(),
             chol: Vec::new(),
+            solves: Vec::new(),
         }
     }
     fn peak_rate(&self) -> f64 {
@@ -141,6 +190,7 @@ impl Threaded {
 pub struct Results {
     pub single: Threaded,
     pub structural: Vec<(&'static str, Vec<StructRow>)>,
+    pub copies: Vec<CopyRow>,
     pub small: Vec<SmallRow>,
     pub multi: Option<Threaded>,
 }
@@ -346,6 +396,158 @@ impl Sweep {
         })
     }
 
+    /// `which`: 0 `TriSolve::lower()`, 1 `TriSolve::lower_t().right()`, 2 `ChoSolve`, the
+    /// three solves of the tour.
+    fn solve(&self, which: usize) -> Res<SolveRow> {
+        let (n, k) = (SOLVE_N, SOLVE_K);
+        let (prim, target): (Box<dyn Rule<f64>>, f64) = match which {
+            0 => (Box::new(TriSolve::lower()), 2.0),
+            1 => (Box::new(TriSolve::lower_t().right()), 2.0),
+            _ => (Box::new(ChoSolve), 2.5),
+        };
+        let p = prim.as_ref();
+        let name = p.name();
+        self.step(format!("{name} n = {n}, k = {k}"));
+        let mut rng = random::rng(5000 + which as u64);
+        let l = random::lower::<f64>(n, &mut rng);
+        let b = if which == 1 {
+            random::randn::<f64>(k, n, &mut rng)
+        } else {
+            random::randn::<f64>(n, k, &mut rng)
+        };
+        let xbar = random::randn::<f64>(b.nrows(), b.ncols(), &mut rng);
+        let x_in = [l.view(), b.view()];
+        let y = p.forward(&x_in)?;
+        let yv = [y[0].view()];
+        let grads = p.backward(&x_in, &yv, &[Some(xbar.view())])?;
+        let shapes = [Shape(n, n), Shape(b.nrows(), b.ncols())];
+        let (mut ws_f, mut ws_b) = (
+            vec![0.0; p.workspace(&shapes)],
+            vec![0.0; p.workspace(&shapes)],
+        );
+        let mut x_buf = Array2::<f64>::zeros(b.dim());
+        let mut lb = Array2::<f64>::zeros((n, n));
+        let mut bb = Array2::<f64>::zeros(b.dim());
+        let t = time_together(
+            self.budget,
+            &mut [
+                case(|| p.forward(&x_in)),
+                case(|| p.backward(&x_in, &yv, &[Some(xbar.view())])),
+                case(|| p.forward_into(&x_in, &mut [x_buf.view_mut()], Some(&mut ws_f))),
+                case(|| {
+                    p.backward_into(
+                        &x_in,
+                        &yv,
+                        &[Some(xbar.view())],
+                        &mut [Grad::Write(lb.view_mut()), Grad::Write(bb.view_mut())],
+                        Some(&mut ws_b),
+                    )
+                }),
+            ],
+        );
+        agree(
+            &format!("{name} forward_into"),
+            x_buf.view(),
+            y[0].view(),
+            0.0,
+        )?;
+        agree(
+            &format!("{name} backward_into L̄"),
+            lb.view(),
+            grads[0].view(),
+            1e-12,
+        )?;
+        agree(
+            &format!("{name} backward_into B̄"),
+            bb.view(),
+            grads[1].view(),
+            1e-12,
+        )?;
+        self.done();
+        Ok(SolveRow {
+            name,
+            shapes: format!("{n}×{n}, {}×{}", b.nrows(), b.ncols()),
+            fwd: t.median(0),
+            bwd: t.median(1),
+            fwd_into: t.median(2),
+            bwd_into: t.median(3),
+            bwd_over_fwd: t.ratio(1, 0),
+            into_over_fwd: t.ratio(3, 2),
+            target,
+        })
+    }
+
+    /// Transpose and Vectorize at m×n, forward and backward (first writes), against a
+    /// copy of an m×n array into another, every case into a preallocated buffer.
+    fn copy(&self, m: usize, n: usize) -> Res<CopyRow> {
+        self.step(format!("copy, Transpose and Vectorize {m}×{n}"));
+        let mut rng = random::rng(6000 + (m * n) as u64);
+        let a = random::randn::<f64>(m, n, &mut rng);
+        let cbar = random::randn::<f64>(n, m, &mut rng);
+        let vbar = random::randn::<f64>(m * n, 1, &mut rng);
+        let (mut c, mut ct, mut v, mut g1, mut g2) = (
+            Array2::<f64>::zeros((m, n)),
+            Array2::<f64>::zeros((n, m)),
+            Array2::<f64>::zeros((m * n, 1)),
+            Array2::<f64>::zeros((m, n)),
+            Array2::<f64>::zeros((m, n)),
+        );
+        let (an, tn, vn) = ([a.view()], [cbar.view()], [vbar.view()]);
+        let t = time_together(
+            self.budget,
+            &mut [
+                case(|| c.assign(&a)),
+                case(|| Transpose.forward_into(&an, &mut [ct.view_mut()], None)),
+                case(|| {
+                    Transpose.backward_into(
+                        &an,
+                        &tn,
+                        &[Some(cbar.view())],
+                        &mut [Grad::Write(g1.view_mut())],
+                        None,
+                    )
+                }),
+                case(|| Vectorize.forward_into(&an, &mut [v.view_mut()], None)),
+                case(|| {
+                    Vectorize.backward_into(
+                        &an,
+                        &vn,
+                        &[Some(vbar.view())],
+                        &mut [Grad::Write(g2.view_mut())],
+                        None,
+                    )
+                }),
+            ],
+        );
+        agree("Transpose forward", ct.view(), a.t(), 0.0)?;
+        agree("Transpose backward", g1.view(), cbar.t(), 0.0)?;
+        agree(
+            "Vectorize forward",
+            v.view(),
+            naive::vec(a.view()).view(),
+            0.0,
+        )?;
+        let unvec = naive::vec_backward(vbar.view(), m, n)?;
+        agree("Vectorize backward", g2.view(), unvec.view(), 0.0)?;
+        self.done();
+        let names = [
+            "Transpose forward",
+            "Transpose backward",
+            "Vectorize forward",
+            "Vectorize backward",
+        ];
+        Ok(CopyRow {
+            m,
+            n,
+            copy: t.median(0),
+            cases: names
+                .iter()
+                .enumerate()
+                .map(|(i, &name)| (name, t.median(i + 1), t.ratio(0, i + 1)))
+                .collect(),
+        })
+    }
+
     fn structural(&self, name: &'static str, n: usize) -> Res<StructRow> {
         self.step(format!("{name} n = {n}"));
         let mut rng = random::rng(4000 + n as u64);
@@ -435,10 +637,17 @@ pub fn run(opts: &Options, cores: usize) -> Res<Results> {
     let sizes = opts.sizes();
     let tsizes = opts.threaded_sizes();
     let multi = cores >= 2;
+    let copy_shapes: &[(usize, usize)] = if opts.quick {
+        &COPY_SHAPES_QUICK
+    } else {
+        &COPY_SHAPES
+    };
     let steps = sizes.len() * (2 + STRUCTURAL.len())
         + 1
         + SMALL.len()
-        + if multi { 2 * tsizes.len() + 1 } else { 0 };
+        + copy_shapes.len()
+        + 3
+        + if multi { 2 * tsizes.len() + 4 } else { 0 };
     let bar = ProgressBar::new(steps as u64).with_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {msg}")?
             .progress_chars("=> "),
@@ -459,6 +668,9 @@ pub fn run(opts: &Options, cores: usize) -> Res<Results> {
         single.chol.push(sweep.chol(n, true)?);
     }
     single.chol.push(sweep.chol(opts.chol_large(), false)?);
+    for which in 0..3 {
+        single.solves.push(sweep.solve(which)?);
+    }
     let mut structural = Vec::new();
     for name in STRUCTURAL {
         let rows = sizes
@@ -467,6 +679,10 @@ pub fn run(opts: &Options, cores: usize) -> Res<Results> {
             .collect::<Res<Vec<_>>>()?;
         structural.push((name, rows));
     }
+    let copies = copy_shapes
+        .iter()
+        .map(|&(m, n)| sweep.copy(m, n))
+        .collect::<Res<Vec<_>>>()?;
     let small = SMALL
         .iter()
         .map(|&n| sweep.small(n))
@@ -483,6 +699,9 @@ pub fn run(opts: &Options, cores: usize) -> Res<Results> {
             t.chol.push(sweep.chol(n, false)?);
         }
         t.chol.push(sweep.chol(opts.chol_large(), false)?);
+        for which in 0..3 {
+            t.solves.push(sweep.solve(which)?);
+        }
         set_threads(1);
         Some(t)
     } else {
@@ -492,6 +711,7 @@ pub fn run(opts: &Options, cores: usize) -> Res<Results> {
     Ok(Results {
         single,
         structural,
+        copies,
         small,
         multi,
     })

@@ -5,8 +5,10 @@
 //! ```
 //!
 //! Times every primitive against its scalar loop in `matgrad::naive` (medians of
-//! repeated runs, f64, one OpenBLAS thread; the main cases again at two threads),
-//! measures the machine's own DGEMM rate to compare against, and writes
+//! repeated runs, f64, one OpenBLAS thread; the main cases again at two threads), the
+//! reverse/forward ratios of `TriSolve` and `ChoSolve` at n = 1000 with 501 right-hand
+//! sides, and `Transpose` and `Vectorize` as a fraction of the bandwidth of a plain
+//! copy; measures the machine's own DGEMM rate to compare against, and writes
 //! `docs/benchmarks.md` and `docs/benchmarks.svg`. It takes one to two minutes on two
 //! idle cores (the naive i-j-k product at n = 1024 alone is about 15 s); `--quick` runs
 //! a small sweep (n ≤ 256) for a smoke test, `--out` writes elsewhere. If

@@ -3,7 +3,7 @@
 
 use crate::cases::{
     chol_flops, CholRow, MatmulRow, Results, Threaded, CHOL_BLOCK, CHOL_LARGE, NAIVE_BACKWARD_MAX,
-    NAIVE_IJK_MAX,
+    NAIVE_IJK_MAX, SOLVE_K, SOLVE_N,
 };
 use crate::Options;
 use bench_report::machine::{matmul_flops, Machine};
@@ -168,6 +168,44 @@ pub fn headline(r: &Results) -> Headline {
                 mark(c.bwd_over_fwd <= target)
             ));
         }
+    }
+    for row in &s.solves {
+        lines.push(format!(
+            "{} backward / forward at L, B = {}, 1 thread: **{:.2}** with `backward`, which allocates L̄ \
+             and B̄; **{:.2}** into preallocated buffers with `backward_into` (target ≤ {}: {})",
+            row.name,
+            row.shapes,
+            row.bwd_over_fwd,
+            row.into_over_fwd,
+            row.target,
+            mark(row.bwd_over_fwd <= row.target && row.into_over_fwd <= row.target)
+        ));
+    }
+    let worst = r
+        .copies
+        .iter()
+        .flat_map(|c| c.cases.iter().map(move |x| (c, x)))
+        .min_by(|a, b| a.1 .2.total_cmp(&b.1 .2));
+    if let Some((c, (name, _, f))) = worst {
+        let pow2: Vec<String> = r
+            .copies
+            .iter()
+            .filter(|c| c.m == c.n && c.n.is_power_of_two() && c.n >= 256)
+            .map(|c| {
+                let low = c.cases.iter().map(|x| x.2).fold(f64::INFINITY, f64::min);
+                format!("{:.0}% at {}²", 100.0 * low, c.n)
+            })
+            .collect();
+        lines.push(format!(
+            "Transpose and Vectorize, forward and backward into preallocated buffers, 1 thread: the \
+             slowest reaches **{:.0}%** of the bandwidth of a plain copy ({name} at {}×{}; target ≥ 50% \
+             at every shape: {}); the slowest at the powers of two: {}",
+            100.0 * f,
+            c.m,
+            c.n,
+            mark(*f >= 0.5),
+            if pow2.is_empty() { "—".to_string() } else { pow2.join(", ") }
+        ));
     }
     for row in &r.small {
         let x = row.ratio;
@@ -389,6 +427,47 @@ pub fn write_markdown(
          same rounds. The largest size runs without the naive loops.\n"
     )?;
 
+    writeln!(
+        o,
+        "## Solves with a triangular or Cholesky factor, n = {SOLVE_N}, k = {SOLVE_K}\n"
+    )?;
+    writeln!(
+        o,
+        "Flops in units of n²k. `TriSolve`: forward one TRSM (1); backward one TRSM for B̄ and one \
+         triangular GEMM for L̄ (`gemm_tri`, 1): 2× the forward. `ChoSolve`: forward two TRSMs (2); \
+         backward two TRSMs for B̄ = L⁻ᵀ(L⁻¹X̄), one TRMM for Y = LᵀX and two triangular GEMMs for \
+         L̄ = −tril(B̄Yᵀ + XZᵀ) with Z = L⁻¹X̄ kept from the solve (5): 2.5× the forward. GEMM runs \
+         faster than TRSM, so the measured ratios can sit below these. `forward` and `backward` \
+         allocate their outputs (zero-filled); `forward_into` and `backward_into` write into buffers \
+         the caller keeps, with a caller workspace and first writes (`Grad::Write`).\n"
+    )?;
+    writeln!(
+        o,
+        "| primitive | threads | L, B | `forward` | `backward` | backward / forward | `forward_into` \
+         | `backward_into` | backward_into / forward_into | target |"
+    )?;
+    writeln!(o, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")?;
+    let threaded = std::iter::once(s).chain(r.multi.as_ref());
+    for t in threaded {
+        for row in &t.solves {
+            writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {:.2} | {} | {} | {:.2} | ≤ {} |",
+                row.name,
+                t.threads,
+                row.shapes,
+                secs(row.fwd),
+                secs(row.bwd),
+                row.bwd_over_fwd,
+                secs(row.fwd_into),
+                secs(row.bwd_into),
+                row.into_over_fwd,
+                row.target
+            )?;
+        }
+    }
+    writeln!(o)?;
+
     if let Some(t) = &r.multi {
         writeln!(o, "## Main cases at {} threads\n", t.threads)?;
         writeln!(
@@ -504,6 +583,39 @@ pub fn write_markdown(
                 bytes / row.fwd / 1e9
             )?;
         }
+    }
+    writeln!(o)?;
+
+    writeln!(o, "## Transpose and Vectorize against a copy, 1 thread\n")?;
+    writeln!(
+        o,
+        "The bandwidth of moving an m×n f64 matrix: a copy (`dst.assign(&src)` between two \
+         standard-layout arrays, one read and one write per entry) against `Transpose` and \
+         `Vectorize` (vec of a row-major matrix, itself a transpose) forward and backward, every case \
+         into a preallocated buffer (`forward_into`, `backward_into` with a first write) and timed in \
+         the same rounds. % of copy = copy time / case time, a median of per-round ratios; both move \
+         the same bytes. Target ≥ 50% at every shape, powers of two included.\n"
+    )?;
+    writeln!(
+        o,
+        "| m×n | copy | copy GB/s | Transpose forward | % of copy | Transpose backward | % of copy \
+         | Vectorize forward | % of copy | Vectorize backward | % of copy |"
+    )?;
+    writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    for c in &r.copies {
+        let bytes = 16.0 * (c.m * c.n) as f64;
+        write!(
+            o,
+            "| {}×{} | {} | {:.1} |",
+            c.m,
+            c.n,
+            secs(c.copy),
+            bytes / c.copy / 1e9
+        )?;
+        for (_, t, f) in &c.cases {
+            write!(o, " {} | {:.0}% |", secs(*t), 100.0 * f)?;
+        }
+        writeln!(o)?;
     }
     writeln!(o)?;
 

@@ -1,0 +1,437 @@
+//! Copying one view into another of the same shape whatever their layouts: the
+//! memory movement of transposes and rearrangements.
+//!
+//! When both views run along the same axis in memory the copy is a stream, and
+//! ndarray's own loop is as fast as memory. When one has contiguous rows and the other
+//! contiguous columns, an entry-by-entry walk reads one of them across its stride: each
+//! read touches a new cache line, and at a power-of-two stride all of them fall into the
+//! same few cache sets and evict each other. [`copy`] then goes by 8×8 blocks aligned
+//! to the cache lines of both views, so that each line read or written is used whole
+//! while it is in cache: down 8-column strips of [`TILE`]`×`[`TILE`] tiles, or along
+//! 8-row strips when only the destination's rows are 4 KiB apart (a power-of-two row
+//! length), so that its writes stream. On x86-64 with AVX2 an 8×8 block of `f64` is
+//! transposed in registers.
+
+use super::Accum;
+use crate::error::{Error, Result, Shape};
+use crate::Real;
+use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+
+/// Order of the square tiles the transposing copy goes by.
+pub const TILE: usize = 64;
+
+/// Entries per 8×8 block side; one 64-byte cache line of `f64`.
+const B: usize = 8;
+
+/// `dst ← src` (`Replace`, `dst` not read) or `dst ← dst + src` (`Add`), entrywise, for
+/// two views of the same shape with any strides. A view with contiguous rows paired
+/// with one with contiguous columns (a transpose, `vec` of a row-major matrix) is copied
+/// by cache-aligned tiles; every other pairing streams through ndarray.
+pub fn copy<T: Real>(
+    mut dst: ArrayViewMut2<'_, T>,
+    mut src: ArrayView2<'_, T>,
+    accum: Accum,
+) -> Result<()> {
+    if dst.dim() != src.dim() {
+        return Err(Error::WrongShape {
+            op: "copy",
+            name: "destination",
+            of: "the source",
+            expected: Shape(src.nrows(), src.ncols()),
+            got: Shape(dst.nrows(), dst.ncols()),
+        });
+    }
+    // Reversing an axis of both views pairs the same entries: afterwards `dst` has no
+    // negative stride, so its rows or columns may run forward through memory.
+    for ax in [Axis(0), Axis(1)] {
+        if dst.stride_of(ax) < 0 {
+            dst.invert_axis(ax);
+            src.invert_axis(ax);
+        }
+    }
+    let (m, n) = dst.dim();
+    let rows = |s: &[isize]| s[1] == 1 || n == 1;
+    let cols = |s: &[isize]| s[0] == 1 || m == 1;
+    let small = m < B || n < B;
+    if !small && rows(dst.strides()) && cols(src.strides()) && !rows(src.strides()) {
+        transpose_tiles(dst, src, accum);
+    } else if !small && cols(dst.strides()) && rows(src.strides()) && !cols(src.strides()) {
+        transpose_tiles(dst.reversed_axes(), src.reversed_axes(), accum);
+    } else {
+        accum.assign(dst, src);
+    }
+    Ok(())
+}
+
+/// `dst[i][j] (+)= src[i][j]` where `dst` has unit column stride (contiguous rows,
+/// non-negative row stride) and `src` unit row stride (contiguous columns).
+fn transpose_tiles<T: Real>(mut dst: ArrayViewMut2<'_, T>, src: ArrayView2<'_, T>, accum: Accum) {
+    let (m, n) = dst.dim();
+    let v = Views {
+        d: dst.as_mut_ptr(),
+        dr: dst.stride_of(Axis(0)),
+        s: src.as_ptr(),
+        sc: src.stride_of(Axis(1)),
+    };
+    // SAFETY: `dst` and `src` are live views of shape m×n; `tiles` only forms the
+    // offsets `i·dr + j` (dst) and `i + j·sc` (src) for i < m, j < n, the addresses
+    // ndarray gives entry (i, j), and `dst` is a unique mutable view, so its writes
+    // alias neither `src` nor each other. The AVX2 path runs only for `T = f64` on a
+    // CPU that has AVX2.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f64>()
+            && std::arch::is_x86_feature_detected!("avx2")
+        {
+            let v = Views {
+                d: v.d.cast::<f64>(),
+                dr: v.dr,
+                s: v.s.cast::<f64>(),
+                sc: v.sc,
+            };
+            return match accum {
+                Accum::Replace => avx2::tiles_f64::<false>(v, m, n),
+                Accum::Add => avx2::tiles_f64::<true>(v, m, n),
+            };
+        }
+        tiles(v, m, n, accum, Scalar(accum));
+    }
+}
+
+/// The two views of a transposing copy: `dst` (row stride `dr`, unit column stride)
+/// and `src` (unit row stride, column stride `sc`), by their first entries.
+#[derive(Clone, Copy)]
+struct Views<T> {
+    d: *mut T,
+    dr: isize,
+    s: *const T,
+    sc: isize,
+}
+
+impl<T> Views<T> {
+    /// The same views from entry `(i, j)` on.
+    #[inline(always)]
+    unsafe fn at(self, i: usize, j: usize) -> Views<T> {
+        let (i, j) = (i as isize, j as isize);
+        Views {
+            d: self.d.offset(i * self.dr + j),
+            s: self.s.offset(i + j * self.sc),
+            ..self
+        }
+    }
+}
+
+/// Copies one 8×8 block of a transposing copy.
+trait Block<T> {
+    /// # Safety
+    /// The 8×8 block at the origin of `v` lies inside both views.
+    unsafe fn block(&self, v: Views<T>);
+}
+
+/// Entry by entry, for any element type and CPU.
+struct Scalar(Accum);
+
+impl<T: Real> Block<T> for Scalar {
+    #[inline(always)]
+    unsafe fn block(&self, v: Views<T>) {
+        scalar_block(v, (0, B), (0, B), self.0);
+    }
+}
+
+/// The m×n transposing copy by tiles, `block` copying each whole 8×8 block.
+///
+/// Blocks start where `dst`'s row 0 and `src`'s column 0 start a cache line (for `f64`;
+/// 8 entries in general); the strips before those points and the edges of the tiles are
+/// copied entry by entry. All rows of `dst` share the alignment of row 0 when the row
+/// stride is a whole number of lines, the power-of-two case where misaligned blocks
+/// would share cache sets.
+///
+/// # Safety
+/// `v` describes two m×n views as in [`transpose_tiles`]; `block` copies exactly the
+/// 8×8 block at the origin it is given.
+#[inline(always)]
+unsafe fn tiles<T: Real>(v: Views<T>, m: usize, n: usize, accum: Accum, block: impl Block<T>) {
+    // A block row spans `line` bytes: one cache line of f64.
+    let size = std::mem::size_of::<T>();
+    let line = B * size;
+    let lead = |p: usize| ((line - p % line) % line / size).min(B - 1);
+    let j0 = lead(v.d as usize).min(n);
+    let i0 = lead(v.s as usize).min(m);
+    scalar_block(v, (0, m), (0, j0), accum);
+    scalar_block(v, (0, i0), (j0, n), accum);
+    // When only the destination's rows are a multiple of 4 KiB apart, its rows share
+    // cache sets: go along 8-row strips, so that each of them is written as a stream.
+    // Otherwise go down 8-column strips of tiles, so that the source is read as streams.
+    let aliased = |stride: isize| (stride.unsigned_abs() * size) % 4096 == 0;
+    if aliased(v.dr) && !aliased(v.sc) {
+        let (ie, je) = (i0 + (m - i0) / B * B, j0 + (n - j0) / B * B);
+        for i in (i0..ie).step_by(B) {
+            for j in (j0..je).step_by(B) {
+                block.block(v.at(i, j));
+            }
+            scalar_block(v, (i, i + B), (je, n), accum);
+        }
+        scalar_block(v, (ie, m), (j0, n), accum);
+        return;
+    }
+    for ti in (i0..m).step_by(TILE) {
+        let ti1 = (ti + TILE).min(m);
+        let ie = ti + (ti1 - ti) / B * B;
+        for tj in (j0..n).step_by(TILE) {
+            let tj1 = (tj + TILE).min(n);
+            let je = tj + (tj1 - tj) / B * B;
+            // Down each strip of 8 columns: the source reads continue down the same
+            // columns, the destination writes move to new rows.
+            for j in (tj..je).step_by(B) {
+                for i in (ti..ie).step_by(B) {
+                    block.block(v.at(i, j));
+                }
+                scalar_block(v, (ie, ti1), (j, j + B), accum);
+            }
+            scalar_block(v, (ti, ti1), (je, tj1), accum);
+        }
+    }
+}
+
+/// Rows `r` and columns `c` of the transposing copy, entry by entry.
+///
+/// # Safety
+/// Every `(i, j)` in the ranges is an entry of both views `v` describes.
+#[inline(always)]
+unsafe fn scalar_block<T: Real>(v: Views<T>, r: (usize, usize), c: (usize, usize), accum: Accum) {
+    for j in c.0..c.1 {
+        for i in r.0..r.1 {
+            let x = *v.s.offset(i as isize + j as isize * v.sc);
+            accum.store(&mut *v.d.offset(i as isize * v.dr + j as isize), x);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{tiles, Block, Views};
+    use crate::blas::Accum;
+    use std::arch::x86_64::*;
+
+    /// The tiled transposing copy of `f64` with the 8×8 blocks in AVX2 registers.
+    ///
+    /// # Safety
+    /// As for `tiles`, on a CPU that has AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn tiles_f64<const ADD: bool>(v: Views<f64>, m: usize, n: usize) {
+        let accum = if ADD { Accum::Add } else { Accum::Replace };
+        tiles(v, m, n, accum, Avx2::<ADD>);
+    }
+
+    /// The 8×8 block in AVX2 registers.
+    struct Avx2<const ADD: bool>;
+
+    impl<const ADD: bool> Block<f64> for Avx2<ADD> {
+        #[inline(always)]
+        unsafe fn block(&self, v: Views<f64>) {
+            block::<ADD>(v);
+        }
+    }
+
+    /// Transposes the 4×4 block whose columns are `v0..v3` into its rows.
+    #[inline(always)]
+    unsafe fn t4(v0: __m256d, v1: __m256d, v2: __m256d, v3: __m256d) -> [__m256d; 4] {
+        let t0 = _mm256_unpacklo_pd(v0, v1);
+        let t1 = _mm256_unpackhi_pd(v0, v1);
+        let t2 = _mm256_unpacklo_pd(v2, v3);
+        let t3 = _mm256_unpackhi_pd(v2, v3);
+        [
+            _mm256_permute2f128_pd(t0, t2, 0x20),
+            _mm256_permute2f128_pd(t1, t3, 0x20),
+            _mm256_permute2f128_pd(t0, t2, 0x31),
+            _mm256_permute2f128_pd(t1, t3, 0x31),
+        ]
+    }
+
+    #[inline(always)]
+    unsafe fn put<const ADD: bool>(p: *mut f64, x: __m256d) {
+        let x = if ADD {
+            _mm256_add_pd(_mm256_loadu_pd(p), x)
+        } else {
+            x
+        };
+        _mm256_storeu_pd(p, x);
+    }
+
+    /// One 8×8 block: the eight source columns are read whole (one cache line each when
+    /// aligned), transposed in registers, and the eight destination rows written whole.
+    #[inline(always)]
+    unsafe fn block<const ADD: bool>(v: Views<f64>) {
+        let mut lo = [_mm256_setzero_pd(); 8];
+        let mut hi = [_mm256_setzero_pd(); 8];
+        for c in 0..8 {
+            let col = v.s.offset(c as isize * v.sc);
+            lo[c] = _mm256_loadu_pd(col);
+            hi[c] = _mm256_loadu_pd(col.add(4));
+        }
+        // Rows 0..4 of the block are the left (columns 0..4) and right (4..8) quarters
+        // transposed from the top halves of the columns; rows 4..8 from the bottom ones.
+        let [l0, l1, l2, l3] = t4(lo[0], lo[1], lo[2], lo[3]);
+        let [r0, r1, r2, r3] = t4(lo[4], lo[5], lo[6], lo[7]);
+        let [l4, l5, l6, l7] = t4(hi[0], hi[1], hi[2], hi[3]);
+        let [r4, r5, r6, r7] = t4(hi[4], hi[5], hi[6], hi[7]);
+        let row = |r: isize| v.d.offset(r * v.dr);
+        put::<ADD>(row(0), l0);
+        put::<ADD>(row(0).add(4), r0);
+        put::<ADD>(row(1), l1);
+        put::<ADD>(row(1).add(4), r1);
+        put::<ADD>(row(2), l2);
+        put::<ADD>(row(2).add(4), r2);
+        put::<ADD>(row(3), l3);
+        put::<ADD>(row(3).add(4), r3);
+        put::<ADD>(row(4), l4);
+        put::<ADD>(row(4).add(4), r4);
+        put::<ADD>(row(5), l5);
+        put::<ADD>(row(5).add(4), r5);
+        put::<ADD>(row(6), l6);
+        put::<ADD>(row(6).add(4), r6);
+        put::<ADD>(row(7), l7);
+        put::<ADD>(row(7).add(4), r7);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{s, Array2, ShapeBuilder};
+
+    fn mat<T: Real>(m: usize, n: usize, seed: usize) -> Array2<T> {
+        Array2::from_shape_fn((m, n), |(i, j)| {
+            T::from(((i * 131 + j * 71 + seed * 29 + 1) as f64 * 0.7548776662).sin()).unwrap()
+        })
+    }
+
+    /// Sources of shape m×n in every layout `copy` tells apart, from owners made here.
+    struct Sources<T> {
+        a: Array2<T>,
+        at: Array2<T>,
+        wide: Array2<T>,
+        big: Array2<T>,
+    }
+
+    impl<T: Real> Sources<T> {
+        fn new(m: usize, n: usize) -> Self {
+            Sources {
+                a: mat(m, n, 1),
+                at: mat(n, m, 2),
+                wide: mat(n + 2, m + 3, 3),
+                big: mat(2 * m, 2 * n, 4),
+            }
+        }
+        fn views(&self) -> Vec<(&'static str, ArrayView2<'_, T>)> {
+            let (m, n) = self.a.dim();
+            vec![
+                ("standard", self.a.view()),
+                ("column-major", self.at.t()),
+                (
+                    "column-major, offset",
+                    self.wide.slice(s![1..n + 1, 1..m + 1]).reversed_axes(),
+                ),
+                (
+                    "column-major, columns reversed",
+                    self.at.slice(s![..;-1, ..]).reversed_axes(),
+                ),
+                ("rows reversed", self.a.slice(s![..;-1, ..])),
+                ("stepped", self.big.slice(s![..;2, 1..;2])),
+            ]
+        }
+    }
+
+    /// The destination layouts: an owner and the m×n view `copy` writes through.
+    const DESTS: [&str; 6] = [
+        "standard",
+        "column-major",
+        "offset",
+        "rows reversed",
+        "column-major, columns reversed",
+        "stepped",
+    ];
+
+    fn owner<T: Real>(kind: &str, m: usize, n: usize, fill: T) -> Array2<T> {
+        match kind {
+            "column-major" | "column-major, columns reversed" => {
+                Array2::from_elem((m, n).f(), fill)
+            }
+            "offset" => Array2::from_elem((m + 1, n + 5), fill),
+            "stepped" => Array2::from_elem((2 * m, n), fill),
+            _ => Array2::from_elem((m, n), fill),
+        }
+    }
+
+    fn dest<'a, T: Real>(kind: &str, o: &'a mut Array2<T>) -> ArrayViewMut2<'a, T> {
+        let (r, c) = o.dim();
+        match kind {
+            "offset" => o.slice_mut(s![1.., 3..c - 2]),
+            "rows reversed" => o.slice_mut(s![..;-1, ..]),
+            "column-major, columns reversed" => o.slice_mut(s![.., ..;-1]),
+            "stepped" => o.slice_mut(s![..r;2, ..]),
+            _ => o.view_mut(),
+        }
+    }
+
+    /// `copy` against ndarray's entrywise loop for every pairing of layouts, in both
+    /// modes; `Replace` writes into NaN, which it must not read. Exact equality: a copy
+    /// and one addition per entry round the same way whatever the order.
+    fn agrees<T: Real>(m: usize, n: usize) {
+        let srcs = Sources::<T>::new(m, n);
+        let start = mat::<T>(m, n, 5);
+        for (sname, src) in srcs.views() {
+            assert_eq!(src.dim(), (m, n), "{sname}");
+            for dname in DESTS {
+                for accum in [Accum::Replace, Accum::Add] {
+                    let fill = T::nan();
+                    let mut o = owner(dname, m, n, fill);
+                    let mut want = start.clone();
+                    if accum == Accum::Add {
+                        dest(dname, &mut o).assign(&start);
+                        want += &src;
+                    } else {
+                        want.assign(&src);
+                    }
+                    copy(dest(dname, &mut o), src, accum).unwrap();
+                    let got = dest(dname, &mut o).to_owned();
+                    assert!(got == want, "{m}×{n} {accum:?} from {sname} into {dname}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_layout_and_size_copies_exactly() {
+        // Smaller than a block, odd, not multiples of the block or the tile, powers of two.
+        for (m, n) in [
+            (1, 1),
+            (3, 5),
+            (7, 9),
+            (8, 8),
+            (9, 8),
+            (13, 70),
+            (64, 64),
+            (65, 129),
+        ] {
+            agrees::<f64>(m, n);
+            agrees::<f32>(m, n);
+        }
+        for (m, n) in [(128, 256), (200, 131)] {
+            agrees::<f64>(m, n);
+        }
+        // Destination rows 4 KiB apart, source columns not: the copy goes by row strips.
+        agrees::<f64>(21, 512);
+        agrees::<f32>(11, 1024);
+    }
+
+    #[test]
+    fn shapes_must_agree() {
+        let a = mat::<f64>(3, 4, 1);
+        let mut c = Array2::<f64>::zeros((4, 3));
+        assert!(matches!(
+            copy(c.view_mut(), a.view(), Accum::Replace),
+            Err(Error::WrongShape { op: "copy", .. })
+        ));
+    }
+}
