@@ -7,9 +7,11 @@
 //! read touches a new cache line, and at a power-of-two stride all of them fall into the
 //! same few cache sets and evict each other. [`copy`] then goes by 8×8 blocks aligned
 //! to the cache lines of both views, so that each line read or written is used whole
-//! while it is in cache: down 8-column strips of [`TILE`]`×`[`TILE`] tiles, or along
-//! 8-row strips when only the destination's rows are 4 KiB apart (a power-of-two row
-//! length), so that its writes stream. On x86-64 with AVX2 an 8×8 block of `f64` is
+//! while it is in cache, in [`TILE`]`×`[`TILE`] tiles: along 8-row strips, so that the
+//! destination's rows are written as streams, or down 8-column strips, so that the
+//! source's columns are read as streams, whichever side is not spaced by a multiple of
+//! 2 KiB (a power-of-two row length, whose rows share cache sets), or by the size of
+//! the matrix when neither or both are. On x86-64 with AVX2 an 8×8 block of `f64` is
 //! transposed in registers.
 
 use super::Accum;
@@ -22,6 +24,9 @@ pub const TILE: usize = 64;
 
 /// Entries per 8×8 block side; one 64-byte cache line of `f64`.
 const B: usize = 8;
+
+/// Bytes of a matrix up to which the transposing copy assumes it stays in cache.
+const IN_CACHE: usize = 4 << 20;
 
 /// `dst ← src` (`Replace`, `dst` not read) or `dst ← dst + src` (`Add`), entrywise, for
 /// two views of the same shape with any strides. A view with contiguous rows paired
@@ -159,19 +164,31 @@ unsafe fn tiles<T: Real>(v: Views<T>, m: usize, n: usize, accum: Accum, block: i
     let i0 = lead(v.s as usize).min(m);
     scalar_block(v, (0, m), (0, j0), accum);
     scalar_block(v, (0, i0), (j0, n), accum);
-    // When only the destination's rows are a multiple of 4 KiB apart, its rows share
-    // cache sets: go along 8-row strips, so that each of them is written as a stream.
-    // Otherwise go down 8-column strips of tiles, so that the source is read as streams.
-    let aliased = |stride: isize| (stride.unsigned_abs() * size) % 4096 == 0;
-    if aliased(v.dr) && !aliased(v.sc) {
-        let (ie, je) = (i0 + (m - i0) / B * B, j0 + (n - j0) / B * B);
-        for i in (i0..ie).step_by(B) {
-            for j in (j0..je).step_by(B) {
-                block.block(v.at(i, j));
+    // Rows or columns a multiple of 2 KiB apart share a few cache sets. When only one
+    // side's are, stream that side: along 8-row strips of each column of tiles when it
+    // is the destination (each of its rows is then written as a stream), down 8-column
+    // strips of each tile when it is the source. Otherwise rows for a matrix that stays
+    // in cache (up to 4 MiB), and columns, read from memory as streams, for a larger one.
+    let aliased = |stride: isize| (stride.unsigned_abs() * size) % 2048 == 0;
+    let (dst_aliased, src_aliased) = (aliased(v.dr), aliased(v.sc));
+    let by_rows = if dst_aliased != src_aliased {
+        dst_aliased
+    } else {
+        m * n * size <= IN_CACHE
+    };
+    if by_rows {
+        let ie = i0 + (m - i0) / B * B;
+        for tj in (j0..n).step_by(TILE) {
+            let tj1 = (tj + TILE).min(n);
+            let je = tj + (tj1 - tj) / B * B;
+            for i in (i0..ie).step_by(B) {
+                for j in (tj..je).step_by(B) {
+                    block.block(v.at(i, j));
+                }
+                scalar_block(v, (i, i + B), (je, tj1), accum);
             }
-            scalar_block(v, (i, i + B), (je, n), accum);
+            scalar_block(v, (ie, m), (tj, tj1), accum);
         }
-        scalar_block(v, (ie, m), (j0, n), accum);
         return;
     }
     for ti in (i0..m).step_by(TILE) {
@@ -420,9 +437,14 @@ mod tests {
         for (m, n) in [(128, 256), (200, 131)] {
             agrees::<f64>(m, n);
         }
-        // Destination rows 4 KiB apart, source columns not: the copy goes by row strips.
+        // Destination rows 4 KiB apart and source columns not, so by row strips, and the
+        // other way round, so by column strips.
         agrees::<f64>(21, 512);
         agrees::<f32>(11, 1024);
+        agrees::<f64>(256, 20);
+        // Past the in-cache bound: down column strips, at an odd and a power-of-two order.
+        agrees::<f64>(727, 730);
+        agrees::<f64>(1024, 520);
     }
 
     #[test]
