@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=OPENBLAS_LIB_DIR");
-    if env::var_os("CARGO_FEATURE_OPENBLAS_SYSTEM").is_none() {
+    println!("cargo:rerun-if-env-changed=DOCS_RS");
+    // docs.rs builds documentation without linking, on a machine without OpenBLAS.
+    if env::var_os("CARGO_FEATURE_OPENBLAS_SYSTEM").is_none() || env::var_os("DOCS_RS").is_some() {
         return;
     }
     if let Some(dir) = openblas_dir() {
@@ -25,7 +27,9 @@ fn main() {
          Fedora:         dnf install openblas-devel\n  \
          Arch:           pacman -S openblas\n  \
          macOS:          brew install openblas  (and set OPENBLAS_LIB_DIR=$(brew --prefix openblas)/lib)\n\
-         Or point OPENBLAS_LIB_DIR at the folder holding libopenblas.\n"
+         Or point OPENBLAS_LIB_DIR at the folder holding libopenblas, or build with the\n\
+         pure-Rust backend, which needs no system library:\n  \
+         cargo build --no-default-features --features faer,check\n"
     );
     std::process::exit(1);
 }

@@ -132,7 +132,10 @@ fn shapes(xs: &[Array2<f64>]) -> String {
 
 fn main() -> matgrad::Result<()> {
     println!("matgrad tour: every primitive, checked in f64 at small random non-square inputs,");
-    println!("then timed at a working size (median of repeated runs, BLAS threads as set by OPENBLAS_NUM_THREADS).\n");
+    println!("then timed at a working size (median of repeated runs, BLAS threads as set by OPENBLAS_NUM_THREADS).");
+    // Backend, kernel and threads, with a one-line warning when OpenBLAS runs a kernel
+    // older than the CPU supports.
+    println!("runs on: {}\n", matgrad::runtime());
     println!(
         "{:<26} {:<13} {:>9} {:>9} {:>9} {:>6}  {:<16} {:>10} {:>10} {:>7}",
         "primitive",

@@ -106,6 +106,9 @@ pub enum Error {
         needed: usize,
         got: usize,
     },
+    /// An iterative factorisation (eigenvalues, singular values) did not converge.
+    #[error("{op}: the factorisation did not converge")]
+    NoConvergence { op: &'static str },
     /// A LAPACK routine reported a failure matgrad does not map to a more specific error.
     #[error("{op}: LAPACK returned info = {info}")]
     Lapack { op: &'static str, info: i32 },

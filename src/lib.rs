@@ -34,6 +34,8 @@
 
 #![warn(missing_docs)]
 
+// Links the BLAS and LAPACK the CBLAS features name.
+#[cfg(feature = "cblas")]
 extern crate blas_src;
 
 pub mod blas;
@@ -45,6 +47,7 @@ pub mod naive;
 pub mod nn;
 pub mod ops;
 pub mod primitive;
+pub mod runtime;
 mod scalar;
 pub mod tape;
 
@@ -52,6 +55,7 @@ pub use blas::{Accum, Trans};
 pub use error::{Error, Shape};
 pub use ops::{Applied, Apply, Arg};
 pub use primitive::{Grad, Partials, Primitive, Rule, Saves, Shapes, Structure};
+pub use runtime::{runtime, set_threads, Runtime};
 pub use scalar::Real;
 
 /// `Result` with matgrad's [`Error`].

@@ -8,7 +8,8 @@ use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
 
 /// A real floating-point type with BLAS and LAPACK behind it: `f32` or `f64`.
 ///
-/// Sealed: its BLAS/LAPACK entry points live in a trait private to [`crate::blas`],
+/// Sealed: its BLAS/LAPACK entry points (or, with the `faer` backend, faer's real
+/// field trait) live behind a trait private to [`crate::blas`],
 /// which is the only module that calls them. Per-type numbers belong to their users:
 /// the checker's tolerances to [`crate::check::Tolerances`] and the Cholesky block size
 /// to [`crate::ops::cholesky::Method`].
@@ -29,7 +30,7 @@ pub trait Real:
     + Send
     + Sync
     + 'static
-    + crate::blas::ffi::Ffi
+    + crate::blas::Scalar
 {
     /// Short type name used in reports ("f32", "f64").
     const NAME: &'static str;

@@ -78,7 +78,7 @@ def summarize(path):
         for r in csv.DictReader(f):
             key = (r["op"], int(r["n"]), int(r["threads"]))
             med.setdefault(key, {}).setdefault(r["library"], {})[r["pass"]] = float(r["median_s"])
-    libs = ("matgrad",) + LIBRARIES
+    libs = ("matgrad", "matgrad-faer") + LIBRARIES
     head = f"{'op':<9}{'n':>6}{'thr':>4}  " + "".join(f"{lib + ' bwd (b/f)':>24}" for lib in libs)
     head += "".join(f"{'matgrad/' + lib:>18}" for lib in LIBRARIES)
     print(head)

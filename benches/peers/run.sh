@@ -7,7 +7,9 @@
 # Creates benches/peers/.venv on first use and installs requirements.txt into it.
 # Settings, all optional:
 #   PEERS_THREADS="1 2"       thread counts, one process per library and count
-#   PEERS_LIBRARIES="matgrad jax pytorch autograd"
+#   PEERS_LIBRARIES="matgrad matgrad-faer jax pytorch autograd"
+#                             matgrad is the default (OpenBLAS) build, matgrad-faer the
+#                             pure-Rust one (--no-default-features --features faer)
 #   PEERS_ROUNDS=3            sweeps over all libraries, each in another library order;
 #                             the CSV holds the median over rounds, so that load from
 #                             other processes falls on every library alike
@@ -18,15 +20,17 @@
 #   PEERS_OPENBLAS_CORETYPE   kernel of the system OpenBLAS for matgrad (see below);
 #                             "detected" keeps OpenBLAS's own choice
 #   PYTHON=python3            interpreter the virtual environment is made from
+#   PEERS_PYTHON              an interpreter whose environment already has the peers
+#                             (JAX, PyTorch, autograd): used as it is, nothing installed
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 venv="$here/.venv"
-py="$venv/bin/python"
+py=${PEERS_PYTHON:-$venv/bin/python}
 out=${PEERS_OUT:-$root/docs/peers.csv}
 threads_list=${PEERS_THREADS:-"1 2"}
-libraries=${PEERS_LIBRARIES:-"matgrad jax pytorch autograd"}
+libraries=${PEERS_LIBRARIES:-"matgrad matgrad-faer jax pytorch autograd"}
 rounds=${PEERS_ROUNDS:-3}
 reps=(--min-reps "${PEERS_MIN_REPS:-3}" --max-reps "${PEERS_MAX_REPS:-10}" --budget "${PEERS_BUDGET:-1.0}")
 
@@ -60,20 +64,13 @@ install_env() {
 # before timing, so a kernel the CPU cannot run stops the run.
 choose_coretype() {
     local detected
-    detected=$(cargo run --release --quiet -p bench-report --bin peers -- --print-kernel)
+    detected=$("$bins/matgrad" --print-kernel)
     if [[ -n "${PEERS_OPENBLAS_CORETYPE:-}" ]]; then
         [[ "$PEERS_OPENBLAS_CORETYPE" == detected ]] && echo "" || echo "$PEERS_OPENBLAS_CORETYPE"
         return
     fi
-    if [[ "$detected" != Prescott ]]; then
-        echo ""
-    elif grep -qw avx512f /proc/cpuinfo; then
-        echo SkylakeX
-    elif grep -qw avx2 /proc/cpuinfo; then
-        echo Haswell
-    else
-        echo ""
-    fi
+    # matgrad::runtime() compares OpenBLAS's kernel with what the CPU supports.
+    "$bins/matgrad" --print-better-kernel
 }
 
 thread_env() {
@@ -83,18 +80,30 @@ thread_env() {
 
 main() {
     cd "$root"
-    case " $libraries " in *" jax "* | *" pytorch "* | *" autograd "*) install_env ;; esac
+    if [[ -z "${PEERS_PYTHON:-}" ]]; then
+        case " $libraries " in *" jax "* | *" pytorch "* | *" autograd "*) install_env ;; esac
+    fi
 
     local coretype=""
+    bins=$(mktemp -d)
+    trap 'rm -rf "$bins"' EXIT
+    rows="$bins/rows.csv"
+    # One build per backend, the faer one in its own target directory so that neither
+    # build invalidates the other.
+    local target=${CARGO_TARGET_DIR:-$root/target}
     if [[ " $libraries " == *" matgrad "* ]]; then
-        say "building tools/bench-report (the peers program)"
+        say "building tools/bench-report (the peers program, OpenBLAS)"
         cargo build --release --quiet -p bench-report --bin peers
+        cp "$target/release/peers" "$bins/matgrad"
         coretype=$(choose_coretype)
         say "matgrad: system OpenBLAS kernel ${coretype:-as detected}"
     fi
-
-    rows=$(mktemp)
-    trap 'rm -f "$rows"' EXIT
+    if [[ " $libraries " == *" matgrad-faer "* ]]; then
+        say "building tools/bench-report (the peers program, faer)"
+        cargo build --release --quiet -p bench-report --no-default-features --features faer \
+            --target-dir "$target/faer" --bin peers
+        cp "$target/faer/release/peers" "$bins/matgrad-faer"
+    fi
     local -a libs
     read -r -a libs <<<"$libraries"
     local t0=$SECONDS
@@ -107,7 +116,9 @@ main() {
                 # Every thread setting is read when a library loads: one process each.
                 if [[ "$lib" == matgrad ]]; then
                     env $(thread_env "$t") ${coretype:+OPENBLAS_CORETYPE=$coretype} \
-                        cargo run --release --quiet -p bench-report --bin peers -- --threads "$t" "${reps[@]}" >>"$rows"
+                        "$bins/matgrad" --threads "$t" "${reps[@]}" >>"$rows"
+                elif [[ "$lib" == matgrad-faer ]]; then
+                    env $(thread_env "$t") "$bins/matgrad-faer" --threads "$t" "${reps[@]}" >>"$rows"
                 else
                     env $(thread_env "$t") "$py" "$here/peers.py" --library "$lib" --threads "$t" "${reps[@]}" >>"$rows"
                 fi

@@ -3,6 +3,7 @@
 //! crate is made from this layer, after the safe wrappers have checked shapes and
 //! strides.
 
+use super::TriKind;
 use cblas_sys as cb;
 
 /// The typed BLAS/LAPACK routines matgrad calls. Sealed: its module is private, so
@@ -133,15 +134,6 @@ pub trait Ffi: Sized {
         lwork: i32,
         iwork: *mut i32,
     ) -> i32;
-}
-
-/// Which triangular level-3 routine: TRSM or TRMM.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum TriKind {
-    /// `B ← op(A)⁻¹B`.
-    Solve,
-    /// `B ← op(A)B`.
-    Mul,
 }
 
 macro_rules! impl_ffi {

@@ -1,5 +1,8 @@
 //! Safe LAPACK calls for the factorisations of Giles' collection: LU (`getrf`,
-//! `getrs`), the symmetric eigendecomposition (`syevd`) and the SVD (`gesdd`).
+//! `getrs`), the symmetric eigendecomposition (`syevd`) and the SVD (`gesdd`), with
+//! LAPACK's conventions whichever backend computes them (faer's factorisations are
+//! adapted to them: 1-based row interchanges, eigenvalues ascending, singular values
+//! descending, thin `U` and `Vᵀ`).
 //!
 //! LAPACK is column-major: every matrix argument here must be a view whose columns
 //! are contiguous (`strides[0] == 1`), such as the transpose of a standard-layout array
@@ -8,7 +11,7 @@
 //! workspace). Scratch for `syevd` and `gesdd` is the caller's too: the `*_workspace`
 //! functions say how much.
 
-use super::to_i32;
+use super::backend;
 use crate::blas::Trans;
 use crate::error::{Error, Result, Shape};
 use crate::Real;
@@ -74,7 +77,12 @@ pub fn int_scratch<T: Real>(ws: &mut [T], ints: usize) -> Result<(&mut [T], &mut
     Ok((head, &mut ints_slice[..ints]))
 }
 
-fn col_major<T>(op: &'static str, name: &'static str, a: &ArrayView2<'_, T>) -> Result<usize> {
+/// The leading dimension of the column-major `a`, or an error naming it.
+pub(crate) fn col_major<T>(
+    op: &'static str,
+    name: &'static str,
+    a: &ArrayView2<'_, T>,
+) -> Result<usize> {
     let (r, c) = a.dim();
     col_ld(r, c, a.strides()).ok_or_else(|| Error::InvalidArgument {
         op,
@@ -82,15 +90,9 @@ fn col_major<T>(op: &'static str, name: &'static str, a: &ArrayView2<'_, T>) -> 
     })
 }
 
-fn lapack_info(op: &'static str, info: i32) -> Result<()> {
-    if info == 0 {
-        Ok(())
-    } else {
-        Err(Error::Lapack { op, info })
-    }
-}
-
-/// Order from which [`getrf`] calls LAPACK's recursive `getrf2` instead of `getrf`.
+/// Order from which [`getrf`] calls LAPACK's recursive `getrf2` instead of `getrf`,
+/// with the CBLAS backends (the faer backend always factors by the same recursion as
+/// `getrf2`, on faer's GEMM and triangular solves).
 ///
 /// OpenBLAS's threaded `getrf` (`getrf_parallel`, taken from order 100 in `f64`, 200
 /// in `f32`, in 0.3.21) keeps an array of `MAX_CPU_NUMBER` jobs, about 512 KB in
@@ -103,13 +105,14 @@ fn lapack_info(op: &'static str, info: i32) -> Result<()> {
 /// `getrf`'s time at n = 1000–2000 on two cores.
 pub const GETRF_RECURSIVE_FROM: usize = 64;
 
-/// `A = PLU` in place (`getrf`, or `getrf2` from order [`GETRF_RECURSIVE_FROM`]) for a
+/// `A = PLU` in place (`getrf`, or `getrf2` from order [`GETRF_RECURSIVE_FROM`]; faer:
+/// the recursion of `getrf2`, zero pivots kept as LAPACK keeps them) for a
 /// square column-major `a`; `ipiv` receives the 1-based row interchanges (`n`
 /// entries). Returns `Some(k)` when `U[k, k]` is exactly zero (the factorisation is
 /// complete but `A` is singular), `None` otherwise.
 pub fn getrf<T: Real>(
     op: &'static str,
-    mut a: ArrayViewMut2<'_, T>,
+    a: ArrayViewMut2<'_, T>,
     ipiv: &mut [i32],
 ) -> Result<Option<usize>> {
     let (n, c) = a.dim();
@@ -129,22 +132,8 @@ pub fn getrf<T: Real>(
     if n == 0 {
         return Ok(None);
     }
-    let lda = col_major(op, "A", &a.view())?;
-    let (ni, ldi) = (to_i32(n)?, to_i32(lda)?);
-    // SAFETY: `a` is a unique column-major n×n view with leading dimension `lda`, and
-    // `ipiv` holds at least n entries.
-    let info = unsafe {
-        if n < GETRF_RECURSIVE_FROM {
-            T::getrf(ni, ni, a.as_mut_ptr(), ldi, ipiv.as_mut_ptr())
-        } else {
-            T::getrf2(ni, ni, a.as_mut_ptr(), ldi, ipiv.as_mut_ptr())
-        }
-    };
-    match info {
-        0 => Ok(None),
-        k if k > 0 => Ok(Some(k as usize - 1)),
-        k => Err(Error::Lapack { op, info: k }),
-    }
+    col_major(op, "A", &a.view())?;
+    backend::getrf(op, a, ipiv)
 }
 
 /// Solves `op(A)X = B` in place in the column-major `b` (`getrs`), with the factors
@@ -154,7 +143,7 @@ pub fn getrs<T: Real>(
     lu: ArrayView2<'_, T>,
     ipiv: &[i32],
     trans: Trans,
-    mut b: ArrayViewMut2<'_, T>,
+    b: ArrayViewMut2<'_, T>,
 ) -> Result<()> {
     let (n, c) = lu.dim();
     if n != c {
@@ -178,28 +167,9 @@ pub fn getrs<T: Real>(
     if n == 0 || k == 0 {
         return Ok(());
     }
-    let lda = col_major(op, "LU", &lu)?;
-    let ldb = col_major(op, "B", &b.view())?;
-    let t = match trans {
-        Trans::No => b'N',
-        Trans::Yes => b'T',
-    };
-    let (ni, ki, ldai, ldbi) = (to_i32(n)?, to_i32(k)?, to_i32(lda)?, to_i32(ldb)?);
-    // SAFETY: `lu` is a column-major n×n view, `ipiv` n pivots, `b` a unique
-    // column-major n×k view with leading dimension `ldb`.
-    let info = unsafe {
-        T::getrs(
-            t,
-            ni,
-            ki,
-            lu.as_ptr(),
-            ldai,
-            ipiv.as_ptr(),
-            b.as_mut_ptr(),
-            ldbi,
-        )
-    };
-    lapack_info(op, info)
+    col_major(op, "LU", &lu)?;
+    col_major(op, "B", &b.view())?;
+    backend::getrs(op, lu, ipiv, trans == Trans::Yes, b)
 }
 
 /// Sizes `(work, iwork)` of the scratch [`syevd`] needs for order `n` with vectors.
@@ -207,28 +177,7 @@ pub fn syevd_workspace<T: Real>(n: usize) -> Result<(usize, usize)> {
     if n == 0 {
         return Ok((1, 1));
     }
-    let ni = to_i32(n)?;
-    let (mut work, mut iwork) = ([T::zero()], [0i32]);
-    let mut a = [T::zero()];
-    let mut w = [T::zero()];
-    // SAFETY: a workspace query (lwork = liwork = -1) reads no matrix and writes only
-    // work[0] and iwork[0]; the one-element buffers stand in for the matrix pointers.
-    let info = unsafe {
-        T::syevd(
-            b'V',
-            b'L',
-            ni,
-            a.as_mut_ptr(),
-            ni,
-            w.as_mut_ptr(),
-            work.as_mut_ptr(),
-            -1,
-            iwork.as_mut_ptr(),
-            -1,
-        )
-    };
-    lapack_info("syevd", info)?;
-    Ok((work[0].to64().ceil() as usize, iwork[0].max(1) as usize))
+    backend::syevd_workspace::<T>(n)
 }
 
 /// Eigenvalues (ascending, into `w`) and eigenvectors (columns of `a`, overwriting
@@ -236,7 +185,7 @@ pub fn syevd_workspace<T: Real>(n: usize) -> Result<(usize, usize)> {
 /// column-major; `work` and `iwork` at least the sizes of [`syevd_workspace`].
 pub fn syevd<T: Real>(
     op: &'static str,
-    mut a: ArrayViewMut2<'_, T>,
+    a: ArrayViewMut2<'_, T>,
     w: &mut [T],
     work: &mut [T],
     iwork: &mut [i32],
@@ -260,29 +209,8 @@ pub fn syevd<T: Real>(
             got: work.len() + w.len(),
         });
     }
-    let lda = col_major(op, "A", &a.view())?;
-    let (ni, ldai) = (to_i32(n)?, to_i32(lda)?);
-    let (lwi, liwi) = (to_i32(work.len())?, to_i32(iwork.len())?);
-    // SAFETY: `a` is a unique column-major n×n view; `w`, `work` and `iwork` hold at
-    // least the sizes LAPACK asked for.
-    let info = unsafe {
-        T::syevd(
-            b'V',
-            b'L',
-            ni,
-            a.as_mut_ptr(),
-            ldai,
-            w.as_mut_ptr(),
-            work.as_mut_ptr(),
-            lwi,
-            iwork.as_mut_ptr(),
-            liwi,
-        )
-    };
-    match info {
-        0 => Ok(()),
-        k => Err(Error::Lapack { op, info: k }),
-    }
+    col_major(op, "A", &a.view())?;
+    backend::syevd(op, a, w, work, iwork)
 }
 
 /// Size of the `work` scratch [`gesdd`] needs for an `m×n` matrix (thin factors);
@@ -292,34 +220,7 @@ pub fn gesdd_workspace<T: Real>(m: usize, n: usize) -> Result<usize> {
     if k == 0 {
         return Ok(1);
     }
-    let (mi, ni) = (to_i32(m)?, to_i32(n)?);
-    let mut work = [T::zero()];
-    let mut one = [T::zero()];
-    let mut s = [T::zero()];
-    let mut u = [T::zero()];
-    let mut vt = [T::zero()];
-    let mut iwork = [0i32];
-    let (ldu, ldvt) = (mi.max(1), to_i32(k)?.max(1));
-    // SAFETY: a workspace query (lwork = -1) reads no matrix and writes only work[0].
-    let info = unsafe {
-        T::gesdd(
-            b'S',
-            mi,
-            ni,
-            one.as_mut_ptr(),
-            mi.max(1),
-            s.as_mut_ptr(),
-            u.as_mut_ptr(),
-            ldu,
-            vt.as_mut_ptr(),
-            ldvt,
-            work.as_mut_ptr(),
-            -1,
-            iwork.as_mut_ptr(),
-        )
-    };
-    lapack_info("gesdd", info)?;
-    Ok(work[0].to64().ceil() as usize)
+    backend::gesdd_workspace::<T>(m, n)
 }
 
 /// The thin SVD `A = U diag(s) Vᵀ` (`gesdd`), singular values descending. `a` (`m×n`,
@@ -328,10 +229,10 @@ pub fn gesdd_workspace<T: Real>(m: usize, n: usize) -> Result<usize> {
 #[allow(clippy::too_many_arguments)]
 pub fn gesdd<T: Real>(
     op: &'static str,
-    mut a: ArrayViewMut2<'_, T>,
+    a: ArrayViewMut2<'_, T>,
     s: &mut [T],
-    mut u: ArrayViewMut2<'_, T>,
-    mut vt: ArrayViewMut2<'_, T>,
+    u: ArrayViewMut2<'_, T>,
+    vt: ArrayViewMut2<'_, T>,
     work: &mut [T],
     iwork: &mut [i32],
 ) -> Result<()> {
@@ -354,39 +255,10 @@ pub fn gesdd<T: Real>(
             got: work.len(),
         });
     }
-    let lda = col_major(op, "A", &a.view())?;
-    let ldu = col_major(op, "U", &u.view())?;
-    let ldvt = col_major(op, "Vᵀ", &vt.view())?;
-    let (mi, ni) = (to_i32(m)?, to_i32(n)?);
-    let (ldai, ldui, ldvti, lwi) = (
-        to_i32(lda)?,
-        to_i32(ldu)?,
-        to_i32(ldvt)?,
-        to_i32(work.len())?,
-    );
-    // SAFETY: every matrix is a unique column-major view of the checked shape with its
-    // leading dimension; `s`, `work` and `iwork` hold at least what LAPACK needs.
-    let info = unsafe {
-        T::gesdd(
-            b'S',
-            mi,
-            ni,
-            a.as_mut_ptr(),
-            ldai,
-            s.as_mut_ptr(),
-            u.as_mut_ptr(),
-            ldui,
-            vt.as_mut_ptr(),
-            ldvti,
-            work.as_mut_ptr(),
-            lwi,
-            iwork.as_mut_ptr(),
-        )
-    };
-    match info {
-        0 => Ok(()),
-        k => Err(Error::Lapack { op, info: k }),
-    }
+    col_major(op, "A", &a.view())?;
+    col_major(op, "U", &u.view())?;
+    col_major(op, "Vᵀ", &vt.view())?;
+    backend::gesdd(op, a, s, u, vt, work, iwork)
 }
 
 /// Elements of `T` that hold `n` pivots of [`getrf`], so that a rule can carve its

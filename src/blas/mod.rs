@@ -2,24 +2,62 @@
 //! destination comes first, accumulation is a mode ([`Accum`]), and a transpose is a
 //! view (`a.t()`), never a flag or a copy.
 //!
-//! A view whose rows or whose columns are contiguous goes to BLAS as it is: a
-//! transposed view becomes a transpose flag inside this layer. Only views BLAS cannot
-//! describe (negative strides, steps in both dimensions) are first copied to a
-//! contiguous buffer. Outputs are written in place when their layout allows it.
+//! One backend computes, chosen by a cargo feature:
 //!
-//! All `unsafe` code of the crate is in this module: its private `ffi` trait and the
+//! - `openblas-system` (default), `openblas-static`, `intel-mkl-static`: CBLAS and
+//!   LAPACK. A view whose rows or whose columns are contiguous goes to BLAS as it is, a
+//!   transposed view as a transpose flag; only views BLAS cannot describe (negative
+//!   strides, steps in both dimensions) are first copied to a contiguous buffer.
+//! - `faer`: pure Rust, no system library; every view goes to faer as it is, whatever
+//!   its strides. When an OpenBLAS feature is enabled as well, faer computes.
+//!
+//! The functions here check shapes, then call the backend; both backends give the same
+//! results up to rounding, with LAPACK's conventions (pivots, orderings, errors).
+//! [`crate::runtime`] says which backend, kernel and thread count a program runs on.
+//!
+//! All `unsafe` code of the crate is in this module: its private backend modules and the
 //! transposing copy kernels of [`copy`].
 
+#[cfg(all(feature = "cblas", not(feature = "faer")))]
 pub mod copy;
+#[cfg(feature = "faer")]
+pub(crate) mod faer;
 pub(crate) mod ffi;
 pub mod lapack;
+#[cfg(all(feature = "cblas", not(feature = "faer")))]
+pub(crate) mod openblas;
+
+#[cfg(feature = "faer")]
+pub(crate) use self::faer as backend;
+#[cfg(all(feature = "cblas", not(feature = "faer")))]
+pub(crate) use self::openblas as backend;
+
+#[cfg(not(any(feature = "cblas", feature = "faer")))]
+compile_error!(
+    "matgrad needs a BLAS backend: enable the feature `openblas-system` (the default), \
+     `faer` (pure Rust), `openblas-static` or `intel-mkl-static`"
+);
+
+/// The scalar types the backend computes in; sealed (its module is private).
+pub(crate) use backend::Scalar;
 
 use crate::error::{Error, Result, Shape};
 use crate::Real;
-use cblas_sys as cb;
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+pub(crate) use private::TriKind;
+
+mod private {
+    /// Which triangular level-3 routine: TRSM or TRMM.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    pub enum TriKind {
+        /// `B ← op(A)⁻¹B`.
+        Solve,
+        /// `B ← op(A)B`.
+        Mul,
+    }
+}
 pub use copy::copy;
-use ffi::TriKind;
-use ndarray::{Array2, ArrayView2, ArrayViewMut2, ShapeBuilder};
 
 /// Whether an operand enters a product as it is or transposed: `op(X) = X` or `Xᵀ`.
 /// A configuration of primitives such as [`crate::ops::matmul::MatMul`]; the BLAS
@@ -114,15 +152,6 @@ pub enum Side {
     Right,
 }
 
-impl Side {
-    fn cblas(self) -> cb::CBLAS_SIDE {
-        match self {
-            Side::Left => cb::CblasLeft,
-            Side::Right => cb::CblasRight,
-        }
-    }
-}
-
 /// Which triangle of a matrix holds its entries (the other one is never read). The
 /// discriminant is LAPACK's character for it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
@@ -149,12 +178,6 @@ impl Uplo {
         match self {
             Uplo::Lower => j <= i,
             Uplo::Upper => j >= i,
-        }
-    }
-    fn cblas(self) -> cb::CBLAS_UPLO {
-        match self {
-            Uplo::Lower => cb::CblasLower,
-            Uplo::Upper => cb::CblasUpper,
         }
     }
 }
@@ -202,116 +225,9 @@ impl<'a, T> Tri<'a, T> {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Layout {
-    Row,
-    Col,
-}
-
-impl Layout {
-    fn cblas(self) -> cb::CBLAS_LAYOUT {
-        match self {
-            Layout::Row => cb::CblasRowMajor,
-            Layout::Col => cb::CblasColMajor,
-        }
-    }
-}
-
-/// Leading dimension of a `rows×cols` matrix with `strides` in `layout`, if BLAS can read it so.
-fn leading_dim(rows: usize, cols: usize, strides: &[isize], layout: Layout) -> Option<usize> {
-    let (inner_len, outer_len, inner_stride, outer_stride) = match layout {
-        Layout::Row => (cols, rows, strides[1], strides[0]),
-        Layout::Col => (rows, cols, strides[0], strides[1]),
-    };
-    if inner_len > 1 && inner_stride != 1 {
-        return None;
-    }
-    if outer_len <= 1 {
-        return Some(inner_len.max(1));
-    }
-    if outer_stride < 0 || (outer_stride as usize) < inner_len.max(1) {
-        return None;
-    }
-    Some(outer_stride as usize)
-}
-
-/// An operand as BLAS sees it in a given layout: pointer, leading dimension, and
-/// whether the layout mismatch turned it into its transpose.
-struct Operand<'a, T> {
-    ptr: *const T,
-    ld: usize,
-    flipped: bool,
-    _copy: Option<Array2<T>>,
-    _view: std::marker::PhantomData<&'a T>,
-}
-
-impl<'a, T: Real> Operand<'a, T> {
-    fn new(a: &ArrayView2<'a, T>, layout: Layout) -> Self {
-        let (r, c) = a.dim();
-        let s = a.strides();
-        if let Some(ld) = leading_dim(r, c, s, layout) {
-            return Operand {
-                ptr: a.as_ptr(),
-                ld,
-                flipped: false,
-                _copy: None,
-                _view: Default::default(),
-            };
-        }
-        if let Some(ld) = leading_dim(c, r, &[s[1], s[0]], layout) {
-            return Operand {
-                ptr: a.as_ptr(),
-                ld,
-                flipped: true,
-                _copy: None,
-                _view: Default::default(),
-            };
-        }
-        let copy = match layout {
-            Layout::Row => a.as_standard_layout().into_owned(),
-            Layout::Col => {
-                let mut m = Array2::zeros((r, c).f());
-                m.assign(a);
-                m
-            }
-        };
-        let ld = match layout {
-            Layout::Row => c.max(1),
-            Layout::Col => r.max(1),
-        };
-        Operand {
-            ptr: copy.as_ptr(),
-            ld,
-            flipped: false,
-            _copy: Some(copy),
-            _view: Default::default(),
-        }
-    }
-
-    fn trans(&self) -> cb::CBLAS_TRANSPOSE {
-        if self.flipped {
-            cb::CblasTrans
-        } else {
-            cb::CblasNoTrans
-        }
-    }
-}
-
-/// The layout BLAS can write `c` in directly, if any.
-fn out_layout<T>(c: &ArrayViewMut2<T>) -> Option<(Layout, usize)> {
-    let (r, col) = c.dim();
-    let s = c.strides();
-    [Layout::Row, Layout::Col]
-        .into_iter()
-        .find_map(|layout| leading_dim(r, col, s, layout).map(|ld| (layout, ld)))
-}
-
-fn to_i32(d: usize) -> Result<i32> {
-    i32::try_from(d).map_err(|_| Error::TooLarge { op: "BLAS", dim: d })
-}
-
 /// `C ← alpha·A·B` (`Replace`, C is not read) or `C ← C + alpha·A·B` (`Add`): one
-/// GEMM call. Pass `a.t()` for `Aᵀ`: the transpose becomes a BLAS flag.
+/// GEMM call. Pass `a.t()` for `Aᵀ`: the transpose becomes a BLAS flag (OpenBLAS) or a
+/// transposed view (faer).
 pub fn gemm<T: Real>(
     mut c: ArrayViewMut2<'_, T>,
     accum: Accum,
@@ -349,41 +265,7 @@ pub fn gemm<T: Real>(
         }
         return Ok(());
     }
-    let Some((layout, ldc)) = out_layout(&c) else {
-        // An output BLAS cannot address: compute in a contiguous buffer, then write back.
-        let mut tmp = Array2::zeros((m, n));
-        gemm(tmp.view_mut(), Accum::Replace, a, b, alpha)?;
-        accum.assign(c, tmp.view());
-        return Ok(());
-    };
-    let (mi, ni, ki) = (to_i32(m)?, to_i32(n)?, to_i32(k)?);
-    // In column-major terms the same buffer holds Cᵀ = BᵀAᵀ; cblas handles that when
-    // told the layout, so both layouts call one GEMM.
-    let oa = Operand::new(&a, layout);
-    let ob = Operand::new(&b, layout);
-    let (lda, ldb, ldc) = (to_i32(oa.ld)?, to_i32(ob.ld)?, to_i32(ldc)?);
-    // SAFETY: shapes were checked above; each operand pointer/ld describes a live view
-    // (or its private copy) in `layout`, and `c` is a unique mutable view with `ldc`.
-    // With beta = 0 BLAS does not read C, so NaN there cannot leak into the result.
-    unsafe {
-        T::gemm(
-            layout.cblas(),
-            oa.trans(),
-            ob.trans(),
-            mi,
-            ni,
-            ki,
-            alpha,
-            oa.ptr,
-            lda,
-            ob.ptr,
-            ldb,
-            accum.beta(),
-            c.as_mut_ptr(),
-            ldc,
-        );
-    }
-    Ok(())
+    backend::gemm(c, accum, a, b, alpha)
 }
 
 /// `B ← alpha·A⁻¹·B` (`Side::Left`) or `B ← alpha·B·A⁻¹` (`Side::Right`), one TRSM
@@ -402,7 +284,7 @@ pub fn trmm<T: Real>(b: ArrayViewMut2<'_, T>, side: Side, a: Tri<'_, T>, alpha: 
 
 fn triangular<T: Real>(
     kind: TriKind,
-    mut b: ArrayViewMut2<'_, T>,
+    b: ArrayViewMut2<'_, T>,
     side: Side,
     tri: Tri<'_, T>,
     alpha: T,
@@ -434,49 +316,14 @@ fn triangular<T: Real>(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let Some((layout, ldb)) = out_layout(&b) else {
-        // `to_owned` would keep a negative stride; a fresh standard-layout buffer is addressable.
-        let mut tmp = Array2::zeros((m, n));
-        tmp.assign(&b);
-        triangular(kind, tmp.view_mut(), side, tri, alpha)?;
-        b.assign(&tmp);
-        return Ok(());
-    };
-    let oa = Operand::new(&a, layout);
-    // Storage read in the other layout holds Aᵀ, whose triangle is the other one.
-    let uplo = if oa.flipped {
-        tri.uplo.flip()
-    } else {
-        tri.uplo
-    };
-    let (mi, ni) = (to_i32(m)?, to_i32(n)?);
-    let (lda, ldb) = (to_i32(oa.ld)?, to_i32(ldb)?);
-    // SAFETY: A is square and matches B's side (checked above); its pointer/ld describe the
-    // live view (or its private copy) in `layout`; `b` is a unique mutable view with `ldb`.
-    unsafe {
-        T::triangular(
-            kind,
-            layout.cblas(),
-            side.cblas(),
-            uplo.cblas(),
-            oa.trans(),
-            mi,
-            ni,
-            alpha,
-            oa.ptr,
-            lda,
-            b.as_mut_ptr(),
-            ldb,
-        );
-    }
-    Ok(())
+    backend::triangular(kind, b, side, a, tri.uplo, alpha)
 }
 
 /// Cholesky factorisation in place, LAPACK potrf: on entry the lower triangle of `a`
 /// holds that of a symmetric positive definite `A`, on exit it holds `L` with
 /// `A = LLᵀ`. The strict upper triangle is neither read nor written. `op` names the
 /// caller in the error for a pivot that is not positive (0-based index).
-pub fn potrf_lower<T: Real>(op: &'static str, mut a: ArrayViewMut2<'_, T>) -> Result<()> {
+pub fn potrf_lower<T: Real>(op: &'static str, a: ArrayViewMut2<'_, T>) -> Result<()> {
     let (n, c) = a.dim();
     if n != c {
         return Err(Error::NotSquare {
@@ -488,37 +335,17 @@ pub fn potrf_lower<T: Real>(op: &'static str, mut a: ArrayViewMut2<'_, T>) -> Re
     if n == 0 {
         return Ok(());
     }
-    let Some((layout, ld)) = out_layout(&a) else {
-        let mut tmp = Array2::zeros((n, n));
-        tmp.assign(&a);
-        potrf_lower(op, tmp.view_mut())?;
-        a.assign(&tmp);
-        return Ok(());
-    };
-    // A row-major buffer read column-major is Aᵀ, whose upper triangle is A's lower
-    // one: potrf 'U' then leaves Uᵀ = L there, with no transposition.
-    let uplo = match layout {
-        Layout::Col => Uplo::Lower,
-        Layout::Row => Uplo::Upper,
-    };
-    let (ni, ldi) = (to_i32(n)?, to_i32(ld)?);
-    // SAFETY: `a` is a unique mutable n×n view that `layout`/`ld` describe.
-    let info = unsafe { T::potrf(uplo as u8, ni, a.as_mut_ptr(), ldi) };
-    match info {
-        0 => Ok(()),
-        k if k > 0 => Err(Error::NotPositiveDefinite {
-            op,
-            index: k as usize - 1,
-        }),
-        k => Err(Error::Lapack { op, info: k }),
-    }
+    backend::potrf_lower(op, a)
 }
 
 /// Whether BLAS can address `a` as it is (contiguous rows or contiguous columns).
 pub fn addressable<T>(a: &ArrayView2<'_, T>) -> bool {
     let (r, c) = a.dim();
     let s = a.strides();
-    leading_dim(r, c, s, Layout::Row).is_some() || leading_dim(r, c, s, Layout::Col).is_some()
+    let contiguous = |inner: usize, outer: usize, si: isize, so: isize| {
+        (inner <= 1 || si == 1) && (outer <= 1 || so >= inner.max(1) as isize)
+    };
+    contiguous(c, r, s[1], s[0]) || contiguous(r, c, s[0], s[1])
 }
 
 /// Order of the diagonal blocks of [`gemm_tri`].

@@ -1,52 +1,35 @@
-//! The machine and its OpenBLAS: CPU model, flags and load from `/proc`, the date,
-//! OpenBLAS's configuration, kernel and thread count, a raw DGEMM as the rate to
-//! compare against, and the re-run under a better `OPENBLAS_CORETYPE`. All of the
-//! tool's `unsafe` (the OpenBLAS and CBLAS calls) is in this file.
+//! The machine and its backend: CPU model and load from `/proc`, the date, the
+//! backend's configuration, kernel and thread count (from `matgrad::runtime`), one
+//! backend GEMM as the rate to compare against, and the re-run under a better
+//! `OPENBLAS_CORETYPE`.
 
 use crate::timing::{case, time_one};
 use crate::Res;
 use matgrad::check::random;
+use matgrad::{Accum, Runtime};
 use ndarray::Array2;
-use std::ffi::CStr;
-use std::os::raw::{c_char, c_int};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-extern "C" {
-    fn openblas_get_config() -> *const c_char;
-    fn openblas_get_corename() -> *const c_char;
-    // OpenBLAS reads OPENBLAS_NUM_THREADS once at load; this also covers a run without it.
-    fn openblas_set_num_threads(n: c_int);
-    fn openblas_get_num_threads() -> c_int;
-}
-
-/// OpenBLAS's build configuration string.
+/// The backend's configuration string (OpenBLAS's build options, faer's version).
 pub fn blas_config() -> String {
-    // SAFETY: OpenBLAS returns a pointer to a static NUL-terminated string.
-    unsafe { CStr::from_ptr(openblas_get_config()) }
-        .to_string_lossy()
-        .trim()
-        .to_string()
+    matgrad::runtime().config
 }
 
-/// Name of the kernel OpenBLAS chose (or was told through `OPENBLAS_CORETYPE`).
+/// The kernel the backend runs (OpenBLAS's core name, or faer's instruction set).
 pub fn blas_core() -> String {
-    // SAFETY: as for `blas_config`.
-    unsafe { CStr::from_ptr(openblas_get_corename()) }
-        .to_string_lossy()
-        .trim()
-        .to_string()
+    matgrad::runtime().kernel
 }
 
-/// Sets OpenBLAS's thread count and returns the count it then reports.
+/// The backend's name as the tables print it: `OpenBLAS` or `faer`.
+pub fn backend() -> &'static str {
+    matgrad::runtime().backend
+}
+
+/// Sets the backend's thread count and returns the count it then reports.
 pub fn set_threads(n: usize) -> usize {
-    let n = c_int::try_from(n).unwrap_or(c_int::MAX);
-    // SAFETY: plain setter and getter of OpenBLAS's thread pool size.
-    let got = unsafe {
-        openblas_set_num_threads(n);
-        openblas_get_num_threads()
-    };
-    usize::try_from(got).unwrap_or(0)
+    matgrad::set_threads(n);
+    matgrad::runtime().threads
 }
 
 /// Flops of an order-`n` matrix product, `2n³`.
@@ -54,8 +37,8 @@ pub fn matmul_flops(n: usize) -> f64 {
     2.0 * (n as f64).powi(3)
 }
 
-/// One raw `cblas_dgemm` of order `n` into a preallocated output: no allocation and no
-/// shape checks, the ceiling the rules are held to.
+/// One backend GEMM of order `n` (`matgrad::blas::gemm`: `cblas_dgemm` or faer's
+/// `matmul`) into a preallocated output, no allocation: the ceiling the rules are held to.
 pub struct Gemm {
     a: Array2<f64>,
     b: Array2<f64>,
@@ -78,26 +61,14 @@ impl Gemm {
     }
     /// `C ← AB`.
     pub fn call(&mut self) {
-        let n = i32::try_from(self.n()).expect("DGEMM order exceeds the BLAS integer range");
-        // SAFETY: a, b and c are standard-layout n×n arrays, so row-major with ld = n.
-        unsafe {
-            cblas_sys::cblas_dgemm(
-                cblas_sys::CblasRowMajor,
-                cblas_sys::CblasNoTrans,
-                cblas_sys::CblasNoTrans,
-                n,
-                n,
-                n,
-                1.0,
-                self.a.as_ptr(),
-                n,
-                self.b.as_ptr(),
-                n,
-                0.0,
-                self.c.as_mut_ptr(),
-                n,
-            )
-        }
+        matgrad::blas::gemm(
+            self.c.view_mut(),
+            Accum::Replace,
+            self.a.view(),
+            self.b.view(),
+            1.0,
+        )
+        .expect("square operands of one order");
     }
 }
 
@@ -121,7 +92,12 @@ pub struct Machine {
     pub cores: usize,
     /// OpenBLAS's configuration string.
     pub blas: String,
-    /// OpenBLAS kernel in use.
+    /// The backend, `OpenBLAS` or `faer`.
+    pub backend: &'static str,
+    /// `matgrad::runtime()` as one line, with its warning when OpenBLAS runs a kernel
+    /// older than the CPU supports.
+    pub runtime: String,
+    /// Kernel in use.
     pub core: String,
     /// The kernel OpenBLAS detected by itself and its DGEMM rate, when this is a re-run
     /// under another one.
@@ -142,6 +118,8 @@ impl Machine {
             cpu: cpu_model(),
             cores: cores(),
             blas: blas_config(),
+            backend: backend(),
+            runtime: matgrad::runtime().to_string(),
             core: blas_core(),
             detected: std::env::var(DETECTED_ENV).ok().and_then(|v| {
                 let (k, r) = v.split_once(' ')?;
@@ -174,31 +152,9 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown (no /proc/cpuinfo)".to_string())
 }
 
-fn cpu_flags() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("flags"))
-                .map(str::to_string)
-        })
-        .unwrap_or_default()
-}
-
-/// The OpenBLAS kernel this CPU can run when OpenBLAS fell back to its generic one.
-pub fn better_kernel(detected: &str) -> Option<&'static str> {
-    if detected != "Prescott" {
-        return None;
-    }
-    let flags = cpu_flags();
-    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
-    if has("avx512f") {
-        Some("SkylakeX")
-    } else if has("avx2") {
-        Some("Haswell")
-    } else {
-        None
-    }
+/// The OpenBLAS kernel this CPU can run when OpenBLAS runs an older one.
+pub fn better_kernel(rt: &Runtime) -> Option<&'static str> {
+    rt.better_coretype()
 }
 
 /// `YYYY-MM-DD HH:MM UTC` from the system clock (days to civil date after
@@ -272,22 +228,24 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".to_string())
 }
 
-/// Runs this program again with the kernel the CPU supports, when OpenBLAS fell back
-/// to its generic one and neither `OPENBLAS_CORETYPE` nor `keep_kernel` says otherwise;
+/// Runs this program again with the kernel the CPU supports, when OpenBLAS runs an
+/// older one (its generic one, or AVX2 on an AVX-512 CPU) and neither `OPENBLAS_CORETYPE` nor `keep_kernel` says otherwise;
 /// returns `false` when no re-run is needed. The detected kernel's DGEMM rate at order
 /// `gemm_n` is passed to the re-run in [`DETECTED_ENV`].
 pub fn rerun_with_better_kernel(keep_kernel: bool, gemm_n: usize) -> Res<bool> {
     if keep_kernel || std::env::var_os("OPENBLAS_CORETYPE").is_some() {
         return Ok(false);
     }
-    let detected = blas_core();
-    let Some(kernel) = better_kernel(&detected) else {
+    let rt = matgrad::runtime();
+    let Some(kernel) = better_kernel(&rt) else {
         return Ok(false);
     };
+    eprintln!("{}", rt.warning().unwrap_or_default());
+    let detected = rt.kernel;
     set_threads(1);
     let rate = gemm_rate(gemm_n, 0.5);
     eprintln!(
-        "OpenBLAS chose its generic {detected} kernel ({rate:.1} GFLOP/s); running again with \
+        "OpenBLAS chose its {detected} kernel ({rate:.1} GFLOP/s); running again with \
          OPENBLAS_CORETYPE={kernel} (pass --detected-kernel to keep {detected})"
     );
     let status = Command::new(std::env::current_exe()?)

@@ -5,19 +5,22 @@
 //! ```
 //!
 //! Times every primitive against its scalar loop in `matgrad::naive` (medians of
-//! repeated runs, f64, one OpenBLAS thread; the main cases again at two threads), the
+//! repeated runs, f64, one thread; the main cases again at two threads), the
 //! reverse/forward ratios of `TriSolve` and `ChoSolve` at n = 1000 with 501 right-hand
 //! sides, and `Transpose` and `Vectorize` as a fraction of the bandwidth of a plain
-//! copy; measures the machine's own DGEMM rate to compare against, and writes
-//! `docs/benchmarks.md` and `docs/benchmarks.svg`. It takes one to two minutes on two
+//! copy; measures the backend's own GEMM rate to compare against, and writes
+//! `docs/benchmarks.md` and `docs/benchmarks.svg` (`docs/benchmarks-faer.*` when built
+//! with `--no-default-features --features faer`). It takes one to two minutes on two
 //! idle cores (the naive i-j-k product at n = 1024 alone is about 15 s); `--quick` runs
 //! a small sweep (n ≤ 256) for a smoke test, `--out` writes elsewhere. If
 //! `docs/peers.csv` exists (from `benches/peers/run.sh`), its rows are tabulated as
-//! matgrad/peer ratios.
+//! matgrad/peer ratios; if `docs/backends.csv` exists (from
+//! `tools/bench-report/backends.sh`), the two backends are tabulated side by side.
 //!
 //! OpenBLAS picks its kernel when it loads. Debian's 0.3.21 does not recognise recent
 //! Intel cores and falls back to its generic "Prescott" kernel, several times slower
-//! than the AVX2/AVX-512 kernels the CPU can run. Unless `OPENBLAS_CORETYPE` is set or
+//! than the AVX2/AVX-512 kernels the CPU can run, and runs its AVX2 kernel on AVX-512
+//! Zen 5 parts. Unless `OPENBLAS_CORETYPE` is set or
 //! `--detected-kernel` is given, the report then runs itself again with the kernel the
 //! CPU supports (as `benches/peers/run.sh` does), and records both rates in the header.
 //!
@@ -118,15 +121,29 @@ fn main() -> Res<()> {
         "{} | {} cores | {} | load {}",
         machine.cpu, machine.cores, machine.blas, machine.load
     );
+    eprintln!("matgrad::runtime(): {}", machine.runtime);
     let before = CpuTicks::now();
     let results = cases::run(&opts, cores())?;
     machine.others_busy = before.and_then(|b| b.others_busy_since());
     let head = markdown::headline(&results);
     std::fs::create_dir_all(&opts.out)?;
     let peers = markdown::read_peers(&opts.out.join("peers.csv"))?;
-    let md = markdown::write_markdown(&results, &machine, &head, peers.as_deref(), &opts)?;
-    let md_path = opts.out.join("benchmarks.md");
-    let svg_path = opts.out.join("benchmarks.svg");
+    let both = bench_report::backends::read(&opts.out.join("backends.csv"))?;
+    let md = markdown::write_markdown(
+        &results,
+        &machine,
+        &head,
+        peers.as_deref(),
+        both.as_deref(),
+        &opts,
+    )?;
+    // One report per backend: the default one's name, and `-faer` for the faer build.
+    let stem = match machine.backend {
+        "faer" => "benchmarks-faer",
+        _ => "benchmarks",
+    };
+    let md_path = opts.out.join(format!("{stem}.md"));
+    let svg_path = opts.out.join(format!("{stem}.svg"));
     std::fs::write(&md_path, md)?;
     plot::write_svg(&svg_path, &results)?;
     for l in &head.lines {

@@ -245,6 +245,7 @@ pub fn write_markdown(
     m: &Machine,
     h: &Headline,
     peers: Option<&[PeerRow]>,
+    both: Option<&[bench_report::backends::Row]>,
     opts: &Options,
 ) -> Res<String> {
     let mut o = String::new();
@@ -258,7 +259,8 @@ pub fn write_markdown(
     )?;
     writeln!(o, "| | |\n|---|---|")?;
     writeln!(o, "| CPU | {} ({} cores online) |", m.cpu, m.cores)?;
-    writeln!(o, "| BLAS | {} |", m.blas)?;
+    writeln!(o, "| Backend | {}: {} |", m.backend, m.blas)?;
+    writeln!(o, "| `matgrad::runtime()` | {} |", m.runtime)?;
     let core_note = match &m.detected {
         Some((k, rate)) => format!(
             "{} (set through `OPENBLAS_CORETYPE`; OpenBLAS detected `{k}` by itself, whose DGEMM runs at \
@@ -270,10 +272,10 @@ pub fn write_markdown(
             Err(_) => format!("{} (as detected)", m.core),
         },
     };
-    writeln!(o, "| OpenBLAS kernel | {core_note} |")?;
+    writeln!(o, "| Kernel | {core_note} |")?;
     writeln!(
         o,
-        "| Threads | sweep at {} OpenBLAS thread, main cases again at {} (set with `openblas_set_num_threads`); \
+        "| Threads | sweep at {} thread, main cases again at {} (set with `matgrad::set_threads`); \
          `OPENBLAS_NUM_THREADS` = {} |",
         s.threads,
         r.multi.as_ref().map_or("— (one core)".to_string(), |t| t.threads.to_string()),
@@ -281,7 +283,7 @@ pub fn write_markdown(
     )?;
     writeln!(
         o,
-        "| Measured DGEMM rate | {:.1} GFLOP/s at 1 thread{} (one raw `cblas_dgemm` of order {} into a \
+        "| Measured DGEMM rate | {:.1} GFLOP/s at 1 thread{} (one backend GEMM, `matgrad::blas::gemm`, of order {} into a \
          preallocated output, median, timed in the same rounds as the largest MatMul; the fractions of it \
          quoted at that size are medians of per-round ratios) |",
         s.gemm,
@@ -621,6 +623,18 @@ pub fn write_markdown(
 
     if let Some(rows) = peers {
         write_peers(&mut o, rows)?;
+    }
+    if let Some(rows) = both {
+        writeln!(o, "## OpenBLAS and faer\n")?;
+        writeln!(
+            o,
+            "From `docs/backends.csv`, written by `bash tools/bench-report/backends.sh`, which builds the \
+             timing program once per backend and runs the builds in alternating rounds (`forward_into` and \
+             `backward_into` into preallocated buffers, f64; each backend's fastest round). \
+             [docs/backends.md](backends.md) says when and under which load.\n"
+        )?;
+        o.push_str(&bench_report::backends::table(rows)?);
+        writeln!(o)?;
     }
     Ok(o)
 }

@@ -6,9 +6,16 @@
 //! ```text
 //! cargo run --release -p bench-report --bin peers -- --threads 1 [--min-reps 3] [--max-reps 10] [--budget 1.0] [--seed 7]
 //! cargo run --release -p bench-report --bin peers -- --print-kernel
+//! cargo run --release -p bench-report --bin peers -- --print-better-kernel
 //! ```
 //!
+//! `--print-better-kernel` prints the `OPENBLAS_CORETYPE` to set when OpenBLAS runs a
+//! kernel older than the CPU supports (`matgrad::runtime()`), and nothing otherwise.
+//!
 //! `--print-kernel` prints the name of the kernel OpenBLAS chose for this CPU and exits.
+//!
+//! The library column is `matgrad` for the default OpenBLAS build and `matgrad-faer`
+//! for a build with `--no-default-features --features faer`.
 //!
 //! Forward is `apply` of `MatMul::nn()`, `Cholesky::new()`, `SymEig::new()`, `Svd`
 //! or `LuSolve::new()`; backward is `.backward_all(Ȳ)` on the result of one forward,
@@ -27,7 +34,7 @@
 //! of `matgrad::naive`, so that a misconfigured BLAS (for example a forced
 //! `OPENBLAS_CORETYPE`) stops the run instead of producing fast wrong numbers.
 
-use bench_report::machine::{blas_core, set_threads};
+use bench_report::machine::{backend, blas_core, set_threads};
 use bench_report::timing::measure;
 use matgrad::check::random;
 use matgrad::nn::{glorot_uniform, Optimizer, Sgd};
@@ -52,6 +59,7 @@ struct Options {
     budget: f64,
     seed: u64,
     print_kernel: bool,
+    print_better_kernel: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -62,11 +70,16 @@ fn parse_options() -> Result<Options, String> {
         budget: 1.0,
         seed: 7,
         print_kernel: false,
+        print_better_kernel: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--print-kernel" {
             o.print_kernel = true;
+            continue;
+        }
+        if flag == "--print-better-kernel" {
+            o.print_better_kernel = true;
             continue;
         }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -91,10 +104,19 @@ fn timed<R>(o: &Options, run: impl FnMut() -> matgrad::Result<R>) -> matgrad::Re
     measure(o.min_reps, o.max_reps, o.budget, run)
 }
 
+/// The library column: `matgrad` with OpenBLAS, `matgrad-faer` with faer.
+fn library() -> &'static str {
+    match backend() {
+        "faer" => "matgrad-faer",
+        _ => "matgrad",
+    }
+}
+
 fn emit(o: &Options, op: &str, n: usize, pass: &str, (med, reps): (f64, usize)) {
-    println!("matgrad,{op},{n},{},{pass},{med:.9}", o.threads);
+    let lib = library();
+    println!("{lib},{op},{n},{},{pass},{med:.9}", o.threads);
     eprintln!(
-        "[matgrad] {op} n={n} threads={} {pass}: {:.2} ms (median of {reps})",
+        "[{lib}] {op} n={n} threads={} {pass}: {:.2} ms (median of {reps})",
         o.threads,
         med * 1e3
     );
@@ -356,7 +378,17 @@ fn main() -> ExitCode {
         println!("{core}");
         return ExitCode::SUCCESS;
     }
-    eprintln!("[matgrad] thread pools: openblas={got}, kernel {core}");
+    if o.print_better_kernel {
+        if let Some(k) = matgrad::runtime().better_coretype() {
+            println!("{k}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    eprintln!(
+        "[{}] threads={got}, kernel {core}; matgrad::runtime(): {}",
+        library(),
+        matgrad::runtime()
+    );
     if let Err(e) = verify(&o) {
         eprintln!("peers: {e}");
         return ExitCode::FAILURE;
