@@ -863,6 +863,95 @@ fn derivatives_near_zero_have_an_absolute_floor() {
     assert!(!Checker::new().check(&wrong, &[b.view()]).unwrap().passed());
 }
 
+/// `C = A ⊙ A` plus `10¹²` in entry `(0, 0)`, with `Ā = 2(1 + back)A ⊙ C̄` and
+/// `Ċ = 2(1 + fwd)A ⊙ Ȧ`: one entry whose finite differences are rounding, next to
+/// others that are exact.
+struct Spiked {
+    back: f64,
+    fwd: f64,
+}
+
+impl Rule<f64> for Spiked {
+    fn name(&self) -> &'static str {
+        "Spiked"
+    }
+    fn arity(&self) -> usize {
+        1
+    }
+    fn shapes(&self, x: &[Shape]) -> matgrad::Result<Shapes> {
+        Ok(smallvec![x[0]])
+    }
+    fn eval(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        y: &mut [ArrayViewMut2<'_, f64>],
+        _: &mut [f64],
+    ) -> matgrad::Result<()> {
+        y[0].zip_mut_with(&x[0], |c, &a| *c = a * a);
+        y[0][(0, 0)] += 1e12;
+        Ok(())
+    }
+    fn pullback(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        _y: &[ArrayView2<'_, f64>],
+        ybar: &Partials<'_, '_, f64>,
+        grads: &mut [Grad<'_, f64>],
+        _: &mut [f64],
+    ) -> matgrad::Result<()> {
+        let k = 2.0 * (1.0 + self.back);
+        if let Some((mut g, acc)) = grads[0].target() {
+            ndarray::Zip::from(&mut g)
+                .and(&x[0])
+                .and(&ybar.view(0))
+                .for_each(|g, &a, &c| acc.store(g, k * a * c));
+        }
+        Ok(())
+    }
+    fn pushforward(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        _y: &[ArrayView2<'_, f64>],
+        xdot: &Partials<'_, '_, f64>,
+        ydot: &mut [ArrayViewMut2<'_, f64>],
+        _: &mut [f64],
+    ) -> matgrad::Result<()> {
+        let k = 2.0 * (1.0 + self.fwd);
+        ndarray::Zip::from(&mut ydot[0])
+            .and(&x[0])
+            .and(&xdot.view(0))
+            .for_each(|d, &a, &t| *d = k * a * t);
+        Ok(())
+    }
+}
+
+#[test]
+fn the_floor_of_one_noisy_entry_does_not_hide_an_error_in_the_others() {
+    let a = randn(3, 4, 38);
+    for full in [true, false] {
+        let check = |back, fwd| {
+            Checker::new()
+                .full_jacobian(full)
+                .check(&Spiked { back, fwd }, &[a.view()])
+                .unwrap()
+        };
+        // Correct: the differences of entry (0, 0) are rounding, which the floor allows.
+        check(0.0, 0.0).assert_passed();
+        // The JVP is compared entry by entry, each against its own rounding.
+        let r = check(1e-3, 1e-3);
+        assert!(!r.passed(), "{r}");
+        assert!(r.inputs[0].jvp_error > 1e-6, "{r}");
+        if full {
+            assert!(r.inputs[0].jacobian.unwrap().error > 1e-6, "{r}");
+        }
+        // The VJP is one number, ⟨X̄, U⟩, whose finite difference carries (0, 0)'s
+        // rounding; a wrong reverse rule alone fails the adjoint identity.
+        let r = check(1e-3, 0.0);
+        assert!(!r.passed(), "{r}");
+        assert!(r.adjoint_error > 1e-6, "{r}");
+    }
+}
+
 #[test]
 fn an_error_at_a_perturbed_point_says_so() {
     // Positive definite, but so nearly singular that a step of 10⁻⁴ leaves the cone.

@@ -278,13 +278,17 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
     /// direction `U` of input `i`.
     fn fd(&self, i: usize, u: &Array2<T>) -> Result<Diff> {
         let h = self.h(i);
-        let mut size = vec![0.0f64; self.m()];
+        // Entrywise, the largest magnitude each output takes at the four points.
+        let mut size: Vec<Array2<f64>> = self.y[..self.m()]
+            .iter()
+            .map(|y| Array2::zeros(y.raw_dim()))
+            .collect();
         let mut central = |h: f64| -> Result<Vec<Array2<f64>>> {
             let plus = self.eval_shifted(i, u, h)?;
             let minus = self.eval_shifted(i, u, -h)?;
             for y in [&plus, &minus] {
                 for (m, yk) in size.iter_mut().zip(y) {
-                    *m = yk.iter().fold(*m, |m, v| worse(m, v.abs()));
+                    m.zip_mut_with(yk, |m, v| *m = worse(*m, v.abs()));
                 }
             }
             Ok(plus
@@ -302,20 +306,20 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
                 .zip(d2)
                 .map(|(d1, d2)| (d2 * 4.0 - d1) / 3.0)
                 .collect(),
-            noise: size.iter().map(|&m| NOISE * eps * m / h).collect(),
+            noise: size.into_iter().map(|m| m * (NOISE * eps / h)).collect(),
         })
     }
 
     /// `Σₖ⟨Ȳₖ, Dₖ⟩`, its Cauchy–Schwarz scale `Σₖ‖Ȳₖ‖‖Dₖ‖`, and the rounding noise it
-    /// can carry, `Σₖ‖Ȳₖ‖₁ noiseₖ`.
+    /// can carry, `Σₖ⟨|Ȳₖ|, noiseₖ⟩`.
     fn pair(&self, d: &Diff) -> (f64, f64, f64) {
         self.ybar.iter().zip(&d.d).zip(&d.noise).fold(
             (0.0, 0.0, 0.0),
-            |(s, n, f), ((yb, dk), &nk)| {
+            |(s, n, f), ((yb, dk), nk)| {
                 (
                     s + inner64(yb.view(), dk.view()),
                     n + norm(yb.view()) * norm64(dk.view()),
-                    f + yb.iter().map(|v| v.to64().abs()).sum::<f64>() * nk,
+                    f + inner64(yb.mapv(|v| v.abs()).view(), nk.view()),
                 )
             },
         )
@@ -353,11 +357,8 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
                 vjp = worse(vjp, floored(scalar_rel(an, fd, scale), an - fd, noise, tol));
                 let ydot = self.jvp_single(i, &u)?;
                 for (k, (e, yd)) in jvp.iter_mut().zip(&ydot).enumerate() {
-                    let dk = d.d[k].view();
-                    // The noise bound is per entry; the comparison is in the 2-norm.
-                    let noise = d.noise[k] * (dk.len() as f64).sqrt();
-                    let diff = matrix_diff(yd.view(), dk);
-                    *e = worse(*e, floored(matrix_rel(yd.view(), dk), diff, noise, tol));
+                    let rel = matrix_rel_floored(yd.view(), d.d[k].view(), d.noise[k].view());
+                    *e = worse(*e, rel);
                 }
                 dirs.push((u, an, fd));
             }
@@ -876,61 +877,61 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
             }
             columns.push(v);
         }
-        let mut worst = vec![Worst::default(); n];
-        let mut scale = vec![0.0f64; n];
-        // The rounding noise of the finite differences, the floor of the comparison.
-        let noise: Vec<f64> = columns
-            .iter()
-            .map(|v| {
-                v.iter()
-                    .flat_map(|(_, col)| col.noise.iter().copied())
-                    .fold(0.0, worse)
-            })
-            .collect();
+        // One reverse pass per output element (a one-hot cotangent, the other outputs'
+        // missing), kept: the scale of each input's Jacobian is known only after all.
         let y = views(&self.y);
+        // ((output, its element), every input's gradient for that one-hot cotangent)
+        type Row<T> = ((usize, (usize, usize)), Vec<Array2<T>>);
+        let mut rows: Vec<Row<T>> = Vec::new();
         for (o, yo) in self.y.iter().enumerate().take(self.m()) {
             for ((ko, lo), _) in yo.indexed_iter() {
                 let mut e = Array2::<T>::zeros(yo.raw_dim());
                 e[(ko, lo)] = T::one();
                 let mut ybar: Vec<Option<ArrayView2<'_, T>>> = vec![None; self.m()];
                 ybar[o] = Some(e.view());
-                let g = self.p.backward(self.x, &y, &ybar)?;
-                for i in 0..n {
-                    let s = self.p.structure(i);
-                    for &((r, c), ref col) in &columns[i] {
-                        let analytic = if s == Structure::Symmetric && r != c {
-                            g[i][(r, c)].to64() + g[i][(c, r)].to64()
-                        } else {
-                            g[i][(r, c)].to64()
-                        };
-                        let numeric = col.d[o][(ko, lo)];
-                        scale[i] = scale[i].max(analytic.abs()).max(numeric.abs());
-                        let err = (analytic - numeric).abs();
-                        let w = &mut worst[i];
-                        if (err.is_nan() && !w.abs_error.is_nan()) || err > w.abs_error {
-                            *w = Worst {
-                                input_index: (r, c),
-                                output: o,
-                                output_index: (ko, lo),
-                                analytic,
-                                numeric,
-                                abs_error: err,
-                                error: 0.0,
-                            };
-                        }
+                rows.push(((o, (ko, lo)), self.p.backward(self.x, &y, &ybar)?));
+            }
+        }
+        let analytic = |i: usize, g: &[Array2<T>], (r, c): (usize, usize)| {
+            if self.p.structure(i) == Structure::Symmetric && r != c {
+                g[i][(r, c)].to64() + g[i][(c, r)].to64()
+            } else {
+                g[i][(r, c)].to64()
+            }
+        };
+        let tol = self.tol.fd;
+        for (i, column) in columns.iter().enumerate() {
+            let mut scale = 0.0f64;
+            for ((o, at), g) in &rows {
+                for (rc, col) in column {
+                    let a = analytic(i, g, *rc);
+                    scale = scale.max(a.abs()).max(col.d[*o][*at].abs());
+                }
+            }
+            let mut worst: Option<Worst> = None;
+            for ((o, at), g) in &rows {
+                for (rc, col) in column {
+                    let (a, num) = (analytic(i, g, *rc), col.d[*o][*at]);
+                    let err = (a - num).abs();
+                    let rel = if scale > 0.0 { err / scale } else { err };
+                    // The floor is this element's own rounding noise.
+                    let e = floored(rel, err, col.noise[*o][*at], tol);
+                    let replace =
+                        worst.map_or(true, |w| (e.is_nan() && !w.error.is_nan()) || e > w.error);
+                    if replace {
+                        worst = Some(Worst {
+                            input_index: *rc,
+                            output: *o,
+                            output_index: *at,
+                            analytic: a,
+                            numeric: num,
+                            abs_error: err,
+                            error: e,
+                        });
                     }
                 }
             }
-        }
-        let tol = self.tol.fd;
-        for (((r, mut w), s), f) in report.inputs.iter_mut().zip(worst).zip(scale).zip(noise) {
-            let rel = if s > 0.0 {
-                w.abs_error / s
-            } else {
-                w.abs_error
-            };
-            w.error = floored(rel, w.abs_error, f, tol);
-            r.jacobian = Some(w);
+            report.inputs[i].jacobian = Some(worst.unwrap_or_default());
         }
         Ok(())
     }
@@ -941,11 +942,11 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
 /// extrapolation, and a primitive's own rounding adds a modest factor to that.
 const NOISE: f64 = 64.0;
 
-/// Finite differences of every differentiable output, and the rounding noise each can
-/// carry per entry.
+/// Finite differences of every differentiable output, and the rounding noise each
+/// entry can carry.
 struct Diff {
     d: Vec<Array2<f64>>,
-    noise: Vec<f64>,
+    noise: Vec<Array2<f64>>,
 }
 
 /// The relative error `rel = |diff|/scale` of a comparison with an absolute floor:
@@ -963,18 +964,35 @@ fn floored(rel: f64, diff: f64, noise: f64, tol: f64) -> f64 {
     }
 }
 
-/// `‖A − B‖_F`, `A` in any precision and `B` in f64; different shapes are infinitely
-/// far apart.
-fn matrix_diff<T: Real>(a: ArrayView2<'_, T>, b: ArrayView2<'_, f64>) -> f64 {
-    if a.dim() != b.dim() {
+/// [`matrix_rel`] of a tangent `A` against finite differences `B` with an absolute
+/// floor per entry: each entry's difference counts only beyond that entry's rounding
+/// `noise`, so one noisy entry (a large output) hides nothing in the others.
+fn matrix_rel_floored<T: Real>(
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, f64>,
+    noise: ArrayView2<'_, f64>,
+) -> f64 {
+    if a.dim() != b.dim() || b.dim() != noise.dim() {
         return f64::INFINITY;
     }
-    let mut d = 0.0;
-    Zip::from(a).and(b).for_each(|x, y| {
+    let (mut d, mut na, mut nb) = (0.0, 0.0, 0.0);
+    let mut bad = false;
+    Zip::from(a).and(b).and(noise).for_each(|x, &y, &f| {
         let x = x.to64();
-        d += (x - y) * (x - y);
+        let excess = ((x - y).abs() - f).max(0.0);
+        bad |= !f.is_finite() || (x - y).is_nan();
+        d += excess * excess;
+        na += x * x;
+        nb += y * y;
     });
-    d.sqrt()
+    let s = f64::max(na, nb).sqrt();
+    if bad || d.is_nan() {
+        f64::NAN
+    } else if s > 0.0 {
+        d.sqrt() / s
+    } else {
+        d.sqrt()
+    }
 }
 
 /// The adjoint `τ*` of a hypothesised mistake `X̄ = τ(G)`, applied to a direction.
