@@ -57,7 +57,9 @@ fn entries() -> Vec<Entry> {
         time_n,
     };
     let nonsq = |n: usize, rng: &mut StdRng| vec![random::randn(n, n + 3, rng)];
-    let positive = |n: usize, rng: &mut StdRng| vec![random::uniform(n, n + 3, 0.5, 2.0, rng)];
+    let positive = |n: usize, rng: &mut StdRng| {
+        vec![random::uniform(n, n + 3, 0.5, 2.0, rng).expect("a nonempty range")]
+    };
     let spd = |n: usize, rng: &mut StdRng| vec![random::spd(n, rng)];
     let lower = |n: usize, rng: &mut StdRng| vec![random::lower(n, rng)];
     let lower_and_rhs =

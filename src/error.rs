@@ -68,8 +68,12 @@ pub enum Error {
     /// Cholesky met a pivot that is not positive (index counts from 0).
     #[error("{op}: matrix is not positive definite, the leading minor of order {} is not positive (pivot {index})", index + 1)]
     NotPositiveDefinite { op: &'static str, index: usize },
-    /// A triangular factor with a zero on its diagonal (index counts from 0).
-    #[error("{op}: triangular matrix is singular, diagonal entry {index} is zero")]
+    /// A singular matrix: diagonal entry `index` (from 0) of its triangular factor is
+    /// zero. The factor is the matrix itself for a triangular solve, `L` for a Cholesky
+    /// factor, and `U` of the LU factorisation for a general matrix.
+    #[error(
+        "{op}: the matrix is singular, diagonal entry {index} of its triangular factor is zero"
+    )]
     Singular { op: &'static str, index: usize },
     /// NaN or infinity in an input that LAPACK would turn into garbage.
     #[error("{op}: {name} contains a non-finite value at ({row}, {col})")]
@@ -99,6 +103,35 @@ pub enum Error {
     /// A dimension too large for the 32-bit BLAS interface.
     #[error("{op}: dimension {dim} exceeds the BLAS integer range")]
     TooLarge { op: &'static str, dim: usize },
+    /// A matrix or workspace whose size in bytes overflows the address space, or that
+    /// the allocator cannot provide; reported before anything is computed.
+    #[error(
+        "{op}: {name} needs {elements} elements of {bytes} bytes each, more than can be allocated"
+    )]
+    CannotAllocate {
+        op: &'static str,
+        name: &'static str,
+        elements: u128,
+        bytes: usize,
+    },
+    /// A diagonal entry of a triangular matrix or factor (a pivot, index from 0) that is
+    /// not zero but so small that its reciprocal overflows: a solve through it would
+    /// return infinities or NaN (see `docs/math.md`, "Tiny pivots").
+    #[error("{op}: the matrix is numerically singular: diagonal entry {index} of its triangular factor is {value:e}, not zero but so small that the solve overflows")]
+    IllConditioned {
+        op: &'static str,
+        index: usize,
+        value: f64,
+    },
+    /// An error the checker met at a perturbed point `Xᵢ + tU` (not at the point it was
+    /// given): the primitive's own error, or an output shape that differs there.
+    #[error("{op}: at a perturbed point (input {input} moved by {step:e} along a random direction): {source}")]
+    Perturbed {
+        op: &'static str,
+        input: &'static str,
+        step: f64,
+        source: Box<Error>,
+    },
     /// A caller-owned workspace shorter than the rule needs.
     #[error("{op}: the workspace holds {got} elements, the rule needs {needed}")]
     Workspace {

@@ -42,6 +42,15 @@ pub enum Structure {
 }
 
 impl Structure {
+    /// Whether entry `(i, j)` is an independent input under this structure: every entry
+    /// for `General`, the lower triangle with the diagonal for `Symmetric` (the upper
+    /// one mirrors it) and `LowerTriangular`. These are the entries a rule reads.
+    pub fn independent(self, i: usize, j: usize) -> bool {
+        match self {
+            Structure::General => true,
+            Structure::Symmetric | Structure::LowerTriangular => j <= i,
+        }
+    }
     /// Projects a matrix onto this structure, in place: the orthogonal projection
     /// `(U + Uᵀ)/2` for `Symmetric`, masking the strict upper triangle for
     /// `LowerTriangular`. A rule on a structured input projects its gradient with it.
@@ -434,7 +443,7 @@ pub trait Primitive<T: Real>: Rule<T> + sealed::Sealed<T> {
     /// Forward pass into new arrays, one per output, residuals included (last).
     fn forward(&self, x: &[ArrayView2<'_, T>]) -> Result<Vec<Array2<T>>> {
         let (xs, ys) = validate_inputs(self, x)?;
-        let mut out = alloc_all(&ys)?;
+        let mut out = alloc_all(self.name(), &ys)?;
         let mut views: SmallVec<[ArrayViewMut2<'_, T>; 4]> =
             out.iter_mut().map(|o| o.view_mut()).collect();
         with_workspace(self, &xs, None, |ws| self.eval(x, &mut views, ws))?;
@@ -474,22 +483,7 @@ pub trait Primitive<T: Real>: Rule<T> + sealed::Sealed<T> {
                 expect(name, "gradient buffer", self.input_name(i), s, gs)?;
             }
         }
-        if grads.iter().all(|g| !g.wanted()) {
-            return Ok(());
-        }
-        if ybar.iter().all(Option::is_none) {
-            // A zero cotangent has a zero gradient: written without calling the rule.
-            for g in grads.iter_mut() {
-                if let Grad::Write(b) = g {
-                    b.fill(T::zero());
-                }
-            }
-            return Ok(());
-        }
-        let partials = Partials::new(ybar, &ys[..m]);
-        with_workspace(self, &xs, ws, |ws| {
-            self.pullback(x, y, &partials, grads, ws)
-        })
+        run_pullback(self, &xs, &ys[..m], x, y, ybar, grads, ws)
     }
 
     /// Reverse mode into new arrays, one gradient per input (first write, no zero fill
@@ -501,8 +495,8 @@ pub trait Primitive<T: Real>: Rule<T> + sealed::Sealed<T> {
         y: &[ArrayView2<'_, T>],
         ybar: &[Option<ArrayView2<'_, T>>],
     ) -> Result<Vec<Array2<T>>> {
-        let xs: InShapes = x.iter().map(shape_of).collect();
-        let mut out = alloc_all(&xs)?;
+        let xs = validate_inputs(self, x)?.0;
+        let mut out = alloc_all(self.name(), &xs)?;
         let mut grads: SmallVec<[Grad<'_, T>; 4]> =
             out.iter_mut().map(|o| Grad::Write(o.view_mut())).collect();
         self.backward_into(x, y, ybar, &mut grads, None)?;
@@ -553,13 +547,16 @@ pub trait Primitive<T: Real>: Rule<T> + sealed::Sealed<T> {
         for (k, (v, &s)) in ydot.iter().zip(&ys).enumerate() {
             expect(name, "tangent buffer", self.output_name(k), s, shape_of(v))?;
         }
+        // A tangent that is entirely zero is a missing one: its contribution is zero
+        // whatever the rule's intermediate values (∞·0 would be NaN).
+        let xdot: Slots<'_, T> = xdot.iter().map(nonzero).collect();
         if xdot.iter().all(Option::is_none) {
             for d in ydot.iter_mut() {
                 d.fill(T::zero());
             }
             return Ok(());
         }
-        let partials = Partials::new(xdot, &xs);
+        let partials = Partials::new(&xdot, &xs);
         with_workspace(self, &xs, ws, |ws| {
             self.pushforward(x, y, &partials, ydot, ws)
         })
@@ -573,7 +570,7 @@ pub trait Primitive<T: Real>: Rule<T> + sealed::Sealed<T> {
         xdot: &[Option<ArrayView2<'_, T>>],
     ) -> Result<Vec<Array2<T>>> {
         let ys = validate_inputs(self, x)?.1;
-        let mut out = alloc_all(&ys[..self.outputs()])?;
+        let mut out = alloc_all(self.name(), &ys[..self.outputs()])?;
         let mut views: SmallVec<[ArrayViewMut2<'_, T>; 4]> =
             out.iter_mut().map(|o| o.view_mut()).collect();
         self.jvp_into(x, y, xdot, &mut views, None)?;
@@ -584,25 +581,109 @@ pub trait Primitive<T: Real>: Rule<T> + sealed::Sealed<T> {
 
 impl<T: Real, R: Rule<T> + ?Sized> Primitive<T> for R {}
 
+/// Cotangent or tangent slots, inline up to four.
+type Slots<'a, T> = SmallVec<[Option<ArrayView2<'a, T>>; 4]>;
+
+/// The slot, or `None` when it is missing or entirely zero. The scan stops at the first
+/// nonzero entry, so a cotangent that is not zero costs one comparison.
+fn nonzero<'a, T: Real>(v: &Option<ArrayView2<'a, T>>) -> Option<ArrayView2<'a, T>> {
+    v.as_ref()
+        .filter(|v| v.iter().any(|&e| e != T::zero()))
+        .cloned()
+}
+
+/// The reverse rule on validated arguments (`ys` the shapes of the differentiable
+/// outputs). Nothing is done when no gradient is wanted; a cotangent that is entirely
+/// zero counts as missing, so its contribution is exactly zero whatever the rule's
+/// intermediate values (`∞·0` would be NaN); when every cotangent is zero or missing
+/// the gradients are zero without calling the rule.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_pullback<T: Real, R: Rule<T> + ?Sized>(
+    r: &R,
+    xs: &[Shape],
+    ys: &[Shape],
+    x: &[ArrayView2<'_, T>],
+    y: &[ArrayView2<'_, T>],
+    ybar: &[Option<ArrayView2<'_, T>>],
+    grads: &mut [Grad<'_, T>],
+    ws: Option<&mut [T]>,
+) -> Result<()> {
+    if grads.iter().all(|g| !g.wanted()) {
+        return Ok(());
+    }
+    let ybar: Slots<'_, T> = ybar.iter().map(nonzero).collect();
+    if ybar.iter().all(Option::is_none) {
+        for g in grads.iter_mut() {
+            if let Grad::Write(b) = g {
+                b.fill(T::zero());
+            }
+        }
+        return Ok(());
+    }
+    let partials = Partials::new(&ybar, ys);
+    with_workspace(r, xs, ws, |ws| r.pullback(x, y, &partials, grads, ws))
+}
+
+/// The largest dimension matgrad accepts: BLAS and LAPACK take dimensions and leading
+/// dimensions as 32-bit integers.
+pub const MAX_DIM: usize = i32::MAX as usize;
+
+/// Elements of a `T` buffer of `n` elements, after checking that its size in bytes
+/// fits the address space (`isize::MAX`): [`Error::CannotAllocate`] otherwise.
+pub(crate) fn fits_memory<T>(op: &'static str, name: &'static str, n: u128) -> Result<usize> {
+    let bytes = std::mem::size_of::<T>().max(1);
+    match usize::try_from(n) {
+        Ok(k) if n.saturating_mul(bytes as u128) <= isize::MAX as u128 => Ok(k),
+        _ => Err(Error::CannotAllocate {
+            op,
+            name,
+            elements: n,
+            bytes,
+        }),
+    }
+}
+
+/// Errors unless both dimensions of `s` are at most [`MAX_DIM`] ([`Error::TooLarge`])
+/// and a matrix of that shape fits the address space ([`Error::CannotAllocate`]); the
+/// number of elements otherwise.
+pub(crate) fn check_size<T>(op: &'static str, name: &'static str, s: Shape) -> Result<usize> {
+    for dim in [s.0, s.1] {
+        if dim > MAX_DIM {
+            return Err(Error::TooLarge { op, dim });
+        }
+    }
+    fits_memory::<T>(op, name, s.0 as u128 * s.1 as u128)
+}
+
+/// Checks the number of inputs, their sizes, and the shape rule's output shapes (their
+/// number and sizes): every shape a caller or a rule allocates from is then addressable
+/// by BLAS and fits in memory, and no product of two dimensions overflows.
 pub(crate) fn validate_inputs<T: Real, R: Rule<T> + ?Sized>(
     r: &R,
     x: &[ArrayView2<'_, T>],
 ) -> Result<(InShapes, Shapes)> {
-    expect_count(r.name(), "inputs", r.arity(), x.len())?;
+    let op = r.name();
+    expect_count(op, "inputs", r.arity(), x.len())?;
     if r.outputs() == 0 {
         return Err(Error::InvalidArgument {
-            op: r.name(),
+            op,
             msg: "a primitive must have at least one output".into(),
         });
     }
     let xs: InShapes = x.iter().map(shape_of).collect();
+    for (i, &s) in xs.iter().enumerate() {
+        check_size::<T>(op, r.input_name(i), s)?;
+    }
     let ys = r.shapes(&xs)?;
     expect_count(
-        r.name(),
+        op,
         "output shapes from the shape rule",
         r.outputs().saturating_add(r.residuals()),
         ys.len(),
     )?;
+    for (k, &s) in ys.iter().enumerate() {
+        check_size::<T>(op, r.output_name(k), s)?;
+    }
     Ok((xs, ys))
 }
 
@@ -644,27 +725,23 @@ pub(crate) fn expect(
     }
 }
 
-/// Zero-filled arrays of these shapes; a shape whose element count overflows is an error.
-fn alloc_all<T: Real>(shapes: &[Shape]) -> Result<Vec<Array2<T>>> {
+/// Zero-filled arrays of these shapes, each checked by [`check_size`] first.
+fn alloc_all<T: Real>(op: &'static str, shapes: &[Shape]) -> Result<Vec<Array2<T>>> {
     let mut out = Vec::with_capacity(shapes.len());
     for &s in shapes {
-        out.push(zeros(s)?);
+        out.push(zeros(op, s)?);
     }
     Ok(out)
 }
 
-/// A zero-filled array of this shape; a shape whose element count overflows is an error.
-pub(crate) fn zeros<T: Real>(s: Shape) -> Result<Array2<T>> {
-    s.0.checked_mul(s.1)
-        .filter(|&n| n <= isize::MAX as usize / std::mem::size_of::<T>().max(1))
-        .ok_or(Error::TooLarge {
-            op: "allocation",
-            dim: s.0.max(s.1),
-        })?;
+/// A zero-filled array of this shape, checked by [`check_size`] first.
+pub(crate) fn zeros<T: Real>(op: &'static str, s: Shape) -> Result<Array2<T>> {
+    check_size::<T>(op, "an output", s)?;
     Ok(Array2::zeros((s.0, s.1)))
 }
 
-/// Runs `f` with the caller's workspace, or with a new one when none was given.
+/// Runs `f` with the caller's workspace, or with a new one when none was given (its
+/// size checked by [`fits_memory`] first).
 pub(crate) fn with_workspace<T: Real, R: Rule<T> + ?Sized>(
     r: &R,
     xs: &[Shape],
@@ -680,6 +757,9 @@ pub(crate) fn with_workspace<T: Real, R: Rule<T> + ?Sized>(
             got: ws.len(),
         }),
         None if need == 0 => f(&mut []),
-        None => f(&mut vec![T::zero(); need]),
+        None => {
+            fits_memory::<T>(r.name(), "the workspace", need as u128)?;
+            f(&mut vec![T::zero(); need])
+        }
     }
 }

@@ -182,7 +182,7 @@ enum Cot<'a, T> {
 /// write: zeroed by the allocator (`calloc`) in release builds, NaN in debug builds so
 /// that tests prove no rule reads it.
 fn new_buffer<T: Real>(shape: Shape) -> Result<Array2<T>> {
-    let mut a = zeros::<T>(shape)?;
+    let mut a = zeros::<T>("Tape", shape)?;
     if cfg!(debug_assertions) {
         a.fill(T::nan());
     }
@@ -304,7 +304,7 @@ impl<'a, T: Real> Cot<'a, T> {
             Cot::Own(a) => Ok(a),
             Cot::Seed(v) => Ok(v.to_owned()),
             Cot::Ext { buf, .. } => Ok(buf.to_owned()),
-            Cot::None => zeros(shape),
+            Cot::None => zeros("Tape", shape),
         }
     }
 
@@ -1234,7 +1234,7 @@ impl<T: Real> Tape<T> {
             let i = v.index;
             result.push(match &dots[i] {
                 Some(d) => d.to_owned(),
-                None => zeros(self.graph.nodes[i].shape)?,
+                None => zeros("Tape", self.graph.nodes[i].shape)?,
             });
         }
         Ok(result)
@@ -1695,7 +1695,7 @@ impl<T: Real> Buffers<T> {
         for rec in &graph.records {
             for (k, &o) in rec.outputs.iter().enumerate() {
                 let shape = graph.nodes[o].shape;
-                values[o] = zeros(shape)?;
+                values[o] = zeros("Tape", shape)?;
                 if k < rec.diff && o >= arity {
                     cots[o] = new_buffer(shape)?;
                 }

@@ -29,7 +29,7 @@ const SIZES: [usize; 5] = [1, 2, 5, 17, 70];
 fn spd_with_junk<T: Real>(n: usize, seed: u64) -> Array2<T> {
     let mut rng = random::rng(seed);
     let mut a = random::spd::<T>(n, &mut rng);
-    let junk = random::uniform::<T>(n, n, -1.0, 1.0, &mut rng);
+    let junk = random::uniform::<T>(n, n, -1.0, 1.0, &mut rng).unwrap();
     for i in 0..n {
         for j in i + 1..n {
             a[(i, j)] = junk[(i, j)];

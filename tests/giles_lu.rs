@@ -29,7 +29,7 @@ fn square(n: usize, seed: u64) -> Array2<f64> {
 fn well_conditioned(n: usize, seed: u64) -> Array2<f64> {
     let mut rng = random::rng(seed);
     let mut q = random::randn::<f64>(n, n, &mut rng);
-    let u = random::uniform::<f64>(1, n, 0.0, 1.0, &mut rng);
+    let u = random::uniform::<f64>(1, n, 0.0, 1.0, &mut rng).unwrap();
     for j in 0..n {
         for i in 0..j {
             let d = q.column(i).dot(&q.column(j));

@@ -27,7 +27,7 @@ fn randn(m: usize, n: usize, seed: u64) -> Array2<f64> {
 
 /// Seeded labels in `0..k`, one per column.
 fn labels(k: usize, n: usize, seed: u64) -> Vec<usize> {
-    let u = random::uniform::<f64>(1, n, 0.0, k as f64, &mut random::rng(seed));
+    let u = random::uniform::<f64>(1, n, 0.0, k as f64, &mut random::rng(seed)).unwrap();
     u.iter().map(|&x| (x as usize).min(k - 1)).collect()
 }
 

@@ -41,7 +41,7 @@ fn away_from_zero(m: usize, n: usize, seed: u64) -> Array2<f64> {
 }
 
 fn positive(m: usize, n: usize, seed: u64) -> Array2<f64> {
-    random::uniform(m, n, 0.5, 2.0, &mut random::rng(seed))
+    random::uniform(m, n, 0.5, 2.0, &mut random::rng(seed)).unwrap()
 }
 
 #[test]

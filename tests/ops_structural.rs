@@ -35,7 +35,11 @@ fn randn(m: usize, n: usize, seed: u64) -> Array2<f64> {
 }
 
 fn random_mask(m: usize, n: usize, seed: u64) -> Mask {
-    Mask::new(random::uniform::<f64>(m, n, 0.0, 1.0, &mut random::rng(seed)).mapv(|u| u < 0.6))
+    Mask::new(
+        random::uniform::<f64>(m, n, 0.0, 1.0, &mut random::rng(seed))
+            .unwrap()
+            .mapv(|u| u < 0.6),
+    )
 }
 
 /// Target shapes with the same number of entries as `m×n`, other than `m×n` itself

@@ -26,10 +26,14 @@
 //! - **directional**: the VJP `⟨X̄ᵢ, U⟩` against `Σₖ⟨Ȳₖ, (f(X+hU) − f(X−hU))ₖ/2h⟩`,
 //!   and the JVP, output by output, against the same difference, Richardson-extrapolated
 //!   over `h` and `h/2` so the `h²` error cancels; a wrong gradient is diagnosed
-//!   ([`Mistake`]);
+//!   ([`Mistake`]). `h` is [`Tolerances::step`] times the largest magnitude among the
+//!   entries the input's structure declares independent (when above 1), and a
+//!   difference within the rounding the finite differences carry passes: an absolute
+//!   floor under the relative errors, for derivatives near zero (`docs/math.md`);
 //! - **adjoint**: `Σₖ⟨Ȳₖ, Ẏₖ⟩ = Σᵢ⟨X̄ᵢ, Ẋᵢ⟩`, exact up to rounding;
-//! - **missing cotangent** (several outputs): a `None` cotangent gives the same
-//!   gradients as a zero one;
+//! - **missing cotangent** (several outputs): a `None` cotangent counts as zero, so the
+//!   gradients with it missing plus those with only it given are those with every
+//!   cotangent given;
 //! - **accumulation**: `Grad::Add` adds exactly `backward`'s gradient to what a buffer
 //!   held, with every input wanted, with the others skipped, and next to first writes;
 //! - **first write**: `Grad::Write` into a NaN-filled buffer gives `backward`'s gradient
@@ -49,6 +53,9 @@
 //! and written by `forward_into` without being read, and count as outputs in the saves
 //! pass (an undeclared one is replaced by NaN like any other).
 //!
+//! Every comparison that produces NaN or infinity fails; settings that could not fail
+//! (a zero, negative or NaN tolerance or step, no directions) are errors.
+//!
 //! When a gradient is wrong the report says what it looks like ([`Mistake`]): the
 //! transpose of the right answer, the sign flipped, a factor 2 or ½, only the symmetric
 //! part, only the lower triangle, or zero. Each hypothesis `X̄ = τ(G)` is tested without
@@ -66,7 +73,7 @@ pub use report::{
     InputReport, Mistake, OutputReport, PrecisionReport, Report, UndeclaredRead, Value, Worst,
 };
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::primitive::expect_count;
 use crate::{Primitive, Real, Rule};
 use ndarray::{Array2, ArrayView2};
@@ -81,7 +88,8 @@ pub struct Tolerances {
     /// Relative error accepted for the exact identities (adjoint, accumulation, first
     /// write, saves, workspace, structure, missing cotangent).
     pub exact: f64,
-    /// Finite-difference step `h`, scaled by the input's largest magnitude when above 1.
+    /// Finite-difference step `h`, scaled by the largest magnitude among the entries
+    /// of the input its structure declares independent, when above 1.
     pub step: f64,
 }
 
@@ -157,7 +165,9 @@ impl Checker {
         self.exact = Some(tol);
         self
     }
-    /// Finite-difference step `h` (scaled by the input's largest magnitude when above 1).
+    /// Finite-difference step `h`, scaled by the largest magnitude among the entries of
+    /// the input its structure declares independent (only the lower triangle of a
+    /// symmetric or lower-triangular input), when above 1.
     pub fn step(mut self, h: f64) -> Self {
         self.step = Some(h);
         self
@@ -169,9 +179,10 @@ impl Checker {
         self.step = Some(t.step);
         self
     }
-    /// Number of random directions per input (at least 1).
+    /// Number of random directions per input, at least 1 ([`Checker::check`] returns
+    /// [`Error::InvalidArgument`] for 0).
     pub fn directions(mut self, n: usize) -> Self {
-        self.directions = n.max(1);
+        self.directions = n;
         self
     }
     /// Forces the full-Jacobian comparison on or off (by default it runs when the
@@ -190,13 +201,43 @@ impl Checker {
         }
     }
 
+    /// Errors unless the settings can decide anything: every tolerance and the step
+    /// finite and positive, at least one direction.
+    fn validate(&self, tol: &Tolerances) -> Result<()> {
+        let bad = |what: &str, v: f64| Error::InvalidArgument {
+            op: "Checker",
+            msg: format!("{what} must be finite and positive, got {v}"),
+        };
+        for (what, v) in [
+            ("the finite-difference tolerance", tol.fd),
+            ("the exact tolerance", tol.exact),
+            ("the finite-difference step", tol.step),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(bad(what, v));
+            }
+        }
+        if self.directions == 0 {
+            return Err(Error::InvalidArgument {
+                op: "Checker",
+                msg: "the number of directions must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Runs every pass (see the [module documentation](self)) on `p` at the point
     /// `inputs`.
     ///
-    /// Returns `Err` only when the primitive returns an error a correct rule could
-    /// return (its forward pass at the point or at a shifted point, a value error); a
-    /// wrong gradient, a shape error of a rule on shapes its shape rule accepts, an
-    /// undeclared read or an error in only one buffer mode is reported in the [`Report`].
+    /// Returns `Err` for settings that cannot decide anything (a tolerance or step that
+    /// is zero, negative, infinite or NaN, no directions: [`Error::InvalidArgument`]),
+    /// for a NaN or infinity among the entries of an input that its structure declares
+    /// independent ([`Error::NonFinite`]; the other triangle of a structured input is
+    /// not read), and when the primitive returns an error a correct rule could return:
+    /// its forward pass at the point, or at a point the checker perturbed, which the
+    /// error then says ([`Error::Perturbed`]). A wrong gradient, a shape error of a rule
+    /// on shapes its shape rule accepts, an undeclared read or an error in only one
+    /// buffer mode is reported in the [`Report`].
     pub fn check<T: Real, P: Primitive<T> + ?Sized>(
         &self,
         p: &P,
@@ -204,6 +245,21 @@ impl Checker {
     ) -> Result<Report> {
         expect_count(p.name(), "inputs", p.arity(), inputs.len())?;
         let tol = self.tolerances_for::<T>();
+        self.validate(&tol)?;
+        for (i, x) in inputs.iter().enumerate() {
+            let s = p.structure(i);
+            let bad = x
+                .indexed_iter()
+                .find(|&((r, c), v)| s.independent(r, c) && !v.is_finite());
+            if let Some(((row, col), _)) = bad {
+                return Err(Error::NonFinite {
+                    op: p.name(),
+                    name: p.input_name(i),
+                    row,
+                    col,
+                });
+            }
+        }
         let mut rng = random::rng(self.seed);
         let y = p.forward(inputs)?;
         // One cotangent per differentiable output; residuals take none.

@@ -231,34 +231,66 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
     // ----------------------------------------------------------- directional
 
     /// Every differentiable output with input `i` replaced by `Xᵢ + t·U`, widened to
-    /// f64 (the residuals are not differentiated).
+    /// f64 (the residuals are not differentiated). An error there, or an output whose
+    /// shape differs from the one at the point, is [`Error::Perturbed`].
     fn eval_shifted(&self, i: usize, u: &Array2<T>, t: f64) -> Result<Vec<Array2<f64>>> {
+        let perturbed = |e: Error| Error::Perturbed {
+            op: self.p.name(),
+            input: self.p.input_name(i),
+            step: t,
+            source: Box::new(e),
+        };
         let mut xi = self.x[i].to_owned();
         xi.scaled_add(T::of(t), u);
         let mut x: Vec<ArrayView2<'_, T>> = self.x.iter().map(|x| x.view()).collect();
         x[i] = xi.view();
-        Ok(self
-            .p
-            .forward(&x)?
-            .into_iter()
+        let y = self.p.forward(&x).map_err(perturbed)?;
+        for (k, (got, want)) in y.iter().zip(&self.y).enumerate() {
+            let (got, expected) = (shape_of(got), shape_of(want));
+            if got != expected {
+                return Err(perturbed(Error::WrongShape {
+                    op: self.p.name(),
+                    name: "the output",
+                    of: self.p.output_name(k),
+                    expected,
+                    got,
+                }));
+            }
+        }
+        Ok(y.into_iter()
             .take(self.m())
             .map(|y| y.mapv(T::to64))
             .collect())
     }
 
-    /// Step for input `i`, relative to its magnitude.
+    /// Step for input `i`, relative to the magnitude of the entries its structure
+    /// declares independent (the others are not read, and may hold anything).
     fn h(&self, i: usize) -> f64 {
-        let scale = self.x[i].iter().fold(1.0f64, |m, x| m.max(x.to64().abs()));
+        let s = self.p.structure(i);
+        let scale = self.x[i]
+            .indexed_iter()
+            .filter(|&((r, c), _)| s.independent(r, c))
+            .fold(1.0f64, |m, (_, x)| m.max(x.to64().abs()));
         self.tol.step * scale
     }
 
     /// Richardson-extrapolated central difference of every differentiable output in
     /// direction `U` of input `i`.
-    fn fd(&self, i: usize, u: &Array2<T>) -> Result<Vec<Array2<f64>>> {
+    fn fd(&self, i: usize, u: &Array2<T>) -> Result<Diff> {
         let h = self.h(i);
-        let central = |h: f64| -> Result<Vec<Array2<f64>>> {
+        // Entrywise, the largest magnitude each output takes at the four points.
+        let mut size: Vec<Array2<f64>> = self.y[..self.m()]
+            .iter()
+            .map(|y| Array2::zeros(y.raw_dim()))
+            .collect();
+        let mut central = |h: f64| -> Result<Vec<Array2<f64>>> {
             let plus = self.eval_shifted(i, u, h)?;
             let minus = self.eval_shifted(i, u, -h)?;
+            for y in [&plus, &minus] {
+                for (m, yk) in size.iter_mut().zip(y) {
+                    m.zip_mut_with(yk, |m, v| *m = worse(*m, v.abs()));
+                }
+            }
             Ok(plus
                 .into_iter()
                 .zip(minus)
@@ -267,24 +299,30 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
         };
         let d1 = central(h)?;
         let d2 = central(h / 2.0)?;
-        Ok(d1
-            .into_iter()
-            .zip(d2)
-            .map(|(d1, d2)| (d2 * 4.0 - d1) / 3.0)
-            .collect())
+        let eps = T::epsilon().to64();
+        Ok(Diff {
+            d: d1
+                .into_iter()
+                .zip(d2)
+                .map(|(d1, d2)| (d2 * 4.0 - d1) / 3.0)
+                .collect(),
+            noise: size.into_iter().map(|m| m * (NOISE * eps / h)).collect(),
+        })
     }
 
-    /// `Σₖ⟨Ȳₖ, Dₖ⟩` and its Cauchy–Schwarz scale `Σₖ‖Ȳₖ‖‖Dₖ‖`.
-    fn pair(&self, d: &[Array2<f64>]) -> (f64, f64) {
-        self.ybar
-            .iter()
-            .zip(d)
-            .fold((0.0, 0.0), |(s, n), (yb, dk)| {
+    /// `Σₖ⟨Ȳₖ, Dₖ⟩`, its Cauchy–Schwarz scale `Σₖ‖Ȳₖ‖‖Dₖ‖`, and the rounding noise it
+    /// can carry, `Σₖ⟨|Ȳₖ|, noiseₖ⟩`.
+    fn pair(&self, d: &Diff) -> (f64, f64, f64) {
+        self.ybar.iter().zip(&d.d).zip(&d.noise).fold(
+            (0.0, 0.0, 0.0),
+            |(s, n, f), ((yb, dk), nk)| {
                 (
                     s + inner64(yb.view(), dk.view()),
                     n + norm(yb.view()) * norm64(dk.view()),
+                    f + inner64(yb.mapv(|v| v.abs()).view(), nk.view()),
                 )
-            })
+            },
+        )
     }
 
     /// `Ẏ` when only input `i` moves, along `U` (the other tangents missing).
@@ -313,12 +351,14 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
             for _ in 0..directions {
                 let u = s.project(random::randn::<T>(shape.0, shape.1, rng));
                 let d = self.fd(i, &u)?;
-                let (fd, scale) = self.pair(&d);
+                let (fd, scale, noise) = self.pair(&d);
                 let an = inner(g, u.view());
-                vjp = worse(vjp, scalar_rel(an, fd, scale));
+                let tol = self.tol.fd;
+                vjp = worse(vjp, floored(scalar_rel(an, fd, scale), an - fd, noise, tol));
                 let ydot = self.jvp_single(i, &u)?;
-                for (e, (yd, dk)) in jvp.iter_mut().zip(ydot.iter().zip(&d)) {
-                    *e = worse(*e, matrix_rel(yd.view(), dk.view()));
+                for (k, (e, yd)) in jvp.iter_mut().zip(&ydot).enumerate() {
+                    let rel = matrix_rel_floored(yd.view(), d.d[k].view(), d.noise[k].view());
+                    *e = worse(*e, rel);
                 }
                 dirs.push((u, an, fd));
             }
@@ -423,29 +463,35 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
 
     // ----------------------------------------------------- missing cotangent
 
-    /// With several differentiable outputs, for each: the gradients with its cotangent
-    /// missing against those with a zero cotangent there (the other cotangents given).
+    /// With several differentiable outputs, for each: a missing cotangent must count as
+    /// zero, so by linearity the gradients with it missing (the others given) plus those
+    /// with only it given add up to `backward`'s gradients with every cotangent given.
+    /// (A cotangent that is entirely zero reaches the rule as missing, so comparing
+    /// with a zero one would test nothing.)
     pub(super) fn missing_cotangent_pass(&self, report: &mut Report) -> Result<()> {
         if self.m() < 2 {
             return Ok(());
         }
         let y = views(&self.y);
         for k in 0..self.m() {
-            let zero = Array2::<T>::zeros(self.y[k].raw_dim());
             let mut missing = somes(&self.ybar);
             missing[k] = None;
-            let mut zeroed = somes(&self.ybar);
-            zeroed[k] = Some(zero.view());
-            let reference = self.p.backward(self.x, &y, &zeroed)?;
-            let err = match self.p.backward(self.x, &y, &missing) {
-                Ok(g) => g
+            let mut alone: Vec<Option<ArrayView2<'_, T>>> = vec![None; self.m()];
+            alone[k] = Some(self.ybar[k].view());
+            let parts = self
+                .p
+                .backward(self.x, &y, &missing)
+                .and_then(|g| Ok((g, self.p.backward(self.x, &y, &alone)?)));
+            let err = match parts {
+                Ok((g, h)) => g
                     .iter()
-                    .zip(&reference)
-                    .map(|(a, b)| buffer_error(a.view(), b.view()))
+                    .zip(&h)
+                    .zip(&self.grads)
+                    .map(|((a, b), all)| sum_error(a.view(), b.view(), all.view()))
                     .fold(0.0, worse),
                 Err(e) => {
                     report.rule_errors.push(format!(
-                        "backward with the cotangent of {} missing returned an error it does not return for a zero cotangent: {e}",
+                        "backward with the cotangent of {} missing, or with only it given, returned an error it does not return with every cotangent given: {e}",
                         self.p.output_name(k)
                     ));
                     f64::NAN
@@ -810,7 +856,7 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
     /// input the worst element.
     pub(super) fn jacobian_pass(&self, report: &mut Report) -> Result<()> {
         let n = self.n();
-        type Column = ((usize, usize), Vec<Array2<f64>>);
+        type Column = ((usize, usize), Diff);
         let mut columns: Vec<Vec<Column>> = Vec::with_capacity(n);
         for i in 0..n {
             let s = self.p.structure(i);
@@ -818,7 +864,7 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
             let mut v = Vec::new();
             for r in 0..rows {
                 for c in 0..cols {
-                    if s != Structure::General && c > r {
+                    if !s.independent(r, c) {
                         continue;
                     }
                     let mut e = Array2::<T>::zeros((rows, cols));
@@ -831,52 +877,121 @@ impl<'c, 'x, T: Real, P: Primitive<T> + ?Sized> Run<'c, 'x, T, P> {
             }
             columns.push(v);
         }
-        let mut worst = vec![Worst::default(); n];
-        let mut scale = vec![0.0f64; n];
+        // One reverse pass per output element (a one-hot cotangent, the other outputs'
+        // missing), kept: the scale of each input's Jacobian is known only after all.
         let y = views(&self.y);
+        // ((output, its element), every input's gradient for that one-hot cotangent)
+        type Row<T> = ((usize, (usize, usize)), Vec<Array2<T>>);
+        let mut rows: Vec<Row<T>> = Vec::new();
         for (o, yo) in self.y.iter().enumerate().take(self.m()) {
             for ((ko, lo), _) in yo.indexed_iter() {
                 let mut e = Array2::<T>::zeros(yo.raw_dim());
                 e[(ko, lo)] = T::one();
                 let mut ybar: Vec<Option<ArrayView2<'_, T>>> = vec![None; self.m()];
                 ybar[o] = Some(e.view());
-                let g = self.p.backward(self.x, &y, &ybar)?;
-                for i in 0..n {
-                    let s = self.p.structure(i);
-                    for &((r, c), ref col) in &columns[i] {
-                        let analytic = if s == Structure::Symmetric && r != c {
-                            g[i][(r, c)].to64() + g[i][(c, r)].to64()
-                        } else {
-                            g[i][(r, c)].to64()
-                        };
-                        let numeric = col[o][(ko, lo)];
-                        scale[i] = scale[i].max(analytic.abs()).max(numeric.abs());
-                        let err = (analytic - numeric).abs();
-                        let w = &mut worst[i];
-                        if (err.is_nan() && !w.abs_error.is_nan()) || err > w.abs_error {
-                            *w = Worst {
-                                input_index: (r, c),
-                                output: o,
-                                output_index: (ko, lo),
-                                analytic,
-                                numeric,
-                                abs_error: err,
-                                error: 0.0,
-                            };
-                        }
+                rows.push(((o, (ko, lo)), self.p.backward(self.x, &y, &ybar)?));
+            }
+        }
+        let analytic = |i: usize, g: &[Array2<T>], (r, c): (usize, usize)| {
+            if self.p.structure(i) == Structure::Symmetric && r != c {
+                g[i][(r, c)].to64() + g[i][(c, r)].to64()
+            } else {
+                g[i][(r, c)].to64()
+            }
+        };
+        let tol = self.tol.fd;
+        for (i, column) in columns.iter().enumerate() {
+            let mut scale = 0.0f64;
+            for ((o, at), g) in &rows {
+                for (rc, col) in column {
+                    let a = analytic(i, g, *rc);
+                    scale = scale.max(a.abs()).max(col.d[*o][*at].abs());
+                }
+            }
+            let mut worst: Option<Worst> = None;
+            for ((o, at), g) in &rows {
+                for (rc, col) in column {
+                    let (a, num) = (analytic(i, g, *rc), col.d[*o][*at]);
+                    let err = (a - num).abs();
+                    let rel = if scale > 0.0 { err / scale } else { err };
+                    // The floor is this element's own rounding noise.
+                    let e = floored(rel, err, col.noise[*o][*at], tol);
+                    let replace =
+                        worst.map_or(true, |w| (e.is_nan() && !w.error.is_nan()) || e > w.error);
+                    if replace {
+                        worst = Some(Worst {
+                            input_index: *rc,
+                            output: *o,
+                            output_index: *at,
+                            analytic: a,
+                            numeric: num,
+                            abs_error: err,
+                            error: e,
+                        });
                     }
                 }
             }
-        }
-        for ((r, mut w), s) in report.inputs.iter_mut().zip(worst).zip(scale) {
-            w.error = if s > 0.0 {
-                w.abs_error / s
-            } else {
-                w.abs_error
-            };
-            r.jacobian = Some(w);
+            report.inputs[i].jacobian = Some(worst.unwrap_or_default());
         }
         Ok(())
+    }
+}
+
+/// Bound on the rounding error of a forward evaluation, in units of `ε·max|Y|`: the
+/// finite differences cannot resolve less than about `3ε·max|Y|/h` after Richardson
+/// extrapolation, and a primitive's own rounding adds a modest factor to that.
+const NOISE: f64 = 64.0;
+
+/// Finite differences of every differentiable output, and the rounding noise each
+/// entry can carry.
+struct Diff {
+    d: Vec<Array2<f64>>,
+    noise: Vec<Array2<f64>>,
+}
+
+/// The relative error `rel = |diff|/scale` of a comparison with an absolute floor:
+/// `|diff|/max(scale, noise/tol)`, within `tol` exactly when `|diff|` is within
+/// `tol·scale` or within the finite differences' rounding `noise`. A relative error
+/// cannot judge what the differences cannot resolve (a derivative near zero, where
+/// `scale` is itself rounding). NaN stays NaN.
+fn floored(rel: f64, diff: f64, noise: f64, tol: f64) -> f64 {
+    if diff.is_nan() || rel.is_nan() || !noise.is_finite() {
+        f64::NAN
+    } else if noise > 0.0 {
+        rel.min(diff.abs() * tol / noise)
+    } else {
+        rel
+    }
+}
+
+/// [`matrix_rel`] of a tangent `A` against finite differences `B` with an absolute
+/// floor per entry: each entry's difference counts only beyond that entry's rounding
+/// `noise`, so one noisy entry (a large output) hides nothing in the others.
+fn matrix_rel_floored<T: Real>(
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, f64>,
+    noise: ArrayView2<'_, f64>,
+) -> f64 {
+    if a.dim() != b.dim() || b.dim() != noise.dim() {
+        return f64::INFINITY;
+    }
+    let (mut d, mut na, mut nb) = (0.0, 0.0, 0.0);
+    let mut bad = false;
+    Zip::from(a).and(b).and(noise).for_each(|x, &y, &f| {
+        let x = x.to64();
+        let excess = ((x - y).abs() - f).max(0.0);
+        bad |= !f.is_finite() || (x - y).is_nan();
+        d += excess * excess;
+        na += x * x;
+        nb += y * y;
+    });
+    let s = f64::max(na, nb).sqrt();
+    if bad || d.is_nan() {
+        f64::NAN
+    } else if s > 0.0 {
+        d.sqrt() / s
+    } else {
+        d.sqrt()
     }
 }
 
@@ -909,6 +1024,25 @@ fn structure_error<T: Real>(g: ArrayView2<'_, T>, s: Structure) -> f64 {
         }
     }
     worst / scale
+}
+
+/// `max|A + B − S|` relative to the largest entry of the three (the parts of a sum may
+/// be larger than the sum); NaN anywhere gives NaN.
+fn sum_error<T: Real>(a: ArrayView2<'_, T>, b: ArrayView2<'_, T>, sum: ArrayView2<'_, T>) -> f64 {
+    if a.dim() != sum.dim() || b.dim() != sum.dim() {
+        return f64::INFINITY;
+    }
+    let (mut diff, mut scale) = (0.0f64, 0.0f64);
+    Zip::from(a).and(b).and(sum).for_each(|a, b, s| {
+        let (a, b, s) = (a.to64(), b.to64(), s.to64());
+        diff = worse(diff, (a + b - s).abs());
+        scale = worse(worse(worse(scale, a.abs()), b.abs()), s.abs());
+    });
+    if scale > 0.0 {
+        diff / scale
+    } else {
+        diff
+    }
 }
 
 /// Largest entrywise difference relative to the largest entry of `expected`; NaN

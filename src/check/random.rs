@@ -1,7 +1,9 @@
 //! Seeded random test matrices: Gaussian, positive definite, triangular.
 //!
-//! Tests should use these rather than zeros or identities, which hide transposes.
+//! Tests should use these rather than zeros or identities, which hide transposes. Their
+//! sizes are not checked: as with `Array2::zeros`, a size beyond memory panics.
 
+use crate::error::{Error, Result};
 use crate::Real;
 use ndarray::Array2;
 use rand::rngs::StdRng;
@@ -22,9 +24,26 @@ pub fn randn<T: Real>(rows: usize, cols: usize, rng: &mut StdRng) -> Array2<T> {
 }
 
 /// `rows×cols` with entries uniform in `[lo, hi)`.
-pub fn uniform<T: Real>(rows: usize, cols: usize, lo: f64, hi: f64, rng: &mut StdRng) -> Array2<T> {
+///
+/// [`Error::InvalidArgument`] unless `lo < hi` and both are finite: an empty range has
+/// nothing to draw from.
+pub fn uniform<T: Real>(
+    rows: usize,
+    cols: usize,
+    lo: f64,
+    hi: f64,
+    rng: &mut StdRng,
+) -> Result<Array2<T>> {
+    if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+        return Err(Error::InvalidArgument {
+            op: "uniform",
+            msg: format!("the range [{lo}, {hi}) is empty or not finite"),
+        });
+    }
     let d = rand_distr::Uniform::new(lo, hi);
-    Array2::from_shape_simple_fn((rows, cols), || T::of(d.sample(rng)))
+    Ok(Array2::from_shape_simple_fn((rows, cols), || {
+        T::of(d.sample(rng))
+    }))
 }
 
 /// A symmetric positive definite `n×n` matrix, `GGᵀ/n + I`, well conditioned.

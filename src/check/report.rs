@@ -64,7 +64,9 @@ pub struct Worst {
     pub numeric: f64,
     /// `|analytic − numeric|`.
     pub abs_error: f64,
-    /// The absolute error relative to the largest Jacobian entry.
+    /// The absolute error relative to the largest Jacobian entry, floored by the
+    /// element's finite-difference rounding (`docs/math.md`, "Checking a rule"): the
+    /// element with the largest such error is the one named.
     pub error: f64,
 }
 

@@ -501,9 +501,10 @@ fn a_missing_cotangent_that_is_not_zero_is_caught() {
         report.outputs[0].missing_cotangent_error.unwrap() > 1e-3,
         "{report}"
     );
-    assert_eq!(
-        report.outputs[1].missing_cotangent_error,
-        Some(0.0),
+    // The check of P's missing cotangent runs the rule with only P̄ given, S̄ missing:
+    // the same fault shows there.
+    assert!(
+        report.outputs[1].missing_cotangent_error.unwrap() > 1e-3,
         "{report}"
     );
     assert!(

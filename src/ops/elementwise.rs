@@ -72,13 +72,29 @@ pub trait ElemFn<T: Real> {
     /// [`ElemFn::reads`] declares is real: for [`Deriv::Input`] the `y` passed is `x`
     /// again, for [`Deriv::Output`] the `x` passed is `y` again.
     fn df(&self, x: T, y: T) -> T;
+    /// `g'(x)·v` for one entry `v` of a cotangent or a tangent, given `x` and `y` as for
+    /// [`ElemFn::df`]: what [`Map`]'s rules compute.
+    ///
+    /// Exactly zero when `v` is zero, also where `g'(x)` overflows (`∞·0` would be NaN).
+    /// Override it to order the operations so that the product overflows only when its
+    /// value does: [`Square`] computes `2x·v` as `2(x·v)`, [`Log`] computes `v/x`, not
+    /// `(1/x)·v`.
+    #[inline]
+    fn df_mul(&self, x: T, y: T, v: T) -> T {
+        if v == T::zero() {
+            T::zero()
+        } else {
+            self.df(x, y) * v
+        }
+    }
 }
 
 /// `C = g(A)` entrywise, for any [`ElemFn`] `g`.
 ///
-/// Forward `Ċ = g'(A) ⊙ Ȧ`; reverse `Ā = g'(A) ⊙ C̄` (Giles 2008; `docs/math.md`).
-/// The reverse rule reads `A`, `C` or both, as [`ElemFn::reads`] says: `C` where `g'`
-/// is cheaper from it.
+/// Forward `Ċ = g'(A) ⊙ Ȧ`; reverse `Ā = g'(A) ⊙ C̄` (Giles 2008; `docs/math.md`),
+/// entry by entry through [`ElemFn::df_mul`], so a zero entry of `C̄` or `Ȧ` gives a
+/// zero entry even where `g'` overflows. The reverse rule reads `A`, `C` or both, as
+/// [`ElemFn::reads`] says: `C` where `g'` is cheaper from it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
 pub struct Map<G>(pub G);
 
@@ -147,14 +163,14 @@ impl<T: Real, G: ElemFn<T>> Rule<T> for Map<G> {
         match f.reads() {
             Deriv::Input => z
                 .and(&x[0])
-                .for_each(|g, &c, &x| acc.store(g, f.df(x, x) * c)),
+                .for_each(|g, &c, &x| acc.store(g, f.df_mul(x, x, c))),
             Deriv::Output => z
                 .and(&y[0])
-                .for_each(|g, &c, &y| acc.store(g, f.df(y, y) * c)),
+                .for_each(|g, &c, &y| acc.store(g, f.df_mul(y, y, c))),
             Deriv::Both => z
                 .and(&x[0])
                 .and(&y[0])
-                .for_each(|g, &c, &x, &y| acc.store(g, f.df(x, y) * c)),
+                .for_each(|g, &c, &x, &y| acc.store(g, f.df_mul(x, y, c))),
         }
         Ok(())
     }
@@ -170,14 +186,15 @@ impl<T: Real, G: ElemFn<T>> Rule<T> for Map<G> {
             .and(&x[0])
             .and(&y[0])
             .and(&xdot.view(0))
-            .for_each(|d, &x, &y, &a| *d = self.0.df(x, y) * a);
+            .for_each(|d, &x, &y, &a| *d = self.0.df_mul(x, y, a));
         Ok(())
     }
 }
 
 macro_rules! elem_fn {
     ($(#[$doc:meta])* $ty:ident, $name:literal, $reads:ident,
-     |$x:ident| $f:expr, |$dx:ident, $y:ident| $df:expr) => {
+     |$x:ident| $f:expr, |$dx:ident, $y:ident| $df:expr
+     $(, mul |$mx:ident, $my:ident, $mv:ident| $mul:expr)?) => {
         $(#[$doc])*
         #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
         pub struct $ty;
@@ -198,6 +215,17 @@ macro_rules! elem_fn {
             fn df(&self, $dx: T, $y: T) -> T {
                 $df
             }
+            $(
+                #[inline]
+                #[allow(unused_variables)]
+                fn df_mul(&self, $mx: T, $my: T, $mv: T) -> T {
+                    if $mv == T::zero() {
+                        T::zero()
+                    } else {
+                        $mul
+                    }
+                }
+            )?
         }
     };
 }
@@ -234,8 +262,10 @@ elem_fn!(
 );
 elem_fn!(
     /// The natural logarithm, `log' = 1/x`. As with `f64::ln`, `log 0 = −∞` and
-    /// negative inputs give `NaN`: no error, no panic.
-    Log, "Log", Input, |x| Float::ln(x), |x, y| Float::recip(x)
+    /// negative inputs give `NaN`: no error, no panic. `log'(x)·v` is `v/x`, finite at
+    /// a subnormal `x` where `1/x` overflows.
+    Log, "Log", Input, |x| Float::ln(x), |x, y| Float::recip(x),
+    mul |x, y, v| v / x
 );
 elem_fn!(
     /// `sin x`, `sin' = cos x`.
@@ -246,8 +276,12 @@ elem_fn!(
     Cos, "Cos", Input, |x| Float::cos(x), |x, y| -Float::sin(x)
 );
 elem_fn!(
-    /// `x²`, `(x²)' = 2x`.
-    Square, "Square", Input, |x| x * x, |x, y| x + x
+    /// `x²`, `(x²)' = 2x`. `(x²)'·v` is `2(x·v)`, finite where `2x` alone overflows.
+    Square, "Square", Input, |x| x * x, |x, y| x + x,
+    mul |x, y, v| {
+        let p = x * v;
+        p + p
+    }
 );
 elem_fn!(
     /// `softplus x = log(1 + eˣ)`, with `softplus' = σ(x)`, the logistic sigmoid, from

@@ -132,6 +132,17 @@ fn pow2_neg<T: Real>(s: u32) -> T {
     T::of((-f64::from(s)).exp2())
 }
 
+/// The exponent `k` with `max|Eᵢⱼ|·2⁻ᵏ` in `[½, 1)`, kept where `2^±k` is a normal
+/// number of `T`; `0` for a zero or non-finite `E`.
+fn balance<T: Real>(e: ArrayView2<'_, T>) -> i32 {
+    let m = e.iter().fold(0.0f64, |m, v| m.max(v.to64().abs()));
+    if m == 0.0 || !m.is_finite() {
+        return 0;
+    }
+    let limit = T::max_value().to64().log2().floor() - 1.0;
+    (m.log2().floor() + 1.0).clamp(-limit, limit) as i32
+}
+
 /// `n×n` column-major views over consecutive slices of `ws`.
 fn slots<T, const K: usize>(ws: &mut [T], n: usize) -> Result<[ArrayViewMut2<'_, T>; K]> {
     let nn = n * n;
@@ -241,7 +252,13 @@ fn frechet_into<T: Real>(
         slots::<T, FRECHET_SLOTS>(rest, n)?;
     let one = T::one();
     scaled(x.view_mut(), xin, s);
-    scaled(e.view_mut(), ein, s);
+    // L is linear in E: E enters at a power-of-two scale near 1 and L is scaled back at
+    // the end (both exact), so that a large or tiny direction does not overflow or
+    // underflow against the Padé coefficients (b₀ ≈ 6·10¹⁶).
+    let k = balance::<T>(ein);
+    let (down, back) = (T::of((-f64::from(k)).exp2()), T::of(f64::from(k).exp2()));
+    Zip::from(&mut e).and(&ein).for_each(|o, &v| *o = v * down);
+    e.mapv_inplace(|v| v * pow2_neg::<T>(s));
     // Powers and their derivatives: M₂ = XE + EX, M₄ = X₂M₂ + M₂X₂, M₆ = X₄M₂ + M₄X₂.
     gemm(x2.view_mut(), Accum::Replace, x.view(), x.view(), one)?;
     gemm(x4.view_mut(), Accum::Replace, x2.view(), x2.view(), one)?;
@@ -297,11 +314,11 @@ fn frechet_into<T: Real>(
     getrs(OP, v.view(), ipiv, Trans::No, l.view_mut())?;
     // Squarings: L ← RL + LR, R ← R², the last L straight into the output.
     let (mut l2, mut r2) = (m2, m4);
-    for k in 0..s {
-        if k + 1 == s {
+    for j in 0..s {
+        if j + 1 == s {
             let mut out = out;
-            gemm(out.view_mut(), acc, r.view(), l.view(), one)?;
-            return gemm(out, Accum::Add, l.view(), r.view(), one);
+            gemm(out.view_mut(), acc, r.view(), l.view(), back)?;
+            return gemm(out, Accum::Add, l.view(), r.view(), back);
         }
         gemm(l2.view_mut(), Accum::Replace, r.view(), l.view(), one)?;
         gemm(l2.view_mut(), Accum::Add, l.view(), r.view(), one)?;
@@ -309,6 +326,7 @@ fn frechet_into<T: Real>(
         std::mem::swap(&mut l, &mut l2);
         std::mem::swap(&mut r, &mut r2);
     }
+    l.mapv_inplace(|v| v * back);
     acc.assign(out, l.view());
     Ok(())
 }

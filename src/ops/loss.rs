@@ -241,11 +241,25 @@ impl<T: Real> Rule<T> for MeanSquaredError {
         y: &mut [ArrayViewMut2<'_, T>],
         _: &mut [T],
     ) -> Result<()> {
+        let n = T::of(x[0].len() as f64);
         let s = Zip::from(&x[0]).and(&x[1]).fold(T::zero(), |s, &p, &t| {
             let d = p - t;
             s + d * d
         });
-        y[0][(0, 0)] = s / T::of(x[0].len() as f64);
+        y[0][(0, 0)] = if s.is_finite() {
+            s / n
+        } else {
+            // The squares overflow where their mean need not: m·(m·Σ(dᵢ/m)²/n) with
+            // m = max|dᵢ| overflows only when the mean does.
+            let m = Zip::from(&x[0])
+                .and(&x[1])
+                .fold(T::zero(), |m, &p, &t| m.max((p - t).abs()));
+            let q = Zip::from(&x[0]).and(&x[1]).fold(T::zero(), |q, &p, &t| {
+                let d = (p - t) / m;
+                q + d * d
+            });
+            m * (m * (q / n))
+        };
         Ok(())
     }
     fn pullback(
@@ -256,7 +270,8 @@ impl<T: Real> Rule<T> for MeanSquaredError {
         grads: &mut [Grad<'_, T>],
         _: &mut [T],
     ) -> Result<()> {
-        let k = T::of(2.0) * ybar.view(0)[(0, 0)] / T::of(x[0].len() as f64);
+        // c̄/n before the factor 2, which overflows only when 2c̄/n does.
+        let k = ybar.view(0)[(0, 0)] / T::of(x[0].len() as f64) * T::of(2.0);
         for (i, sign) in [(0, k), (1, -k)] {
             if let Some((g, acc)) = grads[i].target() {
                 Zip::from(g)
@@ -275,12 +290,17 @@ impl<T: Real> Rule<T> for MeanSquaredError {
         ydot: &mut [ArrayViewMut2<'_, T>],
         _: &mut [T],
     ) -> Result<()> {
-        let s = Zip::from(&x[0])
-            .and(&x[1])
-            .and(&xdot.view(0))
-            .and(&xdot.view(1))
-            .fold(T::zero(), |s, &p, &t, &pd, &td| s + (p - t) * (pd - td));
-        ydot[0][(0, 0)] = T::of(2.0) * s / T::of(x[0].len() as f64);
+        let n = T::of(x[0].len() as f64);
+        let (yd, td) = (xdot.view(0), xdot.view(1));
+        let z = Zip::from(&x[0]).and(&x[1]).and(&yd).and(&td);
+        let s = z.fold(T::zero(), |s, &p, &t, &pd, &td| s + (p - t) * (pd - td));
+        ydot[0][(0, 0)] = if s.is_finite() {
+            s / n * T::of(2.0)
+        } else {
+            // The sum overflows where its mean need not: divide each term by n first.
+            let z = Zip::from(&x[0]).and(&x[1]).and(&yd).and(&td);
+            z.fold(T::zero(), |s, &p, &t, &pd, &td| s + (p - t) / n * (pd - td)) * T::of(2.0)
+        };
         Ok(())
     }
 }

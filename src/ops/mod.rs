@@ -34,7 +34,7 @@
 //! ```
 
 use crate::error::{shape_of, Error, Result, Shape};
-use crate::primitive::{validate_inputs, with_workspace, Grad, InShapes, Partials, Primitive};
+use crate::primitive::{run_pullback, validate_inputs, with_workspace, Grad, InShapes, Primitive};
 use crate::Real;
 use ndarray::{ArcArray2, Array2, ArrayView2, ArrayViewMut2};
 use smallvec::SmallVec;
@@ -135,7 +135,7 @@ pub trait Apply<T: Real>: Primitive<T> + Sized {
         let (xs, ys) = validate_inputs(&self, &views)?;
         let mut outs: SmallVec<[Array2<T>; 1]> = SmallVec::new();
         for &s in &ys {
-            outs.push(crate::primitive::zeros(s)?);
+            outs.push(crate::primitive::zeros(self.name(), s)?);
         }
         let mut y: SmallVec<[ArrayViewMut2<'_, T>; 2]> = SmallVec::new();
         for o in outs.iter_mut() {
@@ -224,7 +224,7 @@ impl<'a, P: Primitive<T>, T: Real, const N: usize> Applied<'a, P, T, N> {
                 got: shape_of(&cbar),
             });
         }
-        // Input shapes come from live arrays, so these allocations cannot overflow.
+        // `apply` checked the input sizes, so these allocations fit in memory.
         let mut out: [Array2<T>; N] = std::array::from_fn(|i| Array2::zeros(x[i].raw_dim()));
         let xs: [Shape; N] = std::array::from_fn(|i| shape_of(&x[i]));
         // Cotangent shapes: the differentiable outputs' only; `y` keeps the residuals.
@@ -234,10 +234,7 @@ impl<'a, P: Primitive<T>, T: Real, const N: usize> Applied<'a, P, T, N> {
             std::array::from_fn(|_| it.next().map_or(Grad::Skip, |o| Grad::Write(o.view_mut())))
         };
         let ybar = self.first_only(cbar);
-        let partials = Partials::new(&ybar, &ys);
-        with_workspace(&self.op, &xs, None, |ws| {
-            self.op.pullback(&x, &y, &partials, &mut grads, ws)
-        })?;
+        run_pullback(&self.op, &xs, &ys, &x, &y, &ybar, &mut grads, None)?;
         Ok(out)
     }
 
@@ -288,6 +285,27 @@ impl<'a, P: Primitive<T>, T: Real, const N: usize> Applied<'a, P, T, N> {
     pub fn input_shapes(&self) -> [Shape; N] {
         std::array::from_fn(|i| shape_of(&self.inputs[i].view()))
     }
+}
+
+/// Errors unless every diagonal entry of a triangular matrix or factor can be divided
+/// by: [`Error::Singular`] at the first zero, [`Error::IllConditioned`] at the first
+/// entry that is not zero but whose reciprocal overflows (a subnormal). TRSM multiplies
+/// by reciprocals of the diagonal, so such an entry would give infinities even where
+/// the exact solution is finite (`docs/math.md`, "Tiny pivots"). NaN passes through.
+pub(crate) fn invertible_diagonal<T: Real>(op: &'static str, l: &ArrayView2<'_, T>) -> Result<()> {
+    for (index, &d) in l.diag().iter().enumerate() {
+        if d == T::zero() {
+            return Err(Error::Singular { op, index });
+        }
+        if d.recip().is_infinite() {
+            return Err(Error::IllConditioned {
+                op,
+                index,
+                value: d.to64(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Errors unless `shape` is square, naming the primitive and the input.

@@ -47,8 +47,9 @@ fn inner<T: Real>(x: ArrayView2<'_, T>, y: ArrayView2<'_, T>) -> T {
 /// - Forward: a sum of squares scaled by `max|Aᵢⱼ|`, so that it neither overflows nor
 ///   underflows where the norm itself does not; NaN and infinity are
 ///   [`Error::NonFinite`].
-/// - JVP: `ċ = ⟨A, Ȧ⟩/c`.
-/// - VJP: `Ā = (c̄/c)·A` (Giles 2008: `c² = tr(AᵀA)`).
+/// - JVP: `ċ = ⟨A, Ȧ⟩/c`, as `⟨A/c, Ȧ⟩` when `⟨A, Ȧ⟩` alone overflows or underflows.
+/// - VJP: `Ā = (c̄/c)·A` (Giles 2008: `c² = tr(AᵀA)`), as `c̄·(A/c)` when `c̄/c` alone
+///   overflows or underflows.
 ///
 /// At `A = 0` the norm is not differentiable; both rules return the zero subgradient
 /// (`Ā = 0`, `ċ = 0`), the minimum-norm element of the subdifferential, the unit ball.
@@ -79,12 +80,19 @@ impl<T: Real> Rule<T> for FrobeniusNorm {
         let a = x[0].view();
         expect_finite(op, &a, false)?;
         let scale = max_abs(a);
+        let inv = T::one() / scale;
         let c = if scale == T::zero() {
             T::zero()
-        } else {
-            let inv = T::one() / scale;
+        } else if inv.is_finite() {
             let sum = a.iter().fold(T::zero(), |s, &v| {
                 let t = v * inv;
+                s + t * t
+            });
+            scale * sum.sqrt()
+        } else {
+            // A subnormal scale, whose reciprocal overflows: divide instead.
+            let sum = a.iter().fold(T::zero(), |s, &v| {
+                let t = v / scale;
                 s + t * t
             });
             scale * sum.sqrt()
@@ -109,15 +117,15 @@ impl<T: Real> Rule<T> for FrobeniusNorm {
         let Some((g, acc)) = grads[0].target() else {
             return Ok(());
         };
-        let c = y[0][(0, 0)];
-        let k = if c > T::zero() {
-            ybar.view(0)[(0, 0)] / c
+        let (c, cbar) = (y[0][(0, 0)], ybar.view(0)[(0, 0)]);
+        let k = if c > T::zero() { cbar / c } else { T::zero() };
+        let z = Zip::from(g).and(&x[0]);
+        if k.is_normal() || k == T::zero() {
+            z.for_each(|g, &a| acc.store(g, k * a));
         } else {
-            T::zero()
-        };
-        Zip::from(g)
-            .and(&x[0])
-            .for_each(|g, &a| acc.store(g, k * a));
+            // c̄/c overflows or underflows where c̄·(A/c) need not: |Aᵢⱼ/c| ≤ 1.
+            z.for_each(|g, &a| acc.store(g, a / c * cbar));
+        }
         Ok(())
     }
     fn pushforward(
@@ -130,7 +138,17 @@ impl<T: Real> Rule<T> for FrobeniusNorm {
     ) -> Result<()> {
         let c = y[0][(0, 0)];
         ydot[0][(0, 0)] = if c > T::zero() {
-            inner(x[0].view(), xdot.view(0)) / c
+            let s = inner(x[0].view(), xdot.view(0));
+            if s.is_normal() {
+                s / c
+            } else {
+                // ⟨A, Ȧ⟩ overflows or underflows where ⟨A/c, Ȧ⟩ need not: |Aᵢⱼ/c| ≤ 1.
+                let mut t = T::zero();
+                Zip::from(&x[0])
+                    .and(&xdot.view(0))
+                    .for_each(|&a, &d| t += a / c * d);
+                t
+            }
         } else {
             T::zero()
         };

@@ -283,12 +283,10 @@ pub(crate) fn solve_saves(wanted: &[bool]) -> Saves {
     }
 }
 
-/// `Singular` at the first zero on the diagonal of a triangular factor.
+/// `Singular` at the first zero on the diagonal of a triangular factor, `IllConditioned`
+/// at the first entry whose reciprocal overflows ([`super::invertible_diagonal`]).
 pub(crate) fn nonsingular<T: Real>(op: &'static str, l: &ArrayView2<'_, T>) -> Result<()> {
-    match l.diag().iter().position(|&d| d == T::zero()) {
-        Some(index) => Err(Error::Singular { op, index }),
-        None => Ok(()),
-    }
+    super::invertible_diagonal(op, l)
 }
 
 /// The first `r·c` elements of `ws` as an `r×c` standard-layout matrix, and the rest.

@@ -1,8 +1,8 @@
 //! `c = det A` and `(sign det A, log|det A|)` through one LU, whose factors are residuals.
 
 use super::{
-    adjugate_t, all_finite, colmajor, determinant, factor, first_zero_pivot, inverse_into,
-    permutation_sign, residual_lu, residual_pivots, smallest_pivot, store_pivots, Pivots,
+    adjugate_t, all_finite, colmajor, determinant, factor, inverse_into, overflowed,
+    permutation_sign, residual_lu, residual_pivots, solvable, store_pivots, Pivots,
 };
 use crate::blas::Trans;
 use crate::error::{Error, Result, Shape};
@@ -144,9 +144,19 @@ impl<T: Real> Rule<T> for Det {
         let (lu, rest) = residual_lu(DET, y[1].view(), ws)?;
         let (mut adj, _) = colmajor(DET, rest, lu.dim())?;
         adjugate_t(DET, lu, &piv, adj.view_mut())?;
+        // A zero entry of Ȧ contributes zero, also where adj(A) overflows (∞·0 = NaN).
         ydot[0][(0, 0)] = Zip::from(&adj)
             .and(&xdot.view(0))
-            .fold(T::zero(), |s, &g, &ad| s + g * ad);
+            .fold(
+                T::zero(),
+                |s, &g, &ad| {
+                    if ad == T::zero() {
+                        s
+                    } else {
+                        s + g * ad
+                    }
+                },
+            );
         Ok(())
     }
 }
@@ -163,8 +173,9 @@ impl<T: Real> Rule<T> for Det {
 ///   getrs (transposed) on the identity.
 ///
 /// Assumes `A` nonsingular: at a singular `A` `log 0` is undefined and the forward pass
-/// returns [`Error::Singular`] naming the first zero pivot `Uₖₖ` (also when `A⁻ᵀ`
-/// overflows in the other passes, then naming the smallest pivot). Other errors:
+/// returns [`Error::Singular`] naming the first zero pivot `Uₖₖ`; the other passes,
+/// which solve with `A⁻ᵀ`, return [`Error::IllConditioned`] for a pivot whose
+/// reciprocal overflows or when `A⁻ᵀ` overflows (then naming the smallest pivot). Other errors:
 /// [`Error::NotSquare`]; [`Error::NonFinite`] for NaN or infinity in `A`. The reverse
 /// rule reads the residuals only. Workspace: `2n²`, as for [`Det`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
@@ -178,17 +189,12 @@ fn inverse_t<T: Real>(
     piv: &[i32],
     mut out: ArrayViewMut2<'_, T>,
 ) -> Result<()> {
-    if let Some(index) = first_zero_pivot(&lu) {
-        return Err(Error::Singular { op: SLOGDET, index });
-    }
+    solvable(SLOGDET, &lu)?;
     inverse_into(SLOGDET, lu, piv, Trans::Yes, out.view_mut())?;
     if all_finite(&out.view()) {
         Ok(())
     } else {
-        Err(Error::Singular {
-            op: SLOGDET,
-            index: smallest_pivot(&lu),
-        })
+        Err(overflowed(SLOGDET, &lu))
     }
 }
 

@@ -1,6 +1,6 @@
 //! `C = A⁻¹` through LU.
 
-use super::{all_finite, colmajor, factor, inverse_into, is_colmajor, smallest_pivot};
+use super::{all_finite, colmajor, factor, inverse_into, is_colmajor, overflowed, solvable};
 use crate::blas::{gemm, Accum, Trans};
 use crate::error::{Error, Result, Shape};
 use crate::ops::square;
@@ -23,8 +23,8 @@ const OP: &str = "Inverse(A⁻¹)";
 ///
 /// Assumes `A` invertible. Errors: [`Error::NotSquare`]; [`Error::NonFinite`] for NaN or
 /// infinity in `A`; [`Error::Singular`] naming the first exactly zero pivot `Uₖₖ` of the
-/// LU factorisation, or, when `A` is so close to singular that `A⁻¹` overflows, its
-/// smallest pivot. The reverse rule reads the output `C` only (not `A`). Workspace:
+/// LU factorisation; [`Error::IllConditioned`] naming a pivot whose reciprocal overflows,
+/// or, when `A` is so close to singular that `A⁻¹` overflows, its smallest pivot. The reverse rule reads the output `C` only (not `A`). Workspace:
 /// `2n²` (the LU factors, and `C` when its buffer is neither row- nor column-major).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
 pub struct Inverse;
@@ -63,6 +63,7 @@ impl<T: Real> Rule<T> for Inverse {
             return Err(Error::Singular { op: OP, index });
         }
         let lu = lu.view();
+        solvable(OP, &lu)?;
         let c = y[0].view_mut();
         if is_colmajor(&c.view()) {
             inverse_into(OP, lu, &piv, Trans::No, c)?;
@@ -75,10 +76,7 @@ impl<T: Real> Rule<T> for Inverse {
             y[0].assign(&w);
         }
         if !all_finite(&y[0].view()) {
-            return Err(Error::Singular {
-                op: OP,
-                index: smallest_pivot(&lu),
-            });
+            return Err(overflowed(OP, &lu));
         }
         Ok(())
     }

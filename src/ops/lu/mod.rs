@@ -148,9 +148,22 @@ fn residual_lu<'a, T: Real>(
     Ok((view, rest))
 }
 
-/// Index of the first exactly zero pivot `U[k, k]`.
-fn first_zero_pivot<T: Real>(lu: &ArrayView2<'_, T>) -> Option<usize> {
-    lu.diag().iter().position(|&d| d == T::zero())
+/// Errors unless every pivot `Uₖₖ` can be divided by: [`Error::Singular`] at the first
+/// zero, [`Error::IllConditioned`] at the first whose reciprocal overflows, which the
+/// solves (TRSM inside getrs) would turn into infinities.
+fn solvable<T: Real>(op: &'static str, lu: &ArrayView2<'_, T>) -> Result<()> {
+    crate::ops::invertible_diagonal(op, lu)
+}
+
+/// The error for a solve with nonzero pivots whose result overflowed:
+/// [`Error::IllConditioned`] at the pivot of smallest magnitude.
+fn overflowed<T: Real>(op: &'static str, lu: &ArrayView2<'_, T>) -> Error {
+    let index = smallest_pivot(lu);
+    Error::IllConditioned {
+        op,
+        index,
+        value: lu[(index, index)].to64(),
+    }
 }
 
 /// Index of the pivot of smallest magnitude: where a matrix whose inverse overflows is
@@ -180,11 +193,53 @@ fn permutation_sign<T: Real>(piv: &[i32]) -> T {
     }
 }
 
-/// `det A = det P · Πᵢ Uᵢᵢ` from the factors.
+/// `det A = det P · Πᵢ Uᵢᵢ` from the factors. Should a partial product overflow or
+/// underflow (`10³⁰·10³⁰·10⁻³⁰` in `f32`), the product is taken again as a mantissa and
+/// a power of two, so it overflows or underflows only when `det A` does.
 fn determinant<T: Real>(lu: &ArrayView2<'_, T>, piv: &[i32]) -> T {
-    lu.diag()
-        .iter()
-        .fold(permutation_sign::<T>(piv), |c, &d| c * d)
+    let sign = permutation_sign::<T>(piv);
+    let c = lu.diag().iter().fold(sign, |c, &d| c * d);
+    if c.is_normal() || lu.diag().iter().any(|&d| d == T::zero() || !d.is_finite()) {
+        return c;
+    }
+    let (mut m, mut e) = (sign.to64(), 0i64);
+    for &d in lu.diag() {
+        let (dm, de) = frexp(d.to64());
+        let (pm, pe) = frexp(m * dm);
+        m = pm;
+        e += i64::from(de) + i64::from(pe);
+    }
+    T::of(ldexp(m, e))
+}
+
+/// `x = m·2ᵉ` with `½ ≤ |m| < 1`, for a finite nonzero `x` (`(x, 0)` otherwise).
+fn frexp(x: f64) -> (f64, i32) {
+    if x == 0.0 || !x.is_finite() {
+        return (x, 0);
+    }
+    // A subnormal is first scaled into the normal range.
+    let (x, shift) = if x.abs() < f64::MIN_POSITIVE {
+        (x * 2f64.powi(64), -64)
+    } else {
+        (x, 0)
+    };
+    let bits = x.to_bits();
+    let exp = ((bits >> 52) & 0x7ff) as i32 - 1022;
+    let m = f64::from_bits((bits & !(0x7ff << 52)) | (1022 << 52));
+    (m, exp + shift)
+}
+
+/// `m·2ᵉ`, overflowing or underflowing only when the value does.
+fn ldexp(mut m: f64, mut e: i64) -> f64 {
+    while e > 1000 && m.is_finite() && m != 0.0 {
+        m *= 2f64.powi(1000);
+        e -= 1000;
+    }
+    while e < -1000 && m != 0.0 {
+        m *= 2f64.powi(-1000);
+        e += 1000;
+    }
+    m * 2f64.powi(e as i32)
 }
 
 /// `out ← op(A)⁻¹` (column-major, not read): getrs on the identity.

@@ -1,8 +1,8 @@
 //! `X = A⁻¹B` or `X = A⁻ᵀB` through LU, whose factors are residuals.
 
 use super::{
-    all_finite, colmajor, expect_finite, factor, first_zero_pivot, is_colmajor, residual_lu,
-    residual_pivots, smallest_pivot, store_pivots,
+    all_finite, colmajor, expect_finite, factor, is_colmajor, overflowed, residual_lu,
+    residual_pivots, solvable, store_pivots,
 };
 use crate::blas::{gemm, lapack, Accum, Trans};
 use crate::error::{Error, Result, Shape};
@@ -26,8 +26,9 @@ use smallvec::smallvec;
 ///
 /// Assumes `A` nonsingular. Errors: [`Error::NotSquare`]; [`Error::ShapeMismatch`]
 /// when `B` has not `n` rows; [`Error::NonFinite`] for NaN or infinity in `A` or `B`;
-/// [`Error::Singular`] naming the first exactly zero pivot `Uₖₖ`, or the smallest pivot
-/// when `X` overflows. The reverse rule reads the residuals (for either gradient) and
+/// [`Error::Singular`] naming the first exactly zero pivot `Uₖₖ`;
+/// [`Error::IllConditioned`] naming a pivot whose reciprocal overflows, or the smallest
+/// pivot when `X` overflows. The reverse rule reads the residuals (for either gradient) and
 /// `X` (only for `Ā`), never `A` or `B`. Workspace: `n² + nk` (the LU factors, or a
 /// copy of a residual that is not column-major, and `X`, `B̄` or `Ẋ` when their buffer
 /// is not a column-major first write).
@@ -124,6 +125,7 @@ impl<T: Real> Rule<T> for LuSolve {
         if let Some(index) = zero {
             return Err(Error::Singular { op, index });
         }
+        solvable(op, &lu.view())?;
         expect_finite(op, "B", &x[1])?;
         let (out, res) = y.split_at_mut(1);
         res[0].assign(&lu);
@@ -134,10 +136,7 @@ impl<T: Real> Rule<T> for LuSolve {
             lapack::getrs(op, lu, &piv, self.trans, w)
         })?;
         if !all_finite(&out[0].view()) {
-            return Err(Error::Singular {
-                op,
-                index: smallest_pivot(&lu),
-            });
+            return Err(overflowed(op, &lu));
         }
         Ok(())
     }
@@ -157,9 +156,7 @@ impl<T: Real> Rule<T> for LuSolve {
         }
         let piv = residual_pivots(op, &y[2])?;
         let (lu, rest) = residual_lu(op, y[1].view(), ws)?;
-        if let Some(index) = first_zero_pivot(&lu) {
-            return Err(Error::Singular { op, index });
-        }
+        solvable(op, &lu)?;
         // B̄ = op(A)⁻ᵀX̄: one getrs with the flag flipped, in B̄'s buffer when that is a
         // column-major first write, else in the workspace.
         let solve = |mut w: ArrayViewMut2<'_, T>| {
@@ -200,9 +197,7 @@ impl<T: Real> Rule<T> for LuSolve {
         let op = Rule::<T>::name(self);
         let piv = residual_pivots(op, &y[2])?;
         let (lu, rest) = residual_lu(op, y[1].view(), ws)?;
-        if let Some(index) = first_zero_pivot(&lu) {
-            return Err(Error::Singular { op, index });
-        }
+        solvable(op, &lu)?;
         let x = y[0].view();
         through_colmajor(op, ydot[0].view_mut(), Accum::Replace, rest, |mut w| {
             // Ḃ − op(Ȧ)X, then op(A)⁻¹ of it.

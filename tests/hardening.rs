@@ -1,0 +1,1198 @@
+//! Hostile inputs, one test per class: every public function returns a typed error or
+//! the correct result (no panic on any input, no silent NaN or infinity where the
+//! answer is finite), and the checker cannot be fooled or misled.
+
+use matgrad::check::{random, Checker, Tolerances};
+use matgrad::prelude::*;
+use ndarray::{array, Array2, ArrayView2, ArrayViewMut2, ShapeBuilder};
+use std::cell::Cell;
+
+/// `rows×cols` copies of one value: a view of any size that costs one element.
+fn broadcast<T>(v: &T, rows: usize, cols: usize) -> ArrayView2<'_, T> {
+    ArrayView2::from_shape((rows, cols).strides((0, 0)), std::slice::from_ref(v)).unwrap()
+}
+
+fn randn(m: usize, n: usize, seed: u64) -> Array2<f64> {
+    random::randn(m, n, &mut random::rng(seed))
+}
+
+fn is_too_large(e: &Error) -> bool {
+    matches!(e, Error::TooLarge { .. } | Error::CannotAllocate { .. })
+}
+
+/// `c = A₀₀` as a `1×1` matrix: a forward pass that costs nothing whatever `A`'s size.
+struct Corner;
+
+impl Rule<f64> for Corner {
+    fn name(&self) -> &'static str {
+        "Corner"
+    }
+    fn arity(&self) -> usize {
+        1
+    }
+    fn shapes(&self, _x: &[Shape]) -> matgrad::Result<Shapes> {
+        Ok(smallvec![Shape(1, 1)])
+    }
+    fn saves(&self, _: &[bool]) -> Saves {
+        Saves::NONE
+    }
+    fn eval(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        y: &mut [ArrayViewMut2<'_, f64>],
+        _: &mut [f64],
+    ) -> matgrad::Result<()> {
+        y[0][(0, 0)] = x[0].first().copied().unwrap_or(0.0);
+        Ok(())
+    }
+    fn pullback(
+        &self,
+        _x: &[ArrayView2<'_, f64>],
+        _y: &[ArrayView2<'_, f64>],
+        ybar: &Partials<'_, '_, f64>,
+        grads: &mut [Grad<'_, f64>],
+        _: &mut [f64],
+    ) -> matgrad::Result<()> {
+        if let Some((mut g, acc)) = grads[0].target() {
+            if acc == Accum::Replace {
+                g.fill(0.0);
+            }
+            if let Some(g0) = g.first_mut() {
+                *g0 += ybar.view(0)[(0, 0)];
+            }
+        }
+        Ok(())
+    }
+    fn pushforward(
+        &self,
+        _x: &[ArrayView2<'_, f64>],
+        _y: &[ArrayView2<'_, f64>],
+        xdot: &Partials<'_, '_, f64>,
+        ydot: &mut [ArrayViewMut2<'_, f64>],
+        _: &mut [f64],
+    ) -> matgrad::Result<()> {
+        ydot[0][(0, 0)] = xdot.view(0).first().copied().unwrap_or(0.0);
+        Ok(())
+    }
+}
+
+// ------------------------------------------------ sizes: typed errors, not panics
+
+#[test]
+fn a_reshape_to_zero_elements_with_a_huge_dimension_is_too_large() {
+    let a = Array2::<f64>::zeros((0, 3));
+    for r in [
+        Reshape::row_major(0, usize::MAX),
+        Reshape::col_major(usize::MAX, 0),
+    ] {
+        let e = r.forward(&[a.view()]).unwrap_err();
+        assert!(is_too_large(&e), "{e}");
+        let e = r.apply([a.view()]).err().unwrap();
+        assert!(is_too_large(&e), "{e}");
+        assert!(is_too_large(&r.output_shapes(&[a.view()]).unwrap_err()));
+    }
+    let e = Unvec::new(usize::MAX, 0)
+        .forward(&[Array2::<f64>::zeros((0, 1)).view()])
+        .unwrap_err();
+    assert!(is_too_large(&e), "{e}");
+}
+
+#[test]
+fn reverse_passes_and_jvps_of_huge_shapes_are_too_large_before_allocating() {
+    let v = 1.5f64;
+    let one = array![[1.0]];
+    // 2³¹ rows: beyond BLAS's 32-bit integers; 2³⁰ × 2³⁰: 2⁶³ bytes of f64, more than
+    // an address space holds.
+    for (m, n) in [
+        (1usize << 31, 1usize << 31),
+        (1 << 30, 1 << 30),
+        (1 << 31, 3),
+    ] {
+        let huge = broadcast(&v, m, n);
+        let r = Corner
+            .apply([huge])
+            .and_then(|c| c.backward(one.view()).map(|_| ()));
+        assert!(matches!(&r, Err(e) if is_too_large(e)), "{m}×{n}: {r:?}");
+        let r = Corner.backward(&[huge], &[one.view()], &[Some(one.view())]);
+        assert!(matches!(&r, Err(e) if is_too_large(e)), "{m}×{n}: {r:?}");
+        // A jvp whose output is 1×1 but whose workspace grows with the input.
+        let r = Primitive::<f64>::jvp(&SpectralNorm, &[huge], &[one.view()], &[Some(huge)]);
+        assert!(matches!(&r, Err(e) if is_too_large(e)), "{m}×{n}: {r:?}");
+    }
+    // A reverse pass whose workspace holds a copy of a huge broadcast cotangent.
+    let l = array![[2.0]];
+    let wide = broadcast(&v, 1, 1usize << 61);
+    let mut lbar = Array2::<f64>::zeros((1, 1));
+    let r = TriSolve::lower().backward_into(
+        &[l.view(), wide],
+        &[wide],
+        &[Some(wide)],
+        &mut [Grad::Write(lbar.view_mut()), Grad::Skip],
+        None,
+    );
+    assert!(matches!(&r, Err(e) if is_too_large(e)), "{r:?}");
+}
+
+#[test]
+fn a_reshape_error_with_huge_dimensions_prints_the_true_counts() {
+    let a = Array2::<f64>::zeros((2, 3));
+    let e = Reshape::row_major(usize::MAX, 3)
+        .forward(&[a.view()])
+        .unwrap_err();
+    let text = e.to_string();
+    let count = (usize::MAX as u128 * 3).to_string();
+    assert!(text.contains(&count), "{text}");
+    assert!(text.contains("(6 elements)"), "{text}");
+}
+
+// -------------------------------------- a user rule that breaks its own contract
+
+/// A rule whose shape rule returns `count` shapes for one output.
+struct ShapeCount(usize);
+
+impl Rule<f64> for ShapeCount {
+    fn name(&self) -> &'static str {
+        "ShapeCount"
+    }
+    fn arity(&self) -> usize {
+        1
+    }
+    fn shapes(&self, x: &[Shape]) -> matgrad::Result<Shapes> {
+        Ok((0..self.0).map(|_| x[0]).collect())
+    }
+    fn eval(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        y: &mut [ArrayViewMut2<'_, f64>],
+        _: &mut [f64],
+    ) -> matgrad::Result<()> {
+        y[0].assign(&x[0]);
+        Ok(())
+    }
+    fn pullback(
+        &self,
+        _x: &[ArrayView2<'_, f64>],
+        _y: &[ArrayView2<'_, f64>],
+        ybar: &Partials<'_, '_, f64>,
+        grads: &mut [Grad<'_, f64>],
+        _: &mut [f64],
+    ) -> matgrad::Result<()> {
+        if let Some((g, acc)) = grads[0].target() {
+            acc.assign(g, ybar.view(0));
+        }
+        Ok(())
+    }
+    fn pushforward(
+        &self,
+        _x: &[ArrayView2<'_, f64>],
+        _y: &[ArrayView2<'_, f64>],
+        xdot: &Partials<'_, '_, f64>,
+        ydot: &mut [ArrayViewMut2<'_, f64>],
+        _: &mut [f64],
+    ) -> matgrad::Result<()> {
+        ydot[0].assign(&xdot.view(0));
+        Ok(())
+    }
+}
+
+/// `C = A` with as many rows as… whether `A₀₀` still has the value the first forward
+/// pass saw: an output shape that depends on the input's values, through state the
+/// shape rule reads.
+struct ValueShaped {
+    first: Cell<Option<f64>>,
+    moved: Cell<bool>,
+}
+
+impl Rule<f64> for ValueShaped {
+    fn name(&self) -> &'static str {
+        "ValueShaped"
+    }
+    fn arity(&self) -> usize {
+        1
+    }
+    fn shapes(&self, _x: &[Shape]) -> matgrad::Result<Shapes> {
+        Ok(smallvec![Shape(if self.moved.get() { 2 } else { 1 }, 1)])
+    }
+    fn eval(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        y: &mut [ArrayViewMut2<'_, f64>],
+        _: &mut [f64],
+    ) -> matgrad::Result<()> {
+        let v = x[0][(0, 0)];
+        match self.first.get() {
+            None => self.first.set(Some(v)),
+            Some(f) => self.moved.set(f != v),
+        }
+        y[0].fill(v);
+        Ok(())
+    }
+    fn pullback(
+        &self,
+        _x: &[ArrayView2<'_, f64>],
+        _y: &[ArrayView2<'_, f64>],
+        ybar: &Partials<'_, '_, f64>,
+        grads: &mut [Grad<'_, f64>],
+        _: &mut [f64],
+    ) -> matgrad::Result<()> {
+        if let Some((mut g, acc)) = grads[0].target() {
+            acc.store(&mut g[(0, 0)], ybar.view(0).sum());
+        }
+        Ok(())
+    }
+    fn pushforward(
+        &self,
+        _x: &[ArrayView2<'_, f64>],
+        _y: &[ArrayView2<'_, f64>],
+        xdot: &Partials<'_, '_, f64>,
+        ydot: &mut [ArrayViewMut2<'_, f64>],
+        _: &mut [f64],
+    ) -> matgrad::Result<()> {
+        ydot[0].fill(xdot.view(0)[(0, 0)]);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_user_shape_rule_with_the_wrong_number_of_shapes_is_a_typed_error_naming_it() {
+    let a = randn(2, 3, 1);
+    let cbar = randn(2, 3, 2);
+    for count in [0, 2] {
+        let p = ShapeCount(count);
+        let named = |e: Error| {
+            matches!(
+                e,
+                Error::Arity {
+                    op: "ShapeCount",
+                    ..
+                }
+            )
+        };
+        assert!(named(p.forward(&[a.view()]).unwrap_err()));
+        assert!(named((&p).apply([a.view()]).err().unwrap()));
+        assert!(named(p.output_shapes(&[a.view()]).unwrap_err()));
+        let e = p
+            .backward(&[a.view()], &[a.view()], &[Some(cbar.view())])
+            .unwrap_err();
+        assert!(named(e));
+        assert!(named(
+            p.jvp(&[a.view()], &[a.view()], &[Some(a.view())])
+                .unwrap_err()
+        ));
+        assert!(named(Checker::new().check(&p, &[a.view()]).unwrap_err()));
+    }
+}
+
+#[test]
+fn the_checker_reports_an_output_shape_that_changes_at_a_perturbed_point() {
+    let a = randn(1, 1, 3);
+    let p = ValueShaped {
+        first: Cell::new(None),
+        moved: Cell::new(false),
+    };
+    let e = Checker::new().check(&p, &[a.view()]).unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("ValueShaped"), "{text}");
+    assert!(text.contains("perturbed point"), "{text}");
+}
+
+#[test]
+fn a_random_matrix_of_an_empty_or_invalid_range_is_an_error() {
+    let mut rng = random::rng(4);
+    for (lo, hi) in [
+        (1.0, 1.0),
+        (2.0, 1.0),
+        (f64::NAN, 1.0),
+        (0.0, f64::INFINITY),
+    ] {
+        let e = random::uniform::<f64>(2, 3, lo, hi, &mut rng).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+    }
+    let u = random::uniform::<f32>(2, 3, -1.0, 1.0, &mut rng).unwrap();
+    assert!(u.iter().all(|v| (-1.0..1.0).contains(v)));
+}
+
+// ------------------------------------------ every argument validated, every time
+
+#[test]
+fn an_accumulating_backward_with_every_buffer_skipped_still_validates_its_arguments() {
+    let a = random::spd::<f64>(3, &mut random::rng(5));
+    let chol = Cholesky::new();
+    let l = chol.forward(&[a.view()]).unwrap().remove(0);
+    let wrong = randn(2, 3, 6);
+    let e = chol
+        .backward_add(&[a.view()], &[l.view()], &[Some(wrong.view())], &mut [None])
+        .unwrap_err();
+    assert!(matches!(e, Error::WrongShape { .. }), "{e}");
+    let rect = randn(3, 4, 7);
+    let e = chol
+        .backward_add(&[rect.view()], &[l.view()], &[Some(l.view())], &mut [None])
+        .unwrap_err();
+    assert!(matches!(e, Error::NotSquare { .. }), "{e}");
+    let c = chol.apply([a.view()]).unwrap();
+    let e = c.backward_add(wrong.view(), &mut [None]).unwrap_err();
+    assert!(matches!(e, Error::WrongShape { .. }), "{e}");
+    let e = chol
+        .jvp(&[a.view()], &[l.view()], &[Some(wrong.view())])
+        .unwrap_err();
+    assert!(matches!(e, Error::WrongShape { .. }), "{e}");
+}
+
+/// A jvp at a singular factor must be an error, not NaN.
+#[track_caller]
+fn singular_or_finite(r: matgrad::Result<Vec<Array2<f64>>>) {
+    match r {
+        Ok(t) => assert!(t.iter().flatten().all(|v| v.is_finite()), "{t:?}"),
+        Err(e) => assert!(matches!(e, Error::Singular { .. }), "{e}"),
+    }
+}
+
+#[test]
+fn forward_mode_rules_reject_a_singular_factor() {
+    let mut rng = random::rng(8);
+    let mut l = random::lower::<f64>(3, &mut rng);
+    let b = randn(3, 2, 9);
+    let x = randn(3, 2, 10);
+    l[(1, 1)] = 0.0;
+    let (ld, bd) = (randn(3, 3, 11), randn(3, 2, 12));
+    let t = [Some(ld.view()), Some(bd.view())];
+    singular_or_finite(TriSolve::lower().jvp(&[l.view(), b.view()], &[x.view()], &t));
+    singular_or_finite(ChoSolve.jvp(&[l.view(), b.view()], &[x.view()], &t));
+    singular_or_finite(CholLogDet.jvp(&[l.view()], &[array![[0.5]].view()], &t[..1]));
+    let a = random::spd::<f64>(3, &mut rng);
+    singular_or_finite(Cholesky::new().jvp(&[a.view()], &[l.view()], &t[..1]));
+    // LuSolve's forward-mode rule solves with its residual factors.
+    let lu = random::lower::<f64>(3, &mut rng) + random::lower::<f64>(3, &mut rng).t();
+    let mut lu = lu;
+    lu[(2, 2)] = 0.0;
+    let ipiv = array![[1.0], [2.0], [3.0]];
+    let sq = randn(3, 3, 13);
+    singular_or_finite(LuSolve::new().jvp(
+        &[sq.view(), b.view()],
+        &[x.view(), lu.view(), ipiv.view()],
+        &[Some(ld.view()), Some(bd.view())],
+    ));
+}
+
+// ------------------------------------ finite answers where the answer is finite
+
+/// `X = L⁻¹B` by forward substitution with divisions, in f64.
+fn substitute(l: &Array2<f64>, b: &Array2<f64>) -> Array2<f64> {
+    let mut x = b.clone();
+    for c in 0..b.ncols() {
+        for i in 0..l.nrows() {
+            let s: f64 = (0..i).map(|k| l[(i, k)] * x[(k, c)]).sum();
+            x[(i, c)] = (b[(i, c)] - s) / l[(i, i)];
+        }
+    }
+    x
+}
+
+#[test]
+fn a_triangular_solve_with_a_subnormal_diagonal_is_exact_or_a_typed_error() {
+    let mut rng = random::rng(14);
+    let mut l = random::lower::<f64>(3, &mut rng);
+    // Nonzero, but its reciprocal overflows; the exact solution is finite.
+    l[(1, 1)] = 3e-309;
+    let b = randn(3, 2, 15) * 1e-300;
+    let want = substitute(&l, &b);
+    assert!(want.iter().all(|v| v.is_finite()));
+    let check = |r: matgrad::Result<Vec<Array2<f64>>>, what: &str| match r {
+        Ok(x) => assert!(x.iter().flatten().all(|v| v.is_finite()), "{what}: {x:?}"),
+        Err(e) => assert!(
+            matches!(e, Error::IllConditioned { index: 1, .. }),
+            "{what}: {e}"
+        ),
+    };
+    match TriSolve::lower().forward(&[l.view(), b.view()]) {
+        Ok(x) => {
+            let x = &x[0];
+            assert!(x.iter().all(|v| v.is_finite()), "{x:?}");
+            let err = (x - &want).mapv(f64::abs).sum() / want.mapv(f64::abs).sum();
+            assert!(err < 1e-12, "{err}");
+        }
+        Err(e) => assert!(matches!(e, Error::IllConditioned { index: 1, .. }), "{e}"),
+    }
+    let xbar = randn(3, 2, 16);
+    let x = substitute(&l, &b);
+    check(
+        TriSolve::lower().backward(&[l.view(), b.view()], &[x.view()], &[Some(xbar.view())]),
+        "TriSolve backward",
+    );
+    check(
+        ChoSolve.backward(&[l.view(), b.view()], &[x.view()], &[Some(xbar.view())]),
+        "ChoSolve backward",
+    );
+    // Cholesky's reverse and forward-mode rules solve with the factor L.
+    let a = l.dot(&l.t());
+    let lbar = randn(3, 3, 17);
+    check(
+        Cholesky::new().backward(&[a.view()], &[l.view()], &[Some(lbar.view())]),
+        "Cholesky backward",
+    );
+    check(
+        Cholesky::new().jvp(&[a.view()], &[l.view()], &[Some(lbar.view())]),
+        "Cholesky jvp",
+    );
+    // f32: 1/1e-39 overflows too.
+    let l32 = array![[1e-39f32]];
+    let b32 = array![[1e-30f32]];
+    match TriSolve::lower().forward(&[l32.view(), b32.view()]) {
+        Ok(x) => assert!((x[0][(0, 0)] - 1e9).abs() < 1e3, "{x:?}"),
+        Err(e) => assert!(matches!(e, Error::IllConditioned { index: 0, .. }), "{e}"),
+    }
+}
+
+#[test]
+fn an_lu_solve_whose_pivot_is_tiny_but_not_zero_does_not_call_it_zero() {
+    let a = array![[2.0, 1.0, 0.0], [0.0, 3e-309, 0.0], [1.0, 0.0, 4.0]];
+    let b = array![[1e-300], [1e-300], [2e-300]];
+    for r in [
+        LuSolve::new().forward(&[a.view(), b.view()]),
+        Inverse.forward(&[a.view()]),
+    ] {
+        match r {
+            Ok(x) => assert!(x[0].iter().all(|v: &f64| v.is_finite()), "{x:?}"),
+            Err(e) => {
+                assert!(matches!(e, Error::IllConditioned { .. }), "{e}");
+                assert!(!e.to_string().contains("is zero"), "{e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_singular_error_fits_every_primitive_that_returns_it() {
+    let a = array![[1.0, 2.0], [2.0, 4.0]];
+    let e = Inverse.forward(&[a.view()]).unwrap_err();
+    assert!(matches!(e, Error::Singular { .. }), "{e}");
+    let text = e.to_string();
+    assert!(!text.contains("triangular matrix is singular"), "{text}");
+    assert!(text.contains("singular"), "{text}");
+}
+
+/// `Ā` and `Ċ` of `Map(g)` at `x` for a cotangent and tangent that are zero where `g'`
+/// overflows.
+fn zero_where_derivative_overflows<T: Real, G: ElemFn<T> + Copy>(
+    g: G,
+    x: Array2<T>,
+    dir: Array2<T>,
+) -> (Array2<T>, Array2<T>)
+where
+    Map<G>: Primitive<T>,
+{
+    let map = Map(g);
+    let y = map.forward(&[x.view()]).unwrap().remove(0);
+    let abar = map
+        .backward(&[x.view()], &[y.view()], &[Some(dir.view())])
+        .unwrap()
+        .remove(0);
+    let ydot = map
+        .jvp(&[x.view()], &[y.view()], &[Some(dir.view())])
+        .unwrap()
+        .remove(0);
+    // Accumulated into a buffer: the zero contribution leaves it as it was.
+    let mut buf = Array2::from_elem(x.dim(), T::of(5.0));
+    map.backward_add(
+        &[x.view()],
+        &[y.view()],
+        &[Some(dir.view())],
+        &mut [Some(buf.view_mut())],
+    )
+    .unwrap();
+    assert_eq!(buf[(0, 0)], T::of(5.0));
+    (abar, ydot)
+}
+
+#[test]
+fn a_zero_cotangent_or_tangent_gives_zero_where_the_derivative_overflows() {
+    let dir = array![[0.0, 1.0]];
+    // exp(1000) overflows, so exp'(1000)·0 would be NaN.
+    let (abar, ydot) = zero_where_derivative_overflows(Exp, array![[1000.0, 1.0]], dir.clone());
+    assert_eq!(abar, array![[0.0, 1f64.exp()]]);
+    assert_eq!(ydot, abar);
+    // log'(x) = 1/x overflows at a subnormal x.
+    let (abar, ydot) = zero_where_derivative_overflows(Log, array![[1e-320, 2.0]], dir.clone());
+    assert_eq!(abar, array![[0.0, 0.5]]);
+    assert_eq!(ydot, abar);
+    // (x²)' = 2x overflows near the largest f64.
+    let (abar, _) = zero_where_derivative_overflows(Square, array![[1.5e308, 2.0]], dir);
+    assert_eq!(abar, array![[0.0, 4.0]]);
+    let dir32 = array![[0.0f32, 1.0]];
+    let (abar, ydot) = zero_where_derivative_overflows(Exp, array![[100.0f32, 1.0]], dir32.clone());
+    assert_eq!(abar[(0, 0)], 0.0);
+    assert_eq!(ydot[(0, 0)], 0.0);
+    let (abar, _) = zero_where_derivative_overflows(Log, array![[1e-45f32, 2.0]], dir32);
+    assert_eq!(abar[(0, 0)], 0.0);
+}
+
+#[test]
+fn an_all_zero_cotangent_or_tangent_gives_zero_gradients_and_tangents() {
+    // A subnormal matrix: the SVD's reverse rule divides by differences of squared
+    // singular values that underflow to zero, so 0·∞ would leak NaN.
+    let a = randn(3, 2, 18) * 1e-310;
+    let y = Svd.forward(&[a.view()]).unwrap();
+    let y: Vec<ArrayView2<'_, f64>> = y.iter().map(|v| v.view()).collect();
+    let zeros: Vec<Array2<f64>> = y.iter().map(|v| Array2::zeros(v.raw_dim())).collect();
+    let ybar: Vec<Option<ArrayView2<'_, f64>>> = zeros.iter().map(|z| Some(z.view())).collect();
+    let g = Svd.backward(&[a.view()], &y, &ybar).unwrap();
+    assert!(g[0].iter().all(|&v| v == 0.0), "{g:?}");
+    let z = Array2::<f64>::zeros(a.raw_dim());
+    let t = Svd.jvp(&[a.view()], &y, &[Some(z.view())]).unwrap();
+    assert!(t.iter().flatten().all(|&v| v == 0.0), "{t:?}");
+    let c = Svd.apply([a.view()]).unwrap();
+    let [abar] = c.backward(zeros[0].view()).unwrap();
+    assert!(abar.iter().all(|&v| v == 0.0), "{abar:?}");
+}
+
+/// Relative difference of an f32 result from the f64 one.
+fn rel32(got: &Array2<f32>, want: &Array2<f64>) -> f64 {
+    let d: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(&g, &w)| (f64::from(g) - w).powi(2))
+        .sum();
+    let s: f64 = want.iter().map(|w| w * w).sum();
+    (d / s).sqrt()
+}
+
+/// Whether every entry is finite in f32 (so the exact value is representable there).
+fn fits32(a: &Array2<f64>) -> bool {
+    a.iter().all(|&v| v.abs() < f64::from(f32::MAX))
+}
+
+/// Forward, reverse and forward-mode results in f32, wherever the f64 results fit f32:
+/// they must be finite and agree.
+#[track_caller]
+fn agrees_in_f32<P: Primitive<f32> + Primitive<f64>>(
+    p: &P,
+    x: &[Array2<f64>],
+    cbar: &Array2<f64>,
+    xdot: &[Array2<f64>],
+) {
+    let to32 = |a: &Array2<f64>| a.mapv(|v| v as f32);
+    let x32: Vec<Array2<f32>> = x.iter().map(to32).collect();
+    let x64: Vec<Array2<f64>> = x32.iter().map(|a| a.mapv(f64::from)).collect();
+    let v32: Vec<ArrayView2<'_, f32>> = x32.iter().map(|a| a.view()).collect();
+    let v64: Vec<ArrayView2<'_, f64>> = x64.iter().map(|a| a.view()).collect();
+    let name = Rule::<f64>::name(p);
+    let y64 = Primitive::<f64>::forward(p, &v64).unwrap();
+    let y32 = Primitive::<f32>::forward(p, &v32).unwrap_or_else(|e| panic!("{name}: {e}"));
+    if fits32(&y64[0]) {
+        assert!(
+            rel32(&y32[0], &y64[0]) < 1e-5,
+            "{name}: {:?} {:?}",
+            y32[0],
+            y64[0]
+        );
+    }
+    let (c32, c64) = (to32(cbar), to32(cbar).mapv(f64::from));
+    let yv32: Vec<ArrayView2<'_, f32>> = y32.iter().map(|a| a.view()).collect();
+    let yv64: Vec<ArrayView2<'_, f64>> = y64.iter().map(|a| a.view()).collect();
+    let g64 = Primitive::<f64>::backward(p, &v64, &yv64, &[Some(c64.view())]).unwrap();
+    let g32 = Primitive::<f32>::backward(p, &v32, &yv32, &[Some(c32.view())])
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    for (g32, g64) in g32.iter().zip(&g64).filter(|(_, g)| fits32(g)) {
+        assert!(rel32(g32, g64) < 1e-5, "{name} backward: {g32:?} {g64:?}");
+    }
+    let t32: Vec<Array2<f32>> = xdot.iter().map(to32).collect();
+    let t64: Vec<Array2<f64>> = t32.iter().map(|a| a.mapv(f64::from)).collect();
+    let s32: Vec<Option<ArrayView2<'_, f32>>> = t32.iter().map(|a| Some(a.view())).collect();
+    let s64: Vec<Option<ArrayView2<'_, f64>>> = t64.iter().map(|a| Some(a.view())).collect();
+    let d64 = Primitive::<f64>::jvp(p, &v64, &yv64, &s64).unwrap();
+    let d32 = Primitive::<f32>::jvp(p, &v32, &yv32, &s32).unwrap_or_else(|e| panic!("{name}: {e}"));
+    if fits32(&d64[0]) {
+        assert!(
+            rel32(&d32[0], &d64[0]) < 1e-5,
+            "{name} jvp: {:?} {:?}",
+            d32[0],
+            d64[0]
+        );
+    }
+}
+
+#[test]
+fn operations_are_ordered_so_that_they_overflow_only_when_the_answer_does() {
+    // (x²)' c̄ = 2x·c̄ with 2x beyond f32's range.
+    let x = array![[2e38, -3e38, 1.0]];
+    agrees_in_f32(
+        &Map(Square),
+        &[x],
+        &array![[0.25, 0.1, 1.0]],
+        &[array![[0.5, 0.25, 1.0]]],
+    );
+    // log'(x) c̄ = c̄/x with 1/x beyond f32's range at a subnormal x.
+    let x = array![[1e-40, 2.0]];
+    agrees_in_f32(
+        &Map(Log),
+        &[x],
+        &array![[1e-5, 1.0]],
+        &[array![[1e-6, 1.0]]],
+    );
+    // ‖A‖_F of subnormal entries, its reverse rule with a large c̄ at small entries,
+    // its forward-mode rule with a large tangent at large entries.
+    let a = randn(3, 4, 19);
+    agrees_in_f32(
+        &FrobeniusNorm,
+        &[&a * 1e-40],
+        &array![[1.0]],
+        std::slice::from_ref(&a),
+    );
+    agrees_in_f32(
+        &FrobeniusNorm,
+        &[&a * 1e-30],
+        &array![[1e30]],
+        &[&a * 1e-30],
+    );
+    agrees_in_f32(&FrobeniusNorm, &[&a * 1e18], &array![[1.0]], &[&a * 1e30]);
+    // The mean squared error whose squares overflow but whose mean does not.
+    let b = randn(3, 4, 20);
+    agrees_in_f32(
+        &MeanSquaredError,
+        &[&a * 1e19, &b * 1e19],
+        &array![[1.0]],
+        &[a.clone(), b.clone()],
+    );
+    // det diag(10³⁰, 10³⁰, 10⁻³⁰) = 10³⁰, whose partial product 10⁶⁰ overflows.
+    let d = array![[1e30, 0.0, 0.0], [0.0, 1e30, 0.0], [0.0, 0.0, 1e-30]];
+    agrees_in_f32(
+        &Det,
+        std::slice::from_ref(&d),
+        &array![[1.0]],
+        &[&d * 1e-30],
+    );
+    // exp's Fréchet derivative is linear in the direction: a large one must not overflow
+    // the Padé coefficients (b₀ ≈ 6·10¹⁶).
+    let s = randn(3, 3, 21) * 0.5;
+    agrees_in_f32(
+        &Expm,
+        &[s],
+        &(randn(3, 3, 22) * 1e30),
+        &[randn(3, 3, 23) * 1e30],
+    );
+}
+
+// ------------------------------------------------------------------- the checker
+
+fn wrong_in_settings(c: Checker) {
+    let a = randn(3, 4, 30);
+    let b = randn(4, 2, 31);
+    let e = c.check(&MatMul::nn(), &[a.view(), b.view()]).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+}
+
+#[test]
+fn invalid_checker_settings_are_typed_errors() {
+    for bad in [0.0, -1e-4, f64::NAN, f64::INFINITY] {
+        wrong_in_settings(Checker::new().step(bad));
+        wrong_in_settings(Checker::new().tol(bad));
+        wrong_in_settings(Checker::new().exact_tol(bad));
+        wrong_in_settings(Checker::new().tolerances(Tolerances {
+            step: bad,
+            ..Tolerances::F64
+        }));
+    }
+    wrong_in_settings(Checker::new().directions(0));
+    let a = randn(3, 4, 30);
+    let b = randn(4, 2, 31);
+    let x = [a.mapv(|v| v as f32), b.mapv(|v| v as f32)];
+    let e = Checker::new()
+        .step(0.0)
+        .check(&MatMul::nn(), &[x[0].view(), x[1].view()])
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+}
+
+/// `c = Σᵢⱼ sin Aᵢⱼ` with `Ā = c̄ cos A`, scaled by `1 + grad_error`, and an
+/// accumulating pass that adds `1 + add_error` times that.
+#[derive(Clone, Copy)]
+struct SumSin {
+    grad_error: f64,
+    add_error: f64,
+    nan_at: Option<(usize, usize)>,
+}
+
+const SUM_SIN: SumSin = SumSin {
+    grad_error: 0.0,
+    add_error: 0.0,
+    nan_at: None,
+};
+
+thread_local! {
+    static EVALS: Cell<usize> = const { Cell::new(0) };
+}
+
+impl Rule<f64> for SumSin {
+    fn name(&self) -> &'static str {
+        "SumSin"
+    }
+    fn arity(&self) -> usize {
+        1
+    }
+    fn shapes(&self, _x: &[Shape]) -> matgrad::Result<Shapes> {
+        Ok(smallvec![Shape(1, 1)])
+    }
+    fn saves(&self, _: &[bool]) -> Saves {
+        Saves::NONE.input(0)
+    }
+    fn eval(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        y: &mut [ArrayViewMut2<'_, f64>],
+        _: &mut [f64],
+    ) -> matgrad::Result<()> {
+        EVALS.with(|c| c.set(c.get() + 1));
+        y[0][(0, 0)] = x[0].iter().map(|v| v.sin()).sum();
+        Ok(())
+    }
+    fn pullback(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        _y: &[ArrayView2<'_, f64>],
+        ybar: &Partials<'_, '_, f64>,
+        grads: &mut [Grad<'_, f64>],
+        _: &mut [f64],
+    ) -> matgrad::Result<()> {
+        let c = ybar.view(0)[(0, 0)] * (1.0 + self.grad_error);
+        if let Some((mut g, acc)) = grads[0].target() {
+            let k = match acc {
+                Accum::Replace => 1.0,
+                Accum::Add => 1.0 + self.add_error,
+            };
+            for ((i, j), g) in g.indexed_iter_mut() {
+                let v = if self.nan_at == Some((i, j)) {
+                    f64::NAN
+                } else {
+                    c * x[0][(i, j)].cos() * k
+                };
+                acc.store(g, v);
+            }
+        }
+        Ok(())
+    }
+    fn pushforward(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        _y: &[ArrayView2<'_, f64>],
+        xdot: &Partials<'_, '_, f64>,
+        ydot: &mut [ArrayViewMut2<'_, f64>],
+        _: &mut [f64],
+    ) -> matgrad::Result<()> {
+        let d = xdot.view(0);
+        ydot[0][(0, 0)] = x[0]
+            .iter()
+            .zip(d.iter())
+            .map(|(v, t)| v.cos() * t)
+            .sum::<f64>()
+            * (1.0 + self.grad_error);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_nan_anywhere_in_the_comparisons_is_a_failure() {
+    let a = randn(3, 4, 32);
+    let rule = SumSin {
+        nan_at: Some((1, 2)),
+        ..SUM_SIN
+    };
+    for full in [true, false] {
+        let r = Checker::new()
+            .full_jacobian(full)
+            .check(&rule, &[a.view()])
+            .unwrap();
+        assert!(!r.passed(), "{r}");
+        assert!(r.inputs[0].vjp_error.is_nan(), "{r}");
+    }
+    let r = Checker::new().check(&SUM_SIN, &[a.view()]).unwrap();
+    r.assert_passed();
+}
+
+#[test]
+fn the_step_is_scaled_by_the_entries_a_structured_input_reads() {
+    let mut rng = random::rng(33);
+    let a = random::spd::<f64>(4, &mut rng);
+    let l = random::lower::<f64>(4, &mut rng);
+    let b = randn(4, 3, 34);
+    for junk in [1e300, f64::INFINITY, f64::NAN] {
+        let mut a = a.clone();
+        let mut l = l.clone();
+        for i in 0..4 {
+            for j in i + 1..4 {
+                a[(i, j)] = junk;
+                l[(i, j)] = junk;
+            }
+        }
+        let lower = Cholesky::new().convention(Convention::Lower);
+        Checker::new()
+            .check(&lower, &[a.view()])
+            .unwrap()
+            .assert_passed();
+        Checker::new()
+            .check(&TriSolve::lower(), &[l.view(), b.view()])
+            .unwrap()
+            .assert_passed();
+    }
+    // A non-finite entry the primitive reads is named.
+    let mut bad = a.clone();
+    bad[(2, 1)] = f64::INFINITY;
+    let lower = Cholesky::new().convention(Convention::Lower);
+    let e = Checker::new().check(&lower, &[bad.view()]).unwrap_err();
+    assert!(matches!(e, Error::NonFinite { row: 2, col: 1, .. }), "{e}");
+}
+
+#[test]
+fn derivatives_near_zero_have_an_absolute_floor() {
+    // At entries of 10⁻²², (x²)' = 2x is far below what differences of (x ± h)² ≈ h²
+    // resolve (about ε·h²/h): without a floor their rounding is a relative error of 1.
+    let a = randn(2, 3, 35) * 1e-22;
+    let r = Checker::new().check(&Map(Square), &[a.view()]).unwrap();
+    r.assert_passed();
+    // tanh' rounds to 0 at 20, as do its finite differences.
+    let a = randn(2, 3, 35).mapv(|v| 20.0 + v.abs());
+    Checker::new()
+        .check(&Map(Tanh), &[a.view()])
+        .unwrap()
+        .assert_passed();
+    // The floor does not hide a wrong gradient of ordinary size.
+    let b = randn(2, 3, 36);
+    let wrong = SumSin {
+        grad_error: 1e-3,
+        ..SUM_SIN
+    };
+    assert!(!Checker::new().check(&wrong, &[b.view()]).unwrap().passed());
+}
+
+/// `C = A ⊙ A` plus `10¹²` in entry `(0, 0)`, with `Ā = 2(1 + back)A ⊙ C̄` and
+/// `Ċ = 2(1 + fwd)A ⊙ Ȧ`: one entry whose finite differences are rounding, next to
+/// others that are exact.
+struct Spiked {
+    back: f64,
+    fwd: f64,
+}
+
+impl Rule<f64> for Spiked {
+    fn name(&self) -> &'static str {
+        "Spiked"
+    }
+    fn arity(&self) -> usize {
+        1
+    }
+    fn shapes(&self, x: &[Shape]) -> matgrad::Result<Shapes> {
+        Ok(smallvec![x[0]])
+    }
+    fn eval(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        y: &mut [ArrayViewMut2<'_, f64>],
+        _: &mut [f64],
+    ) -> matgrad::Result<()> {
+        y[0].zip_mut_with(&x[0], |c, &a| *c = a * a);
+        y[0][(0, 0)] += 1e12;
+        Ok(())
+    }
+    fn pullback(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        _y: &[ArrayView2<'_, f64>],
+        ybar: &Partials<'_, '_, f64>,
+        grads: &mut [Grad<'_, f64>],
+        _: &mut [f64],
+    ) -> matgrad::Result<()> {
+        let k = 2.0 * (1.0 + self.back);
+        if let Some((mut g, acc)) = grads[0].target() {
+            ndarray::Zip::from(&mut g)
+                .and(&x[0])
+                .and(&ybar.view(0))
+                .for_each(|g, &a, &c| acc.store(g, k * a * c));
+        }
+        Ok(())
+    }
+    fn pushforward(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        _y: &[ArrayView2<'_, f64>],
+        xdot: &Partials<'_, '_, f64>,
+        ydot: &mut [ArrayViewMut2<'_, f64>],
+        _: &mut [f64],
+    ) -> matgrad::Result<()> {
+        let k = 2.0 * (1.0 + self.fwd);
+        ndarray::Zip::from(&mut ydot[0])
+            .and(&x[0])
+            .and(&xdot.view(0))
+            .for_each(|d, &a, &t| *d = k * a * t);
+        Ok(())
+    }
+}
+
+#[test]
+fn the_floor_of_one_noisy_entry_does_not_hide_an_error_in_the_others() {
+    let a = randn(3, 4, 38);
+    for full in [true, false] {
+        let check = |back, fwd| {
+            Checker::new()
+                .full_jacobian(full)
+                .check(&Spiked { back, fwd }, &[a.view()])
+                .unwrap()
+        };
+        // Correct: the differences of entry (0, 0) are rounding, which the floor allows.
+        check(0.0, 0.0).assert_passed();
+        // The JVP is compared entry by entry, each against its own rounding.
+        let r = check(1e-3, 1e-3);
+        assert!(!r.passed(), "{r}");
+        assert!(r.inputs[0].jvp_error > 1e-6, "{r}");
+        if full {
+            assert!(r.inputs[0].jacobian.unwrap().error > 1e-6, "{r}");
+        }
+        // The VJP is one number, ⟨X̄, U⟩, whose finite difference carries (0, 0)'s
+        // rounding; a wrong reverse rule alone fails the adjoint identity.
+        let r = check(1e-3, 0.0);
+        assert!(!r.passed(), "{r}");
+        assert!(r.adjoint_error > 1e-6, "{r}");
+    }
+}
+
+#[test]
+fn an_error_at_a_perturbed_point_says_so() {
+    // Positive definite, but so nearly singular that a step of 10⁻⁴ leaves the cone.
+    let mut rng = random::rng(37);
+    let q = random::randn::<f64>(3, 3, &mut rng);
+    let v = q.column(0).to_owned();
+    let a = Array2::from_shape_fn((3, 3), |(i, j)| {
+        v[i] * v[j] + if i == j { 1e-9 } else { 0.0 }
+    });
+    assert!(Cholesky::new().forward(&[a.view()]).is_ok());
+    let e = Checker::new()
+        .check(&Cholesky::new(), &[a.view()])
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("perturbed point"), "{text}");
+    assert!(matches!(e, Error::Perturbed { .. }), "{e}");
+}
+
+// ---------------------------------------------------------- the checker's options
+
+#[test]
+fn the_seed_chooses_the_directions() {
+    let a = randn(5, 6, 40);
+    let err = |c: Checker| c.check(&Map(Sin), &[a.view()]).unwrap().inputs[0].vjp_error;
+    assert_eq!(
+        err(Checker::new().seed(1)).to_bits(),
+        err(Checker::new().seed(1)).to_bits()
+    );
+    assert_ne!(
+        err(Checker::new().seed(1)).to_bits(),
+        err(Checker::new().seed(2)).to_bits()
+    );
+    assert_ne!(
+        err(Checker::new()).to_bits(),
+        err(Checker::new().seed(2)).to_bits()
+    );
+}
+
+#[test]
+fn the_tolerances_decide_what_passes() {
+    let a = randn(3, 4, 41);
+    let imprecise = SumSin {
+        grad_error: 1e-5,
+        ..SUM_SIN
+    };
+    assert!(!Checker::new()
+        .check(&imprecise, &[a.view()])
+        .unwrap()
+        .passed());
+    let r = Checker::new()
+        .tol(1e-3)
+        .check(&imprecise, &[a.view()])
+        .unwrap();
+    // The adjoint identity holds exactly: only the finite-difference tolerance matters.
+    r.assert_passed();
+    assert_eq!(r.tolerances.fd, 1e-3);
+
+    let adds_more = SumSin {
+        add_error: 1e-9,
+        ..SUM_SIN
+    };
+    let r = Checker::new().check(&adds_more, &[a.view()]).unwrap();
+    assert!(!r.passed(), "{r}");
+    assert!(r.inputs[0].accumulate_error > 1e-11, "{r}");
+    let r = Checker::new()
+        .exact_tol(1e-7)
+        .check(&adds_more, &[a.view()])
+        .unwrap();
+    r.assert_passed();
+    assert_eq!(r.tolerances.exact, 1e-7);
+
+    let both = SumSin {
+        grad_error: 1e-5,
+        add_error: 1e-9,
+        ..SUM_SIN
+    };
+    let t = Tolerances {
+        fd: 1e-3,
+        exact: 1e-7,
+        step: 1e-3,
+    };
+    let r = Checker::new()
+        .tolerances(t)
+        .check(&both, &[a.view()])
+        .unwrap();
+    r.assert_passed();
+    assert_eq!(r.tolerances, t);
+    assert_eq!(Checker::new().tolerances(t).tolerances_for::<f32>(), t);
+}
+
+#[test]
+fn the_step_sets_the_finite_differences() {
+    let a = randn(3, 4, 42);
+    Checker::new()
+        .check(&Map(Exp), &[a.view()])
+        .unwrap()
+        .assert_passed();
+    // A step of 0.5 leaves an h⁴ error of about 10⁻³ after Richardson extrapolation.
+    let r = Checker::new()
+        .step(0.5)
+        .check(&Map(Exp), &[a.view()])
+        .unwrap();
+    assert!(!r.passed(), "{r}");
+    assert_eq!(r.tolerances.step, 0.5);
+    assert!(r.inputs[0].vjp_error > 1e-6, "{r}");
+}
+
+#[test]
+fn the_number_of_directions_is_the_number_of_finite_differences() {
+    let a = randn(12, 12, 43);
+    let evals = |c: Checker| {
+        EVALS.with(|c| c.set(0));
+        c.full_jacobian(false)
+            .check(&SUM_SIN, &[a.view()])
+            .unwrap()
+            .assert_passed();
+        EVALS.with(Cell::get)
+    };
+    // Each direction costs two central differences (h and h/2) of two evaluations.
+    assert_eq!(
+        evals(Checker::new().directions(5)) - evals(Checker::new().directions(1)),
+        16
+    );
+    assert_eq!(evals(Checker::new().directions(3)), evals(Checker::new()));
+}
+
+#[test]
+fn the_full_jacobian_runs_when_asked_and_only_then() {
+    let small = randn(2, 3, 44);
+    let large = randn(12, 12, 45);
+    let jac = |c: Checker, a: &Array2<f64>| {
+        c.check(&Map(Sin), &[a.view()]).unwrap().inputs[0]
+            .jacobian
+            .is_some()
+    };
+    assert!(jac(Checker::new(), &small));
+    assert!(!jac(Checker::new(), &large));
+    assert!(jac(Checker::new().full_jacobian(true), &large));
+    assert!(!jac(Checker::new().full_jacobian(false), &small));
+}
+
+#[test]
+fn the_full_jacobian_names_the_wrong_element() {
+    let a = randn(3, 4, 46);
+    let r = Checker::new()
+        .full_jacobian(true)
+        .check(
+            &SumSin {
+                nan_at: Some((2, 1)),
+                ..SUM_SIN
+            },
+            &[a.view()],
+        )
+        .unwrap();
+    let w = r.inputs[0].jacobian.unwrap();
+    assert_eq!(w.input_index, (2, 1), "{r}");
+    assert!(
+        r.failures().iter().any(|f| f.contains("at input (2, 1)")),
+        "{r}"
+    );
+}
+
+#[test]
+#[should_panic(expected = "gradient check failed")]
+fn assert_rule_panics_on_a_wrong_rule() {
+    let a = randn(3, 4, 47);
+    let wrong = SumSin {
+        grad_error: 1e-3,
+        ..SUM_SIN
+    };
+    matgrad::check::assert_rule(&wrong, &[a.view()]);
+}
+
+#[test]
+fn assert_rule_accepts_a_right_rule() {
+    let a = randn(3, 4, 48);
+    matgrad::check::assert_rule(&SUM_SIN, &[a.view()]);
+}
+
+/// `c = Σ sin A` in both precisions, wrong by a relative `1e-3` in `Ā`.
+struct WrongBoth;
+
+impl<T: Real> Rule<T> for WrongBoth {
+    fn name(&self) -> &'static str {
+        "WrongBoth"
+    }
+    fn arity(&self) -> usize {
+        1
+    }
+    fn shapes(&self, _x: &[Shape]) -> matgrad::Result<Shapes> {
+        Ok(smallvec![Shape(1, 1)])
+    }
+    fn eval(
+        &self,
+        x: &[ArrayView2<'_, T>],
+        y: &mut [ArrayViewMut2<'_, T>],
+        _: &mut [T],
+    ) -> matgrad::Result<()> {
+        y[0][(0, 0)] = x[0].iter().map(|v| v.sin()).sum();
+        Ok(())
+    }
+    fn pullback(
+        &self,
+        x: &[ArrayView2<'_, T>],
+        _y: &[ArrayView2<'_, T>],
+        ybar: &Partials<'_, '_, T>,
+        grads: &mut [Grad<'_, T>],
+        _: &mut [T],
+    ) -> matgrad::Result<()> {
+        let c = ybar.view(0)[(0, 0)] * T::of(1.1);
+        if let Some((mut g, acc)) = grads[0].target() {
+            for (g, v) in g.iter_mut().zip(x[0].iter()) {
+                acc.store(g, c * v.cos());
+            }
+        }
+        Ok(())
+    }
+    fn pushforward(
+        &self,
+        x: &[ArrayView2<'_, T>],
+        _y: &[ArrayView2<'_, T>],
+        xdot: &Partials<'_, '_, T>,
+        ydot: &mut [ArrayViewMut2<'_, T>],
+        _: &mut [T],
+    ) -> matgrad::Result<()> {
+        let d = xdot.view(0);
+        ydot[0][(0, 0)] = x[0].iter().zip(d.iter()).map(|(v, t)| v.cos() * *t).sum();
+        Ok(())
+    }
+}
+
+#[test]
+#[should_panic(expected = "gradient check failed")]
+fn assert_rule_precisions_panics_on_a_wrong_rule() {
+    let a = randn(3, 4, 49);
+    matgrad::check::assert_rule_precisions(&WrongBoth, &[a.view()]);
+}
+
+#[test]
+#[should_panic(expected = "gradient check failed")]
+fn checker_assert_precisions_panics_on_a_wrong_rule() {
+    let a = randn(3, 4, 50);
+    Checker::new().assert_precisions(&WrongBoth, &[a.view()]);
+}
