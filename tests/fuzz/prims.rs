@@ -214,6 +214,11 @@ fn square(s: Shape) -> bool {
     s.0 == s.1
 }
 
+/// Both dimensions within LAPACK's 32-bit integers.
+fn lapack_dims(s: Shape) -> bool {
+    i32::try_from(s.0).is_ok() && i32::try_from(s.1).is_ok()
+}
+
 /// The shape rule of a solve `op(L)⁻¹B` / `B·op(L)⁻¹`: `L` square, `B` fitting it on
 /// `side`; for a non-square `L` either kind may come first.
 fn solve_shapes(l: Shape, b: Shape, left: bool) -> Result<Vec<Shape>, Kinds> {
@@ -321,9 +326,13 @@ impl Spec {
             27 => (Spec::Svd, vec![sh(m, n)]),
             28 => (Spec::Expm, vec![sh(nsq, nsq)]),
             29 => {
-                let coeffs: Vec<f64> = (0..rng.gen_range(0..=5))
+                let mut coeffs: Vec<f64> = (0..rng.gen_range(0..=5))
                     .map(|_| gen::normal(rng))
                     .collect();
+                if !coeffs.is_empty() && rng.gen_bool(0.1) {
+                    let k = rng.gen_range(0..coeffs.len());
+                    coeffs[k] = [f64::NAN, f64::INFINITY, 1e300, 1e-310][rng.gen_range(0..4)];
+                }
                 (Spec::MatPoly(coeffs), vec![sh(nsq, nsq)])
             }
             30 => (Spec::Inverse, vec![sh(nsq, nsq)]),
@@ -488,20 +497,6 @@ impl Spec {
         }
     }
 
-    pub fn arity(&self) -> usize {
-        match self {
-            Spec::Add
-            | Spec::AddBias
-            | Spec::Hadamard
-            | Spec::MatMul(..)
-            | Spec::Mse
-            | Spec::ChoSolve
-            | Spec::TriSolve { .. }
-            | Spec::LuSolve(_) => 2,
-            _ => 1,
-        }
-    }
-
     /// Number of differentiable outputs.
     pub fn outputs(&self) -> usize {
         match self {
@@ -535,7 +530,7 @@ impl Spec {
             Spec::Mse => {
                 if x[0] != x[1] {
                     Err(vec!["ShapeMismatch"])
-                } else if m * n == 0 {
+                } else if m == 0 || n == 0 {
                     Err(vec!["Empty"])
                 } else {
                     Ok(vec![one])
@@ -557,16 +552,21 @@ impl Spec {
                 }
             }
             Spec::Reshape(r, c, _) => {
-                if r.checked_mul(*c) == Some(m * n) {
+                if r.checked_mul(*c).is_some() && r.checked_mul(*c) == m.checked_mul(n) {
                     Ok(vec![Shape(*r, *c)])
                 } else {
                     Err(vec!["BadReshape"])
                 }
             }
-            Spec::Vectorize => Ok(vec![Shape(m * n, 1)]),
+            Spec::Vectorize => match m.checked_mul(n) {
+                Some(t) => Ok(vec![Shape(t, 1)]),
+                None => Err(vec!["BadReshape"]),
+            },
             Spec::Unvec(r, c) => match r.checked_mul(*c) {
-                Some(t) if t == m * n && a == Shape(t, 1) => Ok(vec![Shape(*r, *c)]),
-                Some(t) if t == m * n => Err(vec!["WrongShape"]),
+                Some(t) if Some(t) == m.checked_mul(n) && a == Shape(t, 1) => {
+                    Ok(vec![Shape(*r, *c)])
+                }
+                Some(t) if Some(t) == m.checked_mul(n) => Err(vec!["WrongShape"]),
                 _ => Err(vec!["BadReshape"]),
             },
             Spec::Transpose => Ok(vec![Shape(n, m)]),
@@ -585,7 +585,7 @@ impl Spec {
             }
             Spec::Sum | Spec::Frobenius => Ok(vec![one]),
             Spec::Mean => {
-                if m * n == 0 {
+                if m == 0 || n == 0 {
                     Err(vec!["Empty"])
                 } else {
                     Ok(vec![one])
@@ -609,6 +609,8 @@ impl Spec {
                     Err(k)
                 }
             }
+            Spec::Nuclear | Spec::Spectral | Spec::Svd if !lapack_dims(a) => Err(vec!["TooLarge"]),
+            Spec::SymEig { .. } if square(a) && !lapack_dims(a) => Err(vec!["TooLarge"]),
             Spec::Nuclear => {
                 let k = m.min(n);
                 Ok(vec![one, Shape(m, k), Shape(k, 1), Shape(n, k)])
@@ -752,10 +754,8 @@ impl Spec {
                             v.rules_may.push("DegenerateEigenvalues");
                         }
                     }
-                    Spec::Spectral => {
-                        if s.len() > 1 && s[0] - s[1] <= tol && s1 > 0.0 {
-                            v.rules_may.push("DegenerateEigenvalues");
-                        }
+                    Spec::Spectral if s.len() > 1 && s[0] - s[1] <= tol && s1 > 0.0 => {
+                        v.rules_may.push("DegenerateEigenvalues");
                     }
                     _ => {}
                 }
@@ -831,7 +831,7 @@ impl Spec {
             }
             Spec::ChoSolve => {
                 let d: Vec<f64> = (0..n).map(|i| x[0][(i, i)]).collect();
-                if d.iter().any(|&v| v == 0.0) {
+                if d.contains(&0.0) {
                     return Verdict::must(&["Singular"]);
                 }
                 let mut v = Verdict::default();
@@ -840,7 +840,7 @@ impl Spec {
             }
             Spec::TriSolve { .. } => {
                 let d: Vec<f64> = (0..n).map(|i| x[0][(i, i)]).collect();
-                if d.iter().any(|&v| v == 0.0) {
+                if d.contains(&0.0) {
                     return Verdict::must(&["Singular"]);
                 }
                 let mut v = Verdict::default();

@@ -8,7 +8,7 @@ use crate::prims::{kind, Kinds, Ref, Spec, Verdict};
 use matgrad::check::Checker;
 use matgrad::prelude::*;
 use matgrad::{Error, Real, Rule, Shape};
-use ndarray::{Array2, ArrayView2, ArrayViewMut2, Zip};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, ShapeBuilder, Zip};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -103,7 +103,7 @@ fn rel_diff(a: ArrayView2<'_, f64>, b: ArrayView2<'_, f64>) -> f64 {
     Zip::from(a).and(b).for_each(|&x, &y| {
         if x.is_nan() != y.is_nan() || (x.is_infinite() || y.is_infinite()) && x != y {
             d = f64::NAN;
-        } else if !(x.is_nan() || x == y) && !d.is_nan() {
+        } else if !(x.is_nan() || x == y || d.is_nan()) {
             d = d.max((x - y).abs());
         }
         if x.is_finite() {
@@ -136,12 +136,28 @@ fn moderate(v: Values) -> bool {
     matches!(v, Values::Natural | Values::Integers | Values::Zeros)
 }
 
-/// Runs one case in precision `T` from its seed.
-pub fn run_case<T: Real>(seed: u64, verbose: bool) -> Case {
+/// The primitive, its configuration and shapes of the case `seed`: the first draws of
+/// [`run_case`], for a case that panicked.
+pub fn describe(seed: u64) -> (String, String) {
+    let (spec, shapes, _) = draw(seed);
+    (spec.prim(), format!("{} shapes {shapes:?}", spec.name()))
+}
+
+fn draw(seed: u64) -> (Spec, Vec<Shape>, StdRng) {
     let mut rng = StdRng::seed_from_u64(seed);
     let (mut spec, mut shapes) = Spec::random(&mut rng);
     if rng.gen_bool(0.12) {
         spec.mutate(&mut shapes, &mut rng);
+    }
+    (spec, shapes, rng)
+}
+
+/// Runs one case in precision `T` from its seed.
+pub fn run_case<T: Real>(seed: u64, verbose: bool) -> Case {
+    let (mut spec, shapes, mut rng) = draw(seed);
+    // Configuration in f64 (polynomial coefficients) as the primitive rounds it.
+    if let Spec::MatPoly(c) = &mut spec {
+        c.iter_mut().for_each(|v| *v = T::of(*v).to64());
     }
     let expected = spec.expect(&shapes);
     let natural = if expected.is_ok() {
@@ -182,9 +198,10 @@ pub fn run_case<T: Real>(seed: u64, verbose: bool) -> Case {
     ctx.layouts = ctx.stored.iter().map(|s| s.layout()).collect();
     let small = ctx.x.iter().map(|v| v.len()).sum::<usize>() <= 30;
     let scenario = match ctx.rng.gen_range(0..100) {
-        0..=39 => "forward",
-        40..=86 => "gradient",
-        87..=97 => "hostile",
+        0..=38 => "forward",
+        39..=85 => "gradient",
+        86..=96 => "hostile",
+        97 => "huge",
         _ if small => "checker",
         _ => "forward",
     };
@@ -206,6 +223,7 @@ pub fn run_case<T: Real>(seed: u64, verbose: bool) -> Case {
         "forward" => ctx.forward_scenario(),
         "gradient" => ctx.gradient_scenario(),
         "hostile" => ctx.hostile_scenario(),
+        "huge" => ctx.huge_scenario(),
         _ => ctx.checker_scenario(),
     }
     let layouts = ctx.layouts();
@@ -608,7 +626,7 @@ impl<'s, T: Real> Ctx<'s, T> {
             if xv.len() > 1 && self.rng.gen_bool(0.5) {
                 xv.pop();
             } else {
-                let first = xv[0].clone();
+                let first = xv[0];
                 xv.push(first);
             }
         }
@@ -786,7 +804,7 @@ impl<'s, T: Real> Ctx<'s, T> {
             let kinds = self.expected.clone().err();
             self.calls += 1;
             let xv = self.xv();
-            let y: Vec<Array2<T>> = self.x.iter().map(|v| v.clone()).collect();
+            let y: Vec<Array2<T>> = self.x.to_vec();
             let ybar: Vec<Option<ArrayView2<'_, T>>> = (0..self.spec.outputs())
                 .map(|_| Some(self.x[0].view()))
                 .collect();
@@ -1638,6 +1656,66 @@ impl<'s, T: Real> Ctx<'s, T> {
                 self.note(|| format!("{method} on outputs that are not the forward pass's: {r:?}"));
                 self.outcomes.push("unchecked");
             }
+        }
+    }
+
+    // --------------------------------------------------------------------- huge
+
+    /// Dimensions beyond the 32-bit BLAS integers, shown by zero-stride broadcasts of
+    /// one value: the shape rule must answer without allocating, a typed error
+    /// (`TooLarge`, `BadReshape`) where the harness expects one.
+    fn huge_scenario(&mut self) {
+        let sizes = [1usize << 31, (1 << 31) + 7, 1 << 33];
+        let mut shapes = self.shapes.clone();
+        for s in shapes.iter_mut() {
+            for d in [&mut s.0, &mut s.1] {
+                if *d > 0 && self.rng.gen_bool(0.5) {
+                    *d = sizes[self.rng.gen_range(0..sizes.len())];
+                }
+            }
+            // A broadcast view holds at most isize::MAX elements.
+            if s.0.checked_mul(s.1).map_or(true, |t| t > 1 << 62) {
+                s.1 = 1;
+            }
+        }
+        // The same change to both operands of a shape rule that pairs them.
+        if shapes.len() == 2 && self.shapes[0] == self.shapes[1] {
+            shapes[1] = shapes[0];
+        }
+        let one = [T::one()];
+        let views: Vec<ArrayView2<'_, T>> = shapes
+            .iter()
+            .map(|s| {
+                ArrayView2::from_shape((s.0, s.1).strides((0, 0)), &one[..])
+                    .expect("a broadcast of one value")
+            })
+            .collect();
+        let expected = self.spec.expect(&shapes);
+        self.calls += 1;
+        let r = self.op.output_shapes(&views);
+        self.shapes = shapes;
+        match (r, &expected) {
+            (Ok(got), Ok(want)) => {
+                if got.to_vec() != *want {
+                    self.fail(
+                        "wrong output shapes",
+                        "output_shapes",
+                        format!("expected {want:?}, got {got:?}"),
+                    );
+                } else {
+                    self.outcomes.push("ok");
+                }
+            }
+            (r, _) => {
+                let kinds = expected.clone().err();
+                self.judge("output_shapes", r, kinds.as_ref(), &[]);
+            }
+        }
+        // Where the shapes are refused, every method must refuse them before allocating.
+        if let Err(kinds) = expected {
+            self.calls += 1;
+            let r = self.op.forward(&views);
+            self.judge("forward", r, Some(&kinds), &[]);
         }
     }
 
