@@ -150,6 +150,10 @@ pub fn kind(e: &Error) -> &'static str {
         Error::ForeignVar { .. } => "ForeignVar",
         Error::NotScalar { .. } => "NotScalar",
         Error::Released { .. } => "Released",
+        Error::CannotAllocate { .. } => "CannotAllocate",
+        Error::IllConditioned { .. } => "IllConditioned",
+        Error::Perturbed { .. } => "Perturbed",
+        Error::NoConvergence { .. } => "NoConvergence",
     }
 }
 
@@ -836,6 +840,11 @@ impl Spec {
                 }
                 let mut v = Verdict::default();
                 v.may.push("NonFinite");
+                // A pivot whose reciprocal overflows: rejected as numerically singular.
+                if d.iter().any(|p| !(1.0 / p.abs() < tmax)) {
+                    v.may.push("IllConditioned");
+                    v.rules_may.push("IllConditioned");
+                }
                 v
             }
             Spec::TriSolve { .. } => {
@@ -845,6 +854,11 @@ impl Spec {
                 }
                 let mut v = Verdict::default();
                 v.may.push("NonFinite");
+                // A pivot whose reciprocal overflows: rejected as numerically singular.
+                if d.iter().any(|p| !(1.0 / p.abs() < tmax)) {
+                    v.may.push("IllConditioned");
+                    v.rules_may.push("IllConditioned");
+                }
                 v
             }
             _ => Verdict::default(),

@@ -284,7 +284,9 @@ impl<'s, T: Real> Ctx<'s, T> {
     /// An error: one of `allowed`, or a failure.
     fn judge_err(&mut self, method: &'static str, e: &Error, allowed: &[&str]) {
         self.note(|| format!("{method} -> error {e}"));
-        if allowed.contains(&kind(e)) {
+        // A pivot too small to divide by is a numerically singular matrix.
+        let numerically_singular = kind(e) == "IllConditioned" && allowed.contains(&"Singular");
+        if allowed.contains(&kind(e)) || numerically_singular {
             self.outcomes.push("rejected");
         } else {
             let what = if allowed.is_empty() {
