@@ -141,9 +141,16 @@ fn tol_sets_the_finite_difference_tolerance() {
     r.assert_passed();
     assert_eq!(r.tolerances.fd, 1e-4);
     assert_eq!(r.tolerances.exact, Tolerances::F64.exact);
-    // Tighter than the error of a right rule's finite differences: it fails.
-    let r = check(Checker::new().tol(0.0), &Cube::right(), &a);
+    // Tighter than the rule's error (1e-6 relative): it fails.
+    let r = check(Checker::new().tol(1e-7), &off, &a);
     assert!(!r.passed(), "{r}");
+    // A tolerance that cannot fail or cannot pass is an error, not a report.
+    for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        assert!(Checker::new()
+            .tol(bad)
+            .check(&Cube::right(), &[a.view()])
+            .is_err());
+    }
 }
 
 #[test]
@@ -241,8 +248,11 @@ fn directions_sets_how_many_directions_each_input_gets() {
     // Each direction costs two central differences of two evaluations each.
     assert_eq!(five - one, 4 * 4);
     assert_eq!(evals(Checker::new(), &a), one + 2 * 4, "the default is 3");
-    // At least one direction, whatever is asked.
-    assert_eq!(evals(Checker::new().directions(0), &a), one);
+    // No direction at all would check nothing: an error.
+    assert!(Checker::new()
+        .directions(0)
+        .check(&Cube::right(), &[a.view()])
+        .is_err());
     // Other options survive.
     let c = Checker::new().tol(1e-4).directions(2);
     assert_eq!(c.tolerances_for::<f64>().fd, 1e-4);
