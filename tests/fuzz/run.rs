@@ -1693,9 +1693,19 @@ impl<'s, T: Real> Ctx<'s, T> {
             })
             .collect();
         let expected = self.spec.expect(&shapes);
+        // A dimension beyond the 32-bit BLAS integers is `TooLarge` (or, for a size in
+        // bytes, `CannotAllocate`) before any other check, whatever the shape rule says.
+        let beyond = shapes
+            .iter()
+            .any(|s| s.0 > i32::MAX as usize || s.1 > i32::MAX as usize);
+        let too_large = |r: &matgrad::Result<_>| matches!(r, Err(e) if beyond && matches!(kind(e), "TooLarge" | "CannotAllocate"));
         self.calls += 1;
         let r = self.op.output_shapes(&views);
         self.shapes = shapes;
+        if too_large(&r) {
+            self.outcomes.push("rejected");
+            return;
+        }
         match (r, &expected) {
             (Ok(got), Ok(want)) => {
                 if got.to_vec() != *want {
