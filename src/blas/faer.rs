@@ -31,7 +31,7 @@ pub trait Scalar: ::faer::traits::RealField {}
 impl Scalar for f32 {}
 impl Scalar for f64 {}
 
-/// The backend's name in [`crate::runtime`].
+/// The backend's name in [`crate::runtime()`](fn@crate::runtime).
 pub const NAME: &str = "faer";
 
 /// Threads asked for by [`set_threads`] (0: all of rayon's pool), or [`UNSET`].

@@ -13,7 +13,7 @@
 //!
 //! The functions here check shapes, then call the backend; both backends give the same
 //! results up to rounding, with LAPACK's conventions (pivots, orderings, errors).
-//! [`crate::runtime`] says which backend, kernel and thread count a program runs on.
+//! [`crate::runtime()`](fn@crate::runtime) says which backend, kernel and thread count a program runs on.
 //!
 //! All `unsafe` code of the crate is in this module: its private backend modules and the
 //! transposing copy kernels of [`copy`].

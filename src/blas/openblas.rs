@@ -20,7 +20,7 @@ use std::os::raw::{c_char, c_int};
 /// The scalar types this backend computes in, `f32` and `f64`: the raw entry points.
 pub use super::ffi::Ffi as Scalar;
 
-/// The backend's name in [`crate::runtime`].
+/// The backend's name in [`crate::runtime()`](fn@crate::runtime).
 pub const NAME: &str = if cfg!(feature = "openblas") {
     "OpenBLAS"
 } else {
