@@ -18,10 +18,10 @@
 //! All `unsafe` code of the crate is in this module: its private backend modules and the
 //! transposing copy kernels of [`copy`].
 
-#[cfg(all(feature = "cblas", not(feature = "faer")))]
 pub mod copy;
 #[cfg(feature = "faer")]
 pub(crate) mod faer;
+#[cfg(all(feature = "cblas", not(feature = "faer")))]
 pub(crate) mod ffi;
 pub mod lapack;
 #[cfg(all(feature = "cblas", not(feature = "faer")))]
