@@ -453,7 +453,8 @@ pub fn syevd<T: Real>(
         });
     }
     let stack = stack_of(work);
-    let (copy, stack) = stack.make_with::<f64>(n * n, |k| a[(k % n, k / n)].to64());
+    let (mut copy, stack) = stack.make_with::<f64>(n * n, |k| a[(k % n, k / n)].to64());
+    let e = rescale(&mut copy);
     let (mut vecs, stack) = stack.make_with::<f64>(n * n, |_| 0.0);
     let (mut vals, stack) = stack.make_with::<f64>(n, |_| 0.0);
     ::faer::linalg::evd::self_adjoint_evd(
@@ -469,9 +470,37 @@ pub fn syevd<T: Real>(
         *x = T::of(vecs[i + j * n]);
     }
     for (wi, &v) in w.iter_mut().zip(vals.iter()) {
-        *wi = T::of(v);
+        *wi = T::of(unscale(v, e));
     }
     Ok(())
+}
+
+/// Scales `a` in place by a power of two `2^-e` that brings its largest magnitude into
+/// `[2^-450, 2^450]`, and returns the exponent `e` to scale results back with
+/// [`unscale`]. faer's eigen and SVD solvers do not rescale (LAPACK's `dsyevd` and
+/// `dgesdd` do) and fail to converge, or lose tiny singular values, on matrices near the
+/// ends of the exponent range. Powers of two scale exactly; the factor is applied in
+/// two halves because `2^1074` itself is not a finite `f64`.
+fn rescale(a: &mut [f64]) -> i32 {
+    const LIMIT: i32 = 450;
+    let top = a.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    if top == 0.0 || !top.is_finite() {
+        return 0;
+    }
+    let e = top.log2().floor() as i32;
+    if (-LIMIT..=LIMIT).contains(&e) {
+        return 0;
+    }
+    let (f1, f2) = (2f64.powi(-e / 2), 2f64.powi(-e - (-e / 2)));
+    for x in a.iter_mut() {
+        *x = *x * f1 * f2;
+    }
+    e
+}
+
+/// `v · 2^e`, the inverse of [`rescale`]'s factor.
+fn unscale(v: f64, e: i32) -> f64 {
+    v * 2f64.powi(e / 2) * 2f64.powi(e - e / 2)
 }
 
 /// [`gesdd`]'s stack: `A`, `U`, `V` and `s` in f64, and faer's scratch.
@@ -515,7 +544,8 @@ pub fn gesdd<T: Real>(
         });
     }
     let stack = stack_of(work);
-    let (copy, stack) = stack.make_with::<f64>(m * n, |q| a[(q % m, q / m)].to64());
+    let (mut copy, stack) = stack.make_with::<f64>(m * n, |q| a[(q % m, q / m)].to64());
+    let e = rescale(&mut copy);
     let (mut uf, stack) = stack.make_with::<f64>(m * k, |_| 0.0);
     let (mut vf, stack) = stack.make_with::<f64>(n * k, |_| 0.0);
     let (mut sf, stack) = stack.make_with::<f64>(k, |_| 0.0);
@@ -536,7 +566,7 @@ pub fn gesdd<T: Real>(
         *x = T::of(vf[j + i * n]);
     }
     for (si, &v) in s.iter_mut().zip(sf.iter()) {
-        *si = T::of(v);
+        *si = T::of(unscale(v, e));
     }
     Ok(())
 }
