@@ -115,6 +115,12 @@ def summarize(path):
 
 def limit_threads(threads, library):
     t = str(threads)
+    # XLA's CPU runtime sizes its own thread pool from the cores it may run on and
+    # ignores the flags below (JAX 0.10 ran a GEMM on both cores of a 2-core machine
+    # with them set); the only limit every library obeys is the CPU affinity mask.
+    cpus = sorted(os.sched_getaffinity(0))
+    if threads < len(cpus):
+        os.sched_setaffinity(0, cpus[:threads])
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = t
     if library == "jax":

@@ -78,6 +78,18 @@ thread_env() {
     echo OPENBLAS_NUM_THREADS="$t" OMP_NUM_THREADS="$t" MKL_NUM_THREADS="$t"
 }
 
+# Below the machine's core count every process, matgrad's included, also runs on only
+# `t` cores (its affinity mask): XLA ignores its thread flags and would otherwise use
+# every core for a "one-thread" case.
+pin() {
+    local t=$1
+    local cores
+    cores=$(nproc)
+    if ((t < cores)); then
+        echo taskset -c "0-$((t - 1))"
+    fi
+}
+
 main() {
     cd "$root"
     if [[ -z "${PEERS_PYTHON:-}" ]]; then
@@ -115,12 +127,12 @@ main() {
                 local lib=${libs[$(((i + r) % ${#libs[@]}))]}
                 # Every thread setting is read when a library loads: one process each.
                 if [[ "$lib" == matgrad ]]; then
-                    env $(thread_env "$t") ${coretype:+OPENBLAS_CORETYPE=$coretype} \
+                    $(pin "$t") env $(thread_env "$t") ${coretype:+OPENBLAS_CORETYPE=$coretype} \
                         "$bins/matgrad" --threads "$t" "${reps[@]}" >>"$rows"
                 elif [[ "$lib" == matgrad-faer ]]; then
-                    env $(thread_env "$t") "$bins/matgrad-faer" --threads "$t" "${reps[@]}" >>"$rows"
+                    $(pin "$t") env $(thread_env "$t") "$bins/matgrad-faer" --threads "$t" "${reps[@]}" >>"$rows"
                 else
-                    env $(thread_env "$t") "$py" "$here/peers.py" --library "$lib" --threads "$t" "${reps[@]}" >>"$rows"
+                    $(pin "$t") env $(thread_env "$t") "$py" "$here/peers.py" --library "$lib" --threads "$t" "${reps[@]}" >>"$rows"
                 fi
             done
         done
