@@ -411,3 +411,102 @@ fn strided_views_agree_with_contiguous_arrays() {
         assert_same_on_views(&Hadamard, &[&a, &randn(m, n, s + 1)], s);
     }
 }
+
+/// Distance in units in the last place between two finite `f64` of the same sign.
+fn ulps(a: f64, b: f64) -> u64 {
+    let key = |x: f64| {
+        let b = x.to_bits() as i64;
+        if b < 0 {
+            i64::MIN - b
+        } else {
+            b
+        }
+    };
+    key(a).abs_diff(key(b))
+}
+
+#[test]
+fn vector_tanh_is_within_four_units_in_the_last_place_of_the_c_library() {
+    use matgrad::blas::vmath;
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(31);
+    // Every binade from the subnormals to past the clamp, both signs, uniform within it.
+    let mut xs: Vec<f64> = (0..200_000)
+        .map(|_| {
+            let e = rng.gen_range(-1074..=6);
+            let x = rng.gen_range(1.0..2.0) * 2f64.powi(e);
+            if rng.gen_bool(0.5) {
+                -x
+            } else {
+                x
+            }
+        })
+        .collect();
+    // Dense where the reduction switches k and near the clamp.
+    xs.extend((0..20_000).map(|i| i as f64 * 1e-3));
+    xs.extend([
+        0.0,
+        -0.0,
+        19.0,
+        19.06,
+        19.1,
+        20.0,
+        20.5,
+        700.0,
+        1e300,
+        f64::MAX,
+    ]);
+    xs.extend([f64::MIN_POSITIVE, 5e-324, -5e-324, f64::EPSILON]);
+    let mut worst = (0, 0.0);
+    for &x in &xs {
+        let (got, want) = (vmath::tanh(x), x.tanh());
+        assert_eq!(
+            got.is_sign_negative(),
+            want.is_sign_negative(),
+            "tanh({x:e})"
+        );
+        let d = ulps(got, want);
+        if d > worst.0 {
+            worst = (d, x);
+        }
+    }
+    assert!(worst.0 <= 4, "{} ulps at x = {:e}", worst.0, worst.1);
+    for x in [f64::INFINITY, f64::NEG_INFINITY] {
+        assert_eq!(vmath::tanh(x), x.signum());
+    }
+    assert!(vmath::tanh(f64::NAN).is_nan());
+
+    // The slice kernel (vectorised) gives the scalar function's bits, in f32 too.
+    let mut ys = vec![0.0; xs.len()];
+    vmath::tanh_slice(&xs, &mut ys);
+    for (&x, &y) in xs.iter().zip(&ys) {
+        assert_eq!(y.to_bits(), vmath::tanh(x).to_bits(), "tanh({x:e})");
+    }
+    let xf: Vec<f32> = xs.iter().map(|&x| x as f32).collect();
+    let mut yf = vec![0f32; xf.len()];
+    vmath::tanh_slice(&xf, &mut yf);
+    for (&x, &y) in xf.iter().zip(&yf) {
+        let want = x.tanh();
+        assert!(
+            (y - want).abs() <= 2.0 * f32::EPSILON * want.abs() || y.to_bits() == want.to_bits(),
+            "tanh({x:e}) in f32: {y} vs {want}"
+        );
+    }
+}
+
+#[test]
+fn map_tanh_on_every_layout_gives_the_same_bits() {
+    use support::views::{store, view, LAYOUTS};
+    let a = randn(37, 23, 41) * 3.0;
+    let y = Map(Tanh).forward(&[a.view()]).unwrap().remove(0);
+    for layout in LAYOUTS {
+        let base = store(&a, layout);
+        let yl = Map(Tanh).forward(&[view(&base, layout)]).unwrap().remove(0);
+        for ((&p, &q), &x) in y.iter().zip(&yl).zip(&a) {
+            assert_eq!(p.to_bits(), q.to_bits(), "tanh({x}) in {layout:?}");
+        }
+    }
+    for (&p, &x) in y.iter().zip(&a) {
+        assert!((p - x.tanh()).abs() <= 4.0 * f64::EPSILON * p.abs());
+    }
+}

@@ -15,8 +15,8 @@
 //! results up to rounding, with LAPACK's conventions (pivots, orderings, errors).
 //! [`crate::runtime()`](fn@crate::runtime) says which backend, kernel and thread count a program runs on.
 //!
-//! All `unsafe` code of the crate is in this module: its private backend modules and the
-//! transposing copy kernels of [`copy`].
+//! All `unsafe` code of the crate is in this module: its private backend modules, the
+//! transposing copy kernels of [`copy`] and the vector-width dispatch of [`vmath`].
 
 pub mod copy;
 #[cfg(feature = "faer")]
@@ -26,6 +26,7 @@ pub(crate) mod ffi;
 pub mod lapack;
 #[cfg(all(feature = "cblas", not(feature = "faer")))]
 pub(crate) mod openblas;
+pub mod vmath;
 
 #[cfg(feature = "faer")]
 pub(crate) use self::faer as backend;

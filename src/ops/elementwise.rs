@@ -40,6 +40,7 @@
 //! ```
 
 use super::same_shape;
+use crate::blas::vmath;
 use crate::error::{Result, Shape};
 use crate::primitive::{Grad, Partials, Rule, Saves, Shapes};
 use crate::Real;
@@ -85,6 +86,16 @@ pub trait ElemFn<T: Real> {
             T::zero()
         } else {
             self.df(x, y) * v
+        }
+    }
+    /// `y[i] = g(x[i])` over a contiguous run of entries, the forward pass of [`Map`]
+    /// where input and output are laid out alike. Override it with a loop that
+    /// vectorises (see [`Tanh`]); it must give what [`ElemFn::f`] gives, bit for bit, so
+    /// that a strided view gets the same answer as a contiguous one.
+    #[inline]
+    fn f_slice(&self, x: &[T], y: &mut [T]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = self.f(x);
         }
     }
 }
@@ -141,9 +152,15 @@ impl<T: Real, G: ElemFn<T>> Rule<T> for Map<G> {
         y: &mut [ArrayViewMut2<'_, T>],
         _: &mut [T],
     ) -> Result<()> {
-        Zip::from(&mut y[0])
-            .and(&x[0])
-            .for_each(|y, &x| *y = self.0.f(x));
+        let (x, mut y) = (x[0].view(), y[0].view_mut());
+        if x.strides() == y.strides() {
+            if let (Some(xs), Some(ys)) = (x.as_slice_memory_order(), y.as_slice_memory_order_mut())
+            {
+                self.0.f_slice(xs, ys);
+                return Ok(());
+            }
+        }
+        Zip::from(y).and(&x).for_each(|y, &x| *y = self.0.f(x));
         Ok(())
     }
     fn pullback(
@@ -230,10 +247,33 @@ macro_rules! elem_fn {
     };
 }
 
-elem_fn!(
-    /// `tanh x`, with `tanh' = 1 − y²` from the output.
-    Tanh, "Tanh", Output, |x| Float::tanh(x), |x, y| T::one() - y * y
-);
+/// `tanh x`, with `tanh' = 1 − y²` from the output.
+///
+/// Computed by [`crate::blas::vmath::tanh`] (in `f64` for `f32`), within a few units in
+/// the last place of the C library's `tanh` and, on contiguous data, on the CPU's
+/// vector units: several times faster than the C library's entry-by-entry calls.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
+pub struct Tanh;
+
+impl<T: Real> ElemFn<T> for Tanh {
+    fn name(&self) -> &'static str {
+        "Tanh"
+    }
+    fn reads(&self) -> Deriv {
+        Deriv::Output
+    }
+    #[inline]
+    fn f(&self, x: T) -> T {
+        T::of(vmath::tanh(x.to64()))
+    }
+    #[inline]
+    fn df(&self, _x: T, y: T) -> T {
+        T::one() - y * y
+    }
+    fn f_slice(&self, x: &[T], y: &mut [T]) {
+        vmath::tanh_slice(x, y);
+    }
+}
 elem_fn!(
     /// The logistic sigmoid `σ(x) = 1/(1 + e⁻ˣ)`, with `σ' = y(1 − y)` from the output.
     ///
