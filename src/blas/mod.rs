@@ -364,14 +364,15 @@ pub fn gemm_tri_workspace(n: usize) -> usize {
 /// adds to that triangle and leaves the other one untouched. Pass `a.t()` for `Aᵀ`.
 ///
 /// BLAS has no triangular-output GEMM (gemmt is a vendor extension), so this goes by
-/// block rows of [`GEMM_TRI_BLOCK`]: the part of each block row off the diagonal block
-/// is one GEMM straight into `C`, and the diagonal block is one GEMM into `C` itself
-/// (`Replace`, after which the other triangle of the block is zeroed) or into `tile`
-/// (`Add`, after which its triangle is added). That is half the flops of a full product
-/// and allocates nothing: `tile` must hold [`gemm_tri_workspace`]`(n)` elements for
-/// `Add` and may be empty for `Replace`.
+/// halves: the off-diagonal quarter inside the triangle is one GEMM straight into `C`,
+/// and each diagonal half recurses, down to diagonal blocks of at most
+/// [`GEMM_TRI_BLOCK`], each one GEMM into `C` itself (`Replace`, after which the other
+/// triangle of the block is zeroed) or into `tile` (`Add`, after which its triangle is
+/// added). That is half the flops of a full product, mostly in GEMMs of order `n/2`,
+/// `n/4`, …, and allocates nothing: `tile` must hold [`gemm_tri_workspace`]`(n)`
+/// elements for `Add` and may be empty for `Replace`.
 pub fn gemm_tri<T: Real>(
-    mut c: ArrayViewMut2<'_, T>,
+    c: ArrayViewMut2<'_, T>,
     uplo: Uplo,
     accum: Accum,
     a: ArrayView2<'_, T>,
@@ -417,42 +418,80 @@ pub fn gemm_tri<T: Real>(
     if accum == Accum::Add && tile.len() < need {
         return Err(short(tile.len()));
     }
-    for r0 in (0..m).step_by(GEMM_TRI_BLOCK) {
-        let r1 = (r0 + GEMM_TRI_BLOCK).min(m);
-        let rows = a.slice(ndarray::s![r0..r1, ..]);
-        // Columns of this block row inside the triangle, and outside it, off the diagonal block.
-        let (inside, outside) = match uplo {
-            Uplo::Lower => (0..r0, r1..m),
-            Uplo::Upper => (r1..m, 0..r0),
-        };
-        if !inside.is_empty() {
-            let cols = b.slice(ndarray::s![.., inside.clone()]);
-            let dst = c.slice_mut(ndarray::s![r0..r1, inside]);
-            gemm(dst, accum, rows, cols, alpha)?;
-        }
-        if accum == Accum::Replace && !outside.is_empty() {
-            c.slice_mut(ndarray::s![r0..r1, outside]).fill(T::zero());
-        }
-        let cols = b.slice(ndarray::s![.., r0..r1]);
-        let mut diag = c.slice_mut(ndarray::s![r0..r1, r0..r1]);
-        match accum {
-            Accum::Replace => {
-                gemm(diag.view_mut(), Accum::Replace, rows, cols, alpha)?;
-                for ((i, j), x) in diag.indexed_iter_mut() {
-                    if !uplo.contains(i, j) {
-                        *x = T::zero();
-                    }
+    tri_halves(c, uplo, accum, a, b, alpha, tile)
+}
+
+/// [`gemm_tri`] after its checks: the off-diagonal quarter of `C` inside the triangle is
+/// one GEMM of half the order, the other one is zeroed (`Replace`) or left, and each
+/// diagonal half recurses down to blocks of at most [`GEMM_TRI_BLOCK`]. Large GEMMs run
+/// nearer the machine's rate (and thread better) than a row of thin block products.
+fn tri_halves<T: Real>(
+    mut c: ArrayViewMut2<'_, T>,
+    uplo: Uplo,
+    accum: Accum,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    alpha: T,
+    tile: &mut [T],
+) -> Result<()> {
+    use ndarray::Axis;
+    let m = c.nrows();
+    if m <= GEMM_TRI_BLOCK {
+        return tri_block(c, uplo, accum, a, b, alpha, tile);
+    }
+    let h = m / 2;
+    let (a1, a2) = a.split_at(Axis(0), h);
+    let (b1, b2) = b.split_at(Axis(1), h);
+    let (top, bottom) = c.view_mut().split_at(Axis(0), h);
+    let (c11, c12) = top.split_at(Axis(1), h);
+    let (c21, c22) = bottom.split_at(Axis(1), h);
+    let (inside, mut outside, p, q) = match uplo {
+        Uplo::Lower => (c21, c12, a2, b1),
+        Uplo::Upper => (c12, c21, a1, b2),
+    };
+    gemm(inside, accum, p, q, alpha)?;
+    if accum == Accum::Replace {
+        outside.fill(T::zero());
+    }
+    tri_halves(c11, uplo, accum, a1, b1, alpha, tile)?;
+    tri_halves(c22, uplo, accum, a2, b2, alpha, tile)
+}
+
+/// A diagonal block of [`gemm_tri`]: one GEMM into `C` itself (`Replace`, after which
+/// the other triangle is zeroed) or into `tile` (`Add`, after which its triangle is
+/// added).
+fn tri_block<T: Real>(
+    mut diag: ArrayViewMut2<'_, T>,
+    uplo: Uplo,
+    accum: Accum,
+    rows: ArrayView2<'_, T>,
+    cols: ArrayView2<'_, T>,
+    alpha: T,
+    tile: &mut [T],
+) -> Result<()> {
+    match accum {
+        Accum::Replace => {
+            gemm(diag.view_mut(), Accum::Replace, rows, cols, alpha)?;
+            for ((i, j), x) in diag.indexed_iter_mut() {
+                if !uplo.contains(i, j) {
+                    *x = T::zero();
                 }
             }
-            Accum::Add => {
-                let w = r1 - r0;
-                let t = ArrayViewMut2::from_shape((w, w), &mut tile[..w * w]);
-                let mut t = t.map_err(|_| short(w * w))?;
-                gemm(t.view_mut(), Accum::Replace, rows, cols, alpha)?;
-                for ((i, j), x) in diag.indexed_iter_mut() {
-                    if uplo.contains(i, j) {
-                        *x += t[(i, j)];
-                    }
+        }
+        Accum::Add => {
+            let w = diag.nrows();
+            let short = |got| Error::Workspace {
+                op: "gemm_tri",
+                needed: w * w,
+                got,
+            };
+            let have = tile.len();
+            let t = tile.get_mut(..w * w).ok_or(short(have))?;
+            let mut t = ArrayViewMut2::from_shape((w, w), t).map_err(|_| short(w * w))?;
+            gemm(t.view_mut(), Accum::Replace, rows, cols, alpha)?;
+            for ((i, j), x) in diag.indexed_iter_mut() {
+                if uplo.contains(i, j) {
+                    *x += t[(i, j)];
                 }
             }
         }

@@ -41,7 +41,7 @@ use super::cholesky::Convention;
 use super::square;
 use super::triangular::scratch;
 use crate::blas::lapack::{int_scratch, ints_in, is_column_major, syevd, syevd_workspace};
-use crate::blas::{gemm, Accum};
+use crate::blas::{gemm, gemm_tri, Accum, Uplo};
 use crate::error::{Error, Result, Shape};
 use crate::primitive::{Grad, Partials, Rule, Saves, Shapes, Structure};
 use crate::Real;
@@ -202,43 +202,37 @@ pub(crate) fn symmetrised<T: Real>(
     }
 }
 
-/// The symmetric `G` (held in full in `p`) written as the convention's gradient into
-/// `g`: `G` itself (symmetrised exactly), or its lower triangle with the off-diagonal
-/// entries `Gᵢⱼ + Gⱼᵢ` and the strict upper triangle zero.
+/// The symmetric `G`, of which `p` holds the lower triangle, written as the
+/// convention's gradient into `g`: `G` itself, or its lower triangle with the
+/// off-diagonal entries `Gᵢⱼ + Gⱼᵢ = 2Gᵢⱼ` and the strict upper triangle zero.
 fn fold_into<T: Real>(
     convention: Convention,
     p: ArrayView2<'_, T>,
     g: ArrayViewMut2<'_, T>,
     acc: Accum,
 ) {
-    let half = T::of(0.5);
+    let two = T::of(2.0);
     Zip::indexed(g).for_each(|(i, j), x| {
         let v = match convention {
-            Convention::Symmetric => (p[(i, j)] + p[(j, i)]) * half,
+            Convention::Symmetric => p[(i.max(j), i.min(j))],
             Convention::Lower if j > i => T::zero(),
             Convention::Lower if j == i => p[(i, i)],
-            Convention::Lower => p[(i, j)] + p[(j, i)],
+            Convention::Lower => two * p[(i, j)],
         };
         acc.store(x, v);
     });
 }
 
-/// [`fold_into`] in place, for a first write that computed `G` in the gradient buffer.
+/// [`fold_into`] in place, for a first write that computed the lower triangle of `G`
+/// in the gradient buffer (its strict upper triangle zero).
 fn fold_in_place<T: Real>(convention: Convention, mut g: ArrayViewMut2<'_, T>) {
     let n = g.nrows();
-    let half = T::of(0.5);
+    let two = T::of(2.0);
     for i in 0..n {
         for j in 0..i {
-            let s = g[(i, j)] + g[(j, i)];
             match convention {
-                Convention::Symmetric => {
-                    g[(i, j)] = s * half;
-                    g[(j, i)] = s * half;
-                }
-                Convention::Lower => {
-                    g[(i, j)] = s;
-                    g[(j, i)] = T::zero();
-                }
+                Convention::Symmetric => g[(j, i)] = g[(i, j)],
+                Convention::Lower => g[(i, j)] = two * g[(i, j)],
             }
         }
     }
@@ -468,13 +462,30 @@ impl<T: Real> Rule<T> for SymEig {
                 Zip::indexed(w.view_mut()).for_each(|(i, j), x| *x = v[(i, j)] * lbar[(j, 0)]);
             }
         }
+        // G = W·Vᵀ = V·S·Vᵀ is symmetric (S is): only its lower triangle is computed.
         match acc {
             Accum::Replace => {
-                gemm(g.view_mut(), Accum::Replace, w.view(), v.t(), T::one())?;
+                gemm_tri(
+                    g.view_mut(),
+                    Uplo::Lower,
+                    acc,
+                    w.view(),
+                    v.t(),
+                    T::one(),
+                    &mut [],
+                )?;
                 fold_in_place(self.convention, g);
             }
             Accum::Add => {
-                gemm(s.view_mut(), Accum::Replace, w.view(), v.t(), T::one())?;
+                gemm_tri(
+                    s.view_mut(),
+                    Uplo::Lower,
+                    Accum::Replace,
+                    w.view(),
+                    v.t(),
+                    T::one(),
+                    &mut [],
+                )?;
                 fold_into(self.convention, s.view(), g, acc);
             }
         }
