@@ -18,14 +18,18 @@
 //! - `record-reset`: the same on one tape emptied with `Tape::reset` every step, whose
 //!   values and cotangents come from the buffers of the step before.
 //!
-//! The update is the same plain SGD step in all three.
+//! The update is the same plain SGD step in all of them.
+//!
+//! After criterion's own figures, `tape_ratio/…` lines give each way's time over
+//! `hand`'s as the median of ratios timed in interleaved rounds: the figure to judge the
+//! tape's overhead by on a machine whose load changes.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use matgrad::check::random;
 use matgrad::nn::{glorot_uniform, Optimizer, Sgd};
 use matgrad::prelude::*;
 use ndarray::{ArcArray2, Array2, ArrayView2};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const LR: f64 = 1e-3;
 
@@ -267,6 +271,88 @@ fn steps(c: &mut Criterion) {
     g.finish();
 }
 
+/// The ratios the tape is judged by, each way of taking a step against `hand`, timed in
+/// interleaved rounds (one untimed step, then a timed batch, of each way in turn) so
+/// that a change of machine load falls on all of them alike: the median over rounds of
+/// the per-round ratio. Criterion times each way on its own, minutes apart, and on a
+/// shared machine its ratios drift by more than the 10% they are judged at.
+fn interleaved_ratios(_: &mut Criterion) {
+    for (name, widths, batch, rounds, k) in [
+        (
+            "small 64-128-128-10 b64",
+            vec![64, 128, 128, 10],
+            64,
+            41,
+            20,
+        ),
+        (
+            "wide 784-1024-1024-10 b256",
+            vec![784, 1024, 1024, 10],
+            256,
+            15,
+            1,
+        ),
+    ] {
+        let mut m = Model::new(&widths, batch);
+        let mut opt = Sgd::new(LR);
+        let one = Array2::ones((1, 1));
+        let mut hand = Hand::new(&m);
+        let mut tape = Tape::new();
+        let (vars, loss) = m.record(&mut tape);
+        let mut model = tape.function("MLP", &vars, &[loss]).unwrap();
+        drop(tape);
+        let mut reused = Tape::new();
+        type Step<'a> = Box<dyn FnMut(&mut Model) + 'a>;
+        let mut ways: [(&str, Step<'_>); 4] = [
+            ("hand", Box::new(|m: &mut Model| hand.step(m).unwrap())),
+            (
+                "replay",
+                Box::new(|m: &mut Model| replay_step(&mut model, m, &one)),
+            ),
+            (
+                "record",
+                Box::new(|m: &mut Model| record_step(&mut Tape::new(), m, &one)),
+            ),
+            (
+                "record-reset",
+                Box::new(|m: &mut Model| record_step(&mut reused, m, &one)),
+            ),
+        ];
+        let mut secs = vec![Vec::with_capacity(rounds); ways.len()];
+        for _ in 0..rounds {
+            for ((_, step), s) in ways.iter_mut().zip(secs.iter_mut()) {
+                step(&mut m);
+                m.update(&mut opt);
+                let t = Instant::now();
+                for _ in 0..k {
+                    step(&mut m);
+                    m.update(&mut opt);
+                }
+                s.push(t.elapsed().as_secs_f64() / k as f64);
+            }
+        }
+        println!("tape_ratio/{name}: {rounds} interleaved rounds of {k} steps each, medians");
+        for (i, (way, _)) in ways.iter().enumerate() {
+            let mut r: Vec<f64> = secs[i].iter().zip(&secs[0]).map(|(a, b)| a / b).collect();
+            println!(
+                "  {way:<13} {:>9.3} ms   / hand {:.3}",
+                1e3 * median(&mut secs[i].clone()),
+                median(&mut r)
+            );
+        }
+    }
+}
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let m = xs.len() / 2;
+    if xs.len() % 2 == 1 {
+        xs[m]
+    } else {
+        0.5 * (xs[m - 1] + xs[m])
+    }
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(20)
@@ -277,6 +363,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = steps
+    targets = steps, interleaved_ratios
 }
 criterion_main!(benches);
