@@ -547,6 +547,7 @@ pub trait Primitive<T: Real>: Rule<T> + sealed::Sealed<T> {
         for (k, (v, &s)) in ydot.iter().zip(&ys).enumerate() {
             expect(name, "tangent buffer", self.output_name(k), s, shape_of(v))?;
         }
+        check_workspace(self, &xs, ws.as_deref())?;
         // A tangent that is entirely zero is a missing one: its contribution is zero
         // whatever the rule's intermediate values (∞·0 would be NaN).
         let xdot: Slots<'_, T> = xdot.iter().map(nonzero).collect();
@@ -608,6 +609,7 @@ pub(crate) fn run_pullback<T: Real, R: Rule<T> + ?Sized>(
     grads: &mut [Grad<'_, T>],
     ws: Option<&mut [T]>,
 ) -> Result<()> {
+    check_workspace(r, xs, ws.as_deref())?;
     if grads.iter().all(|g| !g.wanted()) {
         return Ok(());
     }
@@ -738,6 +740,24 @@ fn alloc_all<T: Real>(op: &'static str, shapes: &[Shape]) -> Result<Vec<Array2<T
 pub(crate) fn zeros<T: Real>(op: &'static str, s: Shape) -> Result<Array2<T>> {
     check_size::<T>(op, "an output", s)?;
     Ok(Array2::zeros((s.0, s.1)))
+}
+
+/// A caller's workspace shorter than the rule declares is an error, checked before any
+/// shortcut (no gradient wanted, zero cotangents or tangents, empty matrices) so that
+/// the same call fails alike whatever the values.
+pub(crate) fn check_workspace<T: Real, R: Rule<T> + ?Sized>(
+    r: &R,
+    xs: &[Shape],
+    ws: Option<&[T]>,
+) -> Result<()> {
+    match ws {
+        Some(ws) if ws.len() < r.workspace(xs) => Err(Error::Workspace {
+            op: r.name(),
+            needed: r.workspace(xs),
+            got: ws.len(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Runs `f` with the caller's workspace, or with a new one when none was given (its

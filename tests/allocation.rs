@@ -376,3 +376,62 @@ fn a_workspace_that_is_too_small_is_a_typed_error() {
         "{err}"
     );
 }
+
+/// The workspace is checked before any shortcut: with an empty matrix, no gradient
+/// wanted or a zero cotangent, a workspace shorter than the rule declares is still an
+/// error, so that whether a call fails does not depend on the values it is given.
+#[test]
+fn a_short_workspace_is_an_error_even_where_the_rule_has_nothing_to_do() {
+    let mut rng = random::rng(17);
+    let l = random::lower::<f64>(6, &mut rng);
+    let cases: Vec<(Box<dyn Primitive<f64>>, Vec<Array2<f64>>)> = vec![
+        (Box::new(SymEig::new()), vec![Array2::zeros((0, 0))]),
+        (Box::new(Svd), vec![Array2::zeros((5, 0))]),
+        (
+            Box::new(TriSolve::lower()),
+            vec![l.clone(), Array2::zeros((6, 0))],
+        ),
+        (
+            Box::new(TriSolve::lower()),
+            vec![l.clone(), random::randn::<f64>(6, 3, &mut rng)],
+        ),
+    ];
+    for (p, x) in &cases {
+        let xv: Vec<ArrayView2<'_, f64>> = x.iter().map(|a| a.view()).collect();
+        let shapes: Vec<Shape> = x.iter().map(shape).collect();
+        let need = p.workspace(&shapes);
+        assert!(need > 0, "{}", p.name());
+        let y = p.forward(&xv).unwrap();
+        let yv: Vec<ArrayView2<'_, f64>> = y.iter().map(|a| a.view()).collect();
+        // Zero cotangents and tangents: the rule itself would not run.
+        let zeros: Vec<Array2<f64>> = y.iter().map(|a| Array2::zeros(a.raw_dim())).collect();
+        let ybar: Vec<Option<ArrayView2<'_, f64>>> = zeros
+            .iter()
+            .take(p.outputs())
+            .map(|z| Some(z.view()))
+            .collect();
+        let mut g: Vec<Array2<f64>> = x.iter().map(|a| Array2::zeros(a.raw_dim())).collect();
+        let mut grads: Vec<Grad<'_, f64>> =
+            g.iter_mut().map(|b| Grad::Write(b.view_mut())).collect();
+        let mut ws = vec![0.0; need - 1];
+        let err = p
+            .backward_into(&xv, &yv, &ybar, &mut grads, Some(&mut ws))
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Workspace { .. }),
+            "{}: {err}",
+            p.name()
+        );
+        let xdot: Vec<Option<ArrayView2<'_, f64>>> = vec![None; x.len()];
+        let mut d: Vec<Array2<f64>> = zeros.iter().take(p.outputs()).cloned().collect();
+        let mut ydot: Vec<_> = d.iter_mut().map(|b| b.view_mut()).collect();
+        let err = p
+            .jvp_into(&xv, &yv, &xdot, &mut ydot, Some(&mut ws))
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Workspace { .. }),
+            "{}: {err}",
+            p.name()
+        );
+    }
+}
