@@ -384,7 +384,8 @@ fn a_workspace_that_is_too_small_is_a_typed_error() {
 fn a_short_workspace_is_an_error_even_where_the_rule_has_nothing_to_do() {
     let mut rng = random::rng(17);
     let l = random::lower::<f64>(6, &mut rng);
-    let cases: Vec<(Box<dyn Primitive<f64>>, Vec<Array2<f64>>)> = vec![
+    type Case = (Box<dyn Primitive<f64>>, Vec<Array2<f64>>);
+    let cases: Vec<Case> = vec![
         (Box::new(SymEig::new()), vec![Array2::zeros((0, 0))]),
         (Box::new(Svd), vec![Array2::zeros((5, 0))]),
         (
