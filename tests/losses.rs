@@ -920,3 +920,58 @@ fn optimisers_allocate_nothing_after_the_first_step() {
         assert_eq!(later, 0, "steps after the first allocate nothing");
     }
 }
+
+/// Near the overflow threshold a plain sum can overflow in one order and not in
+/// another, or overflow where the mean is finite; in f32 the partial sums overflow
+/// long before an f64 sum would. Sum and Mean (forward and tangent) are finite, with
+/// the right value, wherever their value is, on every layout.
+#[test]
+fn sums_and_means_overflow_only_when_their_value_does() {
+    use support::views::{store, view, LAYOUTS};
+    let big = f64::MAX / 2.0;
+    // Rows of [b, b, b, −b, −b] and [−b, −b, −b, b, b] in turn: along a row the partial
+    // sums reach 1.5·MAX and overflow, down a column they alternate; the total is finite.
+    let a = Array2::from_shape_fn((6, 5), |(i, j)| {
+        let s = if (j < 3) == (i % 2 == 0) { 1.0 } else { -1.0 };
+        s * big * (1.0 - 1e-3 * (i * 5 + j) as f64)
+    });
+    let want_sum: f64 = a.iter().map(|v| v / 4.0).sum::<f64>() * 4.0;
+    let want_mean = a.iter().map(|v| v / 30.0).sum::<f64>();
+    assert!(want_sum.is_finite() && want_mean.is_finite());
+    let close = |got: f64, want: f64| (got - want).abs() <= 1e-12 * want.abs();
+    let mut layouts: Vec<Option<_>> = vec![None];
+    layouts.extend(LAYOUTS.map(Some));
+    for layout in layouts {
+        let base = layout.map(|l| store(&a, l));
+        let av = match (layout, &base) {
+            (Some(l), Some(b)) => view(b, l),
+            _ => a.view(),
+        };
+        let s = Sum.forward(&[av]).unwrap()[0][(0, 0)];
+        let m = Mean.forward(&[av]).unwrap()[0][(0, 0)];
+        assert!(
+            close(s, want_sum),
+            "Sum {s:e}, want {want_sum:e} ({layout:?})"
+        );
+        assert!(
+            close(m, want_mean),
+            "Mean {m:e}, want {want_mean:e} ({layout:?})"
+        );
+        let one = Array2::<f64>::zeros((1, 1));
+        let sd = Sum.jvp(&[av], &[one.view()], &[Some(av)]).unwrap()[0][(0, 0)];
+        assert!(close(sd, want_sum), "Sum tangent {sd:e} ({layout:?})");
+    }
+    // A mean of f32 entries near f32::MAX whose sum overflows f32 but not f64.
+    let f = Array2::from_shape_fn((4, 3), |(i, j)| {
+        f32::MAX * (0.5 + 0.01 * (i * 3 + j) as f32)
+    });
+    let m = Mean.forward(&[f.view()]).unwrap()[0][(0, 0)];
+    let want = f.iter().map(|&v| f64::from(v)).sum::<f64>() / 12.0;
+    assert!(
+        m.is_finite() && (f64::from(m) - want).abs() <= 1e-6 * want,
+        "f32 Mean {m:e}"
+    );
+    // A sum whose value does overflow is infinite, with its sign.
+    let s = Sum.forward(&[(-&f).view()]).unwrap()[0][(0, 0)];
+    assert_eq!(s, f32::NEG_INFINITY);
+}

@@ -35,6 +35,10 @@ const LOG_SOFTMAX: &str = "LogSoftmax";
 /// Forward `ċ = Σᵢⱼ Ȧᵢⱼ`; reverse `Ā = c̄·11ᵀ`, every entry `c̄` (Giles 2008, §3.1,
 /// the sum written as products by `1`; `docs/math.md`). The reverse rule reads nothing
 /// but `c̄`.
+///
+/// Summed in `f64` (for `f32` too), and again with exactly scaled entries when the
+/// partial sums overflow: `c` (and `ċ`) is infinite only where its value is, whatever
+/// the order of the entries in memory. [`Mean`] likewise.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
 pub struct Sum;
 
@@ -60,7 +64,7 @@ impl<T: Real> Rule<T> for Sum {
         y: &mut [ArrayViewMut2<'_, T>],
         _: &mut [T],
     ) -> Result<()> {
-        y[0][(0, 0)] = x[0].sum();
+        y[0][(0, 0)] = T::of(total(&x[0], 1.0));
         Ok(())
     }
     fn pullback(
@@ -85,7 +89,7 @@ impl<T: Real> Rule<T> for Sum {
         ydot: &mut [ArrayViewMut2<'_, T>],
         _: &mut [T],
     ) -> Result<()> {
-        ydot[0][(0, 0)] = xdot.view(0).sum();
+        ydot[0][(0, 0)] = T::of(total(&xdot.view(0), 1.0));
         Ok(())
     }
 }
@@ -100,6 +104,28 @@ impl<T: Real> Rule<T> for Sum {
 pub struct Mean;
 
 /// `1/(m·n)` in `T`.
+/// `(Σᵢⱼ Aᵢⱼ)/d`, summed in `f64` (widened from `f32`, so an `f32` sum overflows only
+/// when its value does), never infinite where the value is finite: when the plain sum
+/// of finite entries overflows (its partial sums can, in any order, while the total or
+/// the mean does not), it is summed again with the entries scaled by an exact `2⁻⁶⁰⁰`
+/// and scaled back after the division. Entries are added in memory order, whatever the
+/// layout.
+fn total<T: Real>(a: &ArrayView2<'_, T>, d: f64) -> f64 {
+    const E: i32 = 600;
+    let s = a.fold(0.0f64, |acc, &v| acc + v.to64());
+    if s.is_finite() || a.iter().any(|v| !v.to64().is_finite()) {
+        return s / d;
+    }
+    let f = 2f64.powi(-E);
+    let scaled = a.fold(0.0f64, |acc, &v| acc + v.to64() * f) / d;
+    scaled * 2f64.powi(E / 2) * 2f64.powi(E - E / 2)
+}
+
+/// The number of entries of `a`, as the divisor of a mean.
+fn count<T>(a: &ArrayView2<'_, T>) -> f64 {
+    a.nrows() as f64 * a.ncols() as f64
+}
+
 fn inv_count<T: Real>(s: Shape) -> T {
     T::one() / T::of(s.0 as f64 * s.1 as f64)
 }
@@ -127,7 +153,7 @@ impl<T: Real> Rule<T> for Mean {
         y: &mut [ArrayViewMut2<'_, T>],
         _: &mut [T],
     ) -> Result<()> {
-        y[0][(0, 0)] = x[0].sum() * inv_count::<T>(Shape(x[0].nrows(), x[0].ncols()));
+        y[0][(0, 0)] = T::of(total(&x[0], count(&x[0])));
         Ok(())
     }
     fn pullback(
@@ -153,7 +179,7 @@ impl<T: Real> Rule<T> for Mean {
         ydot: &mut [ArrayViewMut2<'_, T>],
         _: &mut [T],
     ) -> Result<()> {
-        ydot[0][(0, 0)] = xdot.view(0).sum() * inv_count::<T>(Shape(x[0].nrows(), x[0].ncols()));
+        ydot[0][(0, 0)] = T::of(total(&xdot.view(0), count(&x[0])));
         Ok(())
     }
 }
