@@ -975,3 +975,31 @@ fn sums_and_means_overflow_only_when_their_value_does() {
     let s = Sum.forward(&[(-&f).view()]).unwrap()[0][(0, 0)];
     assert_eq!(s, f32::NEG_INFINITY);
 }
+
+/// LogSoftmax's reverse rule sums each column of the cotangent: in f32 a column of
+/// large cotangents overflows that sum while every gradient entry is finite.
+#[test]
+fn log_softmax_gradient_is_finite_for_cotangents_whose_column_sums_overflow_f32() {
+    let a = randn(40, 3, 71).mapv(|v| v as f32);
+    let cbar = randn(40, 3, 72).mapv(|v| (v.abs() as f32 + 0.5) * 1e37);
+    let y = LogSoftmax.forward(&[a.view()]).unwrap();
+    let g = LogSoftmax
+        .backward(&[a.view()], &[y[0].view()], &[Some(cbar.view())])
+        .unwrap()
+        .remove(0);
+    // The same rule in f64: Āᵢⱼ = C̄ᵢⱼ − softmax(A)ᵢⱼ Σₖ C̄ₖⱼ.
+    let (a64, c64) = (a.mapv(f64::from), cbar.mapv(f64::from));
+    for j in 0..3 {
+        let m = a64.column(j).fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+        let z: f64 = a64.column(j).iter().map(|v| (v - m).exp()).sum();
+        let s: f64 = c64.column(j).sum();
+        for i in 0..40 {
+            let want = c64[(i, j)] - (a64[(i, j)] - m).exp() / z * s;
+            let got = f64::from(g[(i, j)]);
+            assert!(
+                got.is_finite() && (got - want).abs() <= 1e-5 * c64.column(j).sum(),
+                "({i}, {j}): {got:e} vs {want:e}"
+            );
+        }
+    }
+}

@@ -108,17 +108,30 @@ pub struct Mean;
 /// when its value does), never infinite where the value is finite: when the plain sum
 /// of finite entries overflows (its partial sums can, in any order, while the total or
 /// the mean does not), it is summed again with the entries scaled by an exact `2⁻⁶⁰⁰`
-/// and scaled back after the division. Entries are added in memory order, whatever the
-/// layout.
+/// and scaled back after the division.
 fn total<T: Real>(a: &ArrayView2<'_, T>, d: f64) -> f64 {
+    let (s, e) = wide_sum(a.iter());
+    pow2(s / d, e)
+}
+
+/// `Σ v` in `f64` as `s·2ᵉ`: `e = 0` unless the plain sum of finite entries overflows,
+/// in which case `s` is the sum of the entries scaled by an exact `2⁻⁶⁰⁰`.
+fn wide_sum<'a, T: Real, I: Iterator<Item = &'a T> + Clone>(v: I) -> (f64, i32) {
     const E: i32 = 600;
-    let s = a.fold(0.0f64, |acc, &v| acc + v.to64());
-    if s.is_finite() || a.iter().any(|v| !v.to64().is_finite()) {
-        return s / d;
+    let s = v.clone().fold(0.0f64, |acc, &x| acc + x.to64());
+    if s.is_finite() || v.clone().any(|x| !x.to64().is_finite()) {
+        return (s, 0);
     }
-    let f = 2f64.powi(-E);
-    let scaled = a.fold(0.0f64, |acc, &v| acc + v.to64() * f) / d;
-    scaled * 2f64.powi(E / 2) * 2f64.powi(E - E / 2)
+    let f = pow2(1.0, -E);
+    (v.fold(0.0f64, |acc, &x| acc + x.to64() * f), E)
+}
+
+/// `v·2ᵉ`, in two steps so that `2ᵉ` itself need not be finite.
+fn pow2(v: f64, e: i32) -> f64 {
+    if e == 0 {
+        return v;
+    }
+    v * 2f64.powi(e / 2) * 2f64.powi(e - e / 2)
 }
 
 /// The number of entries of `a`, as the divisor of a mean.
@@ -382,11 +395,13 @@ impl<T: Real> Rule<T> for LogSoftmax {
             .and(y[0].columns())
             .and(cbar.columns())
             .for_each(|g, c, cb| {
-                let s = cb.sum();
-                Zip::from(g)
-                    .and(c)
-                    .and(cb)
-                    .for_each(|g, &c, &cb| acc.store(g, cb - c.exp() * s));
+                // Σ c̄ in f64, scaled where it overflows: the gradient is finite where
+                // its value is, also for cotangents near the overflow threshold.
+                let (s, e) = wide_sum(cb.iter());
+                Zip::from(g).and(c).and(cb).for_each(|g, &c, &cb| {
+                    let v = cb.to64() - pow2(c.to64().exp() * s, e);
+                    acc.store(g, T::of(v));
+                });
             });
         Ok(())
     }

@@ -815,7 +815,10 @@ impl Spec {
                     .map(|r| r.iter().map(|v| v * v).sum::<f64>().sqrt())
                     .product();
                 if !(hadamard < tmax * 1e-3) {
+                    // det A may overflow T: refused by the forward pass and by the
+                    // reverse and forward-mode rules, which need it too.
                     v.may.push("InvalidArgument");
+                    v.rules_may.push("InvalidArgument");
                 }
                 v
             }
