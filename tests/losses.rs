@@ -1003,3 +1003,28 @@ fn log_softmax_gradient_is_finite_for_cotangents_whose_column_sums_overflow_f32(
         }
     }
 }
+
+/// A subnormal cotangent times large residuals: the gradient 2c̄(p − t)/n is an ordinary
+/// number, which forming 2c̄/n first (itself subnormal) computed to three digits.
+#[test]
+fn mse_gradient_keeps_its_digits_for_a_subnormal_cotangent() {
+    let p = randn(1, 7, 81).mapv(|v| (v * 1e37) as f32);
+    let t = randn(1, 7, 82).mapv(|v| v as f32);
+    let cbar = Array2::from_elem((1, 1), 3.0e-42f32);
+    let y = MeanSquaredError.forward(&[p.view(), t.view()]).unwrap();
+    let g = MeanSquaredError
+        .backward(&[p.view(), t.view()], &[y[0].view()], &[Some(cbar.view())])
+        .unwrap();
+    for j in 0..7 {
+        let want =
+            f64::from(cbar[(0, 0)]) * 2.0 * (f64::from(p[(0, j)]) - f64::from(t[(0, j)])) / 7.0;
+        for (k, sign) in [(0, 1.0), (1, -1.0)] {
+            let got = f64::from(g[k][(0, j)]);
+            assert!(
+                (got - sign * want).abs() <= 4.0 * f64::from(f32::EPSILON) * want.abs(),
+                "gradient {k} entry {j}: {got:e} vs {:e}",
+                sign * want
+            );
+        }
+    }
+}

@@ -270,14 +270,26 @@ impl<T: Real> Rule<T> for MeanSquaredError {
         grads: &mut [Grad<'_, T>],
         _: &mut [T],
     ) -> Result<()> {
-        // c̄/n before the factor 2, which overflows only when 2c̄/n does.
-        let k = ybar.view(0)[(0, 0)] / T::of(x[0].len() as f64) * T::of(2.0);
-        for (i, sign) in [(0, k), (1, -k)] {
+        // 2c̄(p − t)/n in f64, ordered so that it rounds to zero or overflows only when
+        // its value does: for |c̄| ≥ 1 the factor 2c̄/n first (c̄/n before the 2), for a
+        // smaller c̄ the product c̄(p − t) first, since 2c̄/n of a tiny c̄ would lose its
+        // digits below the smallest normal number.
+        let cbar = ybar.view(0)[(0, 0)].to64();
+        let n = x[0].len() as f64;
+        let grad = |p: T, t: T| {
+            let d = p.to64() - t.to64();
+            if cbar.abs() >= 1.0 {
+                cbar / n * 2.0 * d
+            } else {
+                cbar * d * (2.0 / n)
+            }
+        };
+        for (i, sign) in [(0, 1.0), (1, -1.0)] {
             if let Some((g, acc)) = grads[i].target() {
                 Zip::from(g)
                     .and(&x[0])
                     .and(&x[1])
-                    .for_each(|g, &p, &t| acc.store(g, sign * (p - t)));
+                    .for_each(|g, &p, &t| acc.store(g, T::of(sign * grad(p, t))));
             }
         }
         Ok(())
