@@ -42,13 +42,6 @@ use std::time::{Duration, Instant};
 /// an input that triggers it; "" matches any). Reported as known, they fail the run
 /// only with `--strict`. Each entry is to be deleted with its fix.
 const KNOWN: &[(&str, &str, &str, &str)] = &[
-    // FrobeniusNorm scales by 1/max|A|, which overflows for a subnormal A: a spurious
-    // "the norm overflows" error.
-    ("Frobenius", "valid input rejected", "", "Subnormal"),
-    // Its reverse rule forms c̄/c first: infinite for a tiny c and a large c̄ (the
-    // gradient c̄·A/c is finite), zero for a huge c and a tiny c̄.
-    ("Frobenius", "non-finite from finite", "backward", ""),
-    ("Frobenius", "mismatch with the reference", "backward", ""),
     // The LU factorisation (getrf) of a matrix of subnormal numbers has infinite or NaN
     // factors: Det reports an overflow, SlogDet a non-finite logarithm, and LuSolve
     // non-finite residual factors.

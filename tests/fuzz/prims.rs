@@ -1455,11 +1455,16 @@ impl Spec {
                 }
             }))],
             Spec::Frobenius => {
-                let f = linalg::fro(a);
-                if f == 0.0 {
+                if linalg::fro(a) == 0.0 {
                     vec![exact(Array2::zeros((m, n)))]
                 } else {
-                    let g = a.mapv(|v| c0 * v / f);
+                    // A/‖A‖ does not change with the scale of A: taken where A's entries
+                    // are exactly scaled near 1, so that neither a subnormal ‖A‖ nor a
+                    // subnormal product c̄·Aᵢⱼ loses bits of the reference.
+                    let k = -(linalg::max_abs(a).log2().floor() as i32);
+                    let a = a.mapv(|v| v * 2f64.powi(k / 2) * 2f64.powi(k - k / 2));
+                    let f = linalg::fro(&a);
+                    let g = a.mapv(|v| c0 * (v / f));
                     let b = abs(&g) * 4.0;
                     vec![(g, b)]
                 }
