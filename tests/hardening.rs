@@ -1271,3 +1271,47 @@ fn the_frobenius_norm_of_subnormal_entries_and_its_gradient_are_accurate() {
         assert!(err <= 1.0, "2^{e}, c̄ {cbar:e}: {g:?} want {want:?}");
     }
 }
+
+#[test]
+fn lu_primitives_factor_a_matrix_of_subnormal_numbers() {
+    let (a0, b0) = (randn(4, 4, 42), randn(4, 3, 43));
+    let k = 1040;
+    let down = |x: &Array2<f64>| x.mapv(|v| v * pow2(-500) * pow2(500 - k));
+    let up = |x: &Array2<f64>| x.mapv(|v| v * pow2(500) * pow2(k - 500));
+    let (a, b) = (down(&a0), down(&b0));
+    // The same matrices in the normal range, as rounded: the references.
+    let (an, bn) = (up(&a), up(&b));
+    // det A = 2⁻⁴¹⁶⁰ det Aₙ underflows to zero: a value, not an overflow.
+    let d = Det.apply([a.view()]).unwrap();
+    assert_eq!(d.value()[(0, 0)], 0.0);
+    let s = SlogDet.apply([a.view()]).unwrap();
+    let sn = SlogDet.apply([an.view()]).unwrap();
+    assert_eq!(s.outputs()[0][(0, 0)], sn.outputs()[0][(0, 0)]);
+    let want = sn.outputs()[1][(0, 0)] - 4.0 * f64::from(k) * std::f64::consts::LN_2;
+    let got = s.outputs()[1][(0, 0)];
+    assert!(((got - want) / want).abs() < 1e-14, "{got} {want}");
+    // X = A⁻¹B = Aₙ⁻¹Bₙ, normal; its residual factors are finite.
+    for solve in [LuSolve::new(), LuSolve::transposed()] {
+        let x = solve.apply([a.view(), b.view()]).unwrap();
+        let xn = solve.apply([an.view(), bn.view()]).unwrap();
+        assert!(
+            worst_rel(&x.value().to_owned(), &xn.value().to_owned()) < 1e-13,
+            "{:?}",
+            x.value()
+        );
+        assert!(x
+            .residuals()
+            .iter()
+            .flat_map(|r| r.iter())
+            .all(|v| v.is_finite()));
+    }
+    // In f32, 2⁻¹⁴⁰ puts the entries below f32's normal range.
+    let a32 = a0.mapv(|v| (v * pow2(-140)) as f32);
+    let an32 = a32.mapv(|v| f64::from(v) * pow2(140));
+    let s = SlogDet.apply([a32.view()]).unwrap();
+    let sn = SlogDet.apply([an32.view()]).unwrap();
+    let want = sn.outputs()[1][(0, 0)] - 4.0 * 140.0 * std::f64::consts::LN_2;
+    let got = f64::from(s.outputs()[1][(0, 0)]);
+    assert!(((got - want) / want).abs() < 1e-6, "{got} {want}");
+    assert_eq!(Det.apply([a32.view()]).unwrap().value()[(0, 0)], 0.0);
+}

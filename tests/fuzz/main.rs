@@ -42,12 +42,6 @@ use std::time::{Duration, Instant};
 /// an input that triggers it; "" matches any). Reported as known, they fail the run
 /// only with `--strict`. Each entry is to be deleted with its fix.
 const KNOWN: &[(&str, &str, &str, &str)] = &[
-    // The LU factorisation (getrf) of a matrix of subnormal numbers has infinite or NaN
-    // factors: Det reports an overflow, SlogDet a non-finite logarithm, and LuSolve
-    // non-finite residual factors.
-    ("Det", "valid input rejected", "", "Subnormal"),
-    ("SlogDet", "non-finite from finite", "", "Subnormal"),
-    ("LuSolve", "non-finite from finite", "", "Subnormal"),
     // Triangular solves with a subnormal diagonal (TRSM through its reciprocal, which
     // overflows) give NaN where the solution is finite (zero for a zero right side).
     ("ChoSolve", "non-finite from finite", "", "Subnormal"),

@@ -1157,7 +1157,11 @@ impl Spec {
                 let (s, l) = lu.slogdet();
                 let k = linalg::cond(a);
                 let sure = k.is_finite() && !lu.singular;
-                let b = (n as f64 + 1.0) * k;
+                // The perturbation's effect, and the rounding of the sum of logarithms
+                // itself: a relative ε in each term, however the terms are grouped
+                // (a matrix factored at a power-of-two scale adds n·e·log 2 in one).
+                let terms: f64 = lu.lu.diag().iter().map(|u| u.abs().ln().abs()).sum();
+                let b = (n as f64 + 1.0) * k + terms;
                 Ref {
                     plain: Some(vec![scalar(s), scalar(l)]),
                     finite: l.is_finite(),
