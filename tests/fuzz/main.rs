@@ -43,23 +43,12 @@ use std::time::{Duration, Instant};
 /// only with `--strict`. Each entry is to be deleted with its fix.
 const KNOWN: &[(&str, &str, &str, &str)] = &[
     // Triangular solves with a subnormal diagonal (TRSM through its reciprocal, which
-    // overflows) give NaN where the solution is finite (zero for a zero right side).
+    // overflows) would give NaN where the solution is finite (zero for a zero right
+    // side). They are rejected instead, as IllConditioned at that diagonal entry, which
+    // the harness accepts (the inverse overflows): solving with an exactly scaled
+    // factor, so that such solutions are returned, is not done yet.
     ("ChoSolve", "non-finite from finite", "", "Subnormal"),
     ("TriSolve", "non-finite from finite", "", "Subnormal"),
-    // Log's derivative is formed as 1/x, infinite for a subnormal x in f32: the
-    // gradient C̄/x is NaN (for C̄ = 0) or infinite where it is finite.
-    (
-        "Map(Log)",
-        "non-finite from finite",
-        "backward",
-        "Subnormal",
-    ),
-    (
-        "Map(Log)",
-        "mismatch with the reference",
-        "backward",
-        "Subnormal",
-    ),
 ];
 
 fn known(prim: &str, what: &str, method: &str, classes: &[gen::Values]) -> bool {
