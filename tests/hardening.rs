@@ -1196,3 +1196,122 @@ fn checker_assert_precisions_panics_on_a_wrong_rule() {
     let a = randn(3, 4, 50);
     Checker::new().assert_precisions(&WrongBoth, &[a.view()]);
 }
+
+// ------------------------------------------------------------- subnormal inputs
+
+/// `2ᵏ`, exact for `|k| ≤ 1000`.
+fn pow2(k: i32) -> f64 {
+    2f64.powi(k)
+}
+
+/// The largest relative difference of `got` from `want`, entry by entry.
+fn worst_rel(got: &Array2<f64>, want: &Array2<f64>) -> f64 {
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| {
+            if w == 0.0 {
+                g.abs()
+            } else {
+                ((g - w) / w).abs()
+            }
+        })
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn the_frobenius_norm_of_subnormal_entries_and_its_gradient_are_accurate() {
+    let a = randn(3, 5, 40);
+    let cbar = 0.37;
+    for k in [1030, 1040, 1060] {
+        let tiny = a.mapv(|v| v * pow2(-500) * pow2(500 - k));
+        // ‖2⁻ᵏA‖ = 2⁻ᵏ‖A‖ and ∂‖A‖/∂A = A/‖A‖ is invariant under the scale: the
+        // reference is computed in the normal range, from the entries as rounded.
+        let back = tiny.mapv(|v| v * pow2(500) * pow2(k - 500));
+        let c_ref = back.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let g_ref = back.mapv(|v| cbar * v / c_ref);
+        let c = FrobeniusNorm.apply([tiny.view()]).unwrap();
+        let want = c_ref * pow2(-500) * pow2(500 - k);
+        let got = c.value()[(0, 0)];
+        // One rounding at the subnormal spacing 2⁻¹⁰⁷⁴.
+        assert!(
+            (got - want).abs() <= pow2(-1000) * pow2(-74),
+            "k = {k}: {got:e}, want {want:e}"
+        );
+        let [g] = c.backward(array![[cbar]].view()).unwrap();
+        assert!(
+            worst_rel(&g, &g_ref) < 4.0 * f64::EPSILON,
+            "k = {k}: {} {g:?} {g_ref:?}",
+            worst_rel(&g, &g_ref)
+        );
+        // The tangent ⟨A/‖A‖, Ȧ⟩ at the same point.
+        let adot = randn(3, 5, 41);
+        let t = c.jvp([adot.view()]).unwrap();
+        let t_ref: f64 = back.iter().zip(&adot).map(|(x, d)| x * d).sum::<f64>() / c_ref;
+        assert!(
+            ((t[(0, 0)] - t_ref) / t_ref).abs() < 8.0 * f64::EPSILON,
+            "{t:?}"
+        );
+    }
+    // A huge norm and a subnormal cotangent: c̄·A/c is subnormal, not zero; a tiny norm
+    // and a huge cotangent: c̄·A/c is finite.
+    for (e, cbar) in [(997, 1e-310), (-997, 1e300), (-1040, 1e-5)] {
+        let x = a.mapv(|v| v * pow2(e / 2) * pow2(e - e / 2));
+        let c = FrobeniusNorm.apply([x.view()]).unwrap();
+        let [g] = c.backward(array![[cbar]].view()).unwrap();
+        let back = x.mapv(|v| v * pow2(-e / 2) * pow2(e / 2 - e));
+        let c_ref = back.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let want = back.mapv(|v| v / c_ref * cbar);
+        let err = g
+            .iter()
+            .zip(&want)
+            .map(|(&g, &w)| {
+                (g - w).abs() / (w.abs() * f64::EPSILON * 4.0 + pow2(-1000) * pow2(-73))
+            })
+            .fold(0.0, f64::max);
+        assert!(err <= 1.0, "2^{e}, c̄ {cbar:e}: {g:?} want {want:?}");
+    }
+}
+
+#[test]
+fn lu_primitives_factor_a_matrix_of_subnormal_numbers() {
+    let (a0, b0) = (randn(4, 4, 42), randn(4, 3, 43));
+    let k = 1040;
+    let down = |x: &Array2<f64>| x.mapv(|v| v * pow2(-500) * pow2(500 - k));
+    let up = |x: &Array2<f64>| x.mapv(|v| v * pow2(500) * pow2(k - 500));
+    let (a, b) = (down(&a0), down(&b0));
+    // The same matrices in the normal range, as rounded: the references.
+    let (an, bn) = (up(&a), up(&b));
+    // det A = 2⁻⁴¹⁶⁰ det Aₙ underflows to zero: a value, not an overflow.
+    let d = Det.apply([a.view()]).unwrap();
+    assert_eq!(d.value()[(0, 0)], 0.0);
+    let s = SlogDet.apply([a.view()]).unwrap();
+    let sn = SlogDet.apply([an.view()]).unwrap();
+    assert_eq!(s.outputs()[0][(0, 0)], sn.outputs()[0][(0, 0)]);
+    let want = sn.outputs()[1][(0, 0)] - 4.0 * f64::from(k) * std::f64::consts::LN_2;
+    let got = s.outputs()[1][(0, 0)];
+    assert!(((got - want) / want).abs() < 1e-14, "{got} {want}");
+    // X = A⁻¹B = Aₙ⁻¹Bₙ, normal; its residual factors are finite.
+    for solve in [LuSolve::new(), LuSolve::transposed()] {
+        let x = solve.apply([a.view(), b.view()]).unwrap();
+        let xn = solve.apply([an.view(), bn.view()]).unwrap();
+        assert!(
+            worst_rel(&x.value().to_owned(), &xn.value().to_owned()) < 1e-13,
+            "{:?}",
+            x.value()
+        );
+        assert!(x
+            .residuals()
+            .iter()
+            .flat_map(|r| r.iter())
+            .all(|v| v.is_finite()));
+    }
+    // In f32, 2⁻¹⁴⁰ puts the entries below f32's normal range.
+    let a32 = a0.mapv(|v| (v * pow2(-140)) as f32);
+    let an32 = a32.mapv(|v| f64::from(v) * pow2(140));
+    let s = SlogDet.apply([a32.view()]).unwrap();
+    let sn = SlogDet.apply([an32.view()]).unwrap();
+    let want = sn.outputs()[1][(0, 0)] - 4.0 * 140.0 * std::f64::consts::LN_2;
+    let got = f64::from(s.outputs()[1][(0, 0)]);
+    assert!(((got - want) / want).abs() < 1e-6, "{got} {want}");
+    assert_eq!(Det.apply([a32.view()]).unwrap().value()[(0, 0)], 0.0);
+}

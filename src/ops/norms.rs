@@ -44,12 +44,16 @@ fn inner<T: Real>(x: ArrayView2<'_, T>, y: ArrayView2<'_, T>) -> T {
 
 /// `c = ‖A‖_F = (Σᵢⱼ Aᵢⱼ²)^½`, for any shape.
 ///
-/// - Forward: a sum of squares scaled by `max|Aᵢⱼ|`, so that it neither overflows nor
-///   underflows where the norm itself does not; NaN and infinity are
-///   [`Error::NonFinite`].
-/// - JVP: `ċ = ⟨A, Ȧ⟩/c`, as `⟨A/c, Ȧ⟩` when `⟨A, Ȧ⟩` alone overflows or underflows.
-/// - VJP: `Ā = (c̄/c)·A` (Giles 2008: `c² = tr(AᵀA)`), as `c̄·(A/c)` when `c̄/c` alone
-///   overflows or underflows.
+/// - Forward: as LAPACK's dnrm2 and dlassq, a sum of squares of `sA` for a power of two
+///   `s` that brings `max|Aᵢⱼ|` near 1 (exact scaling, so subnormal entries keep their
+///   bits), then `c = ‖sA‖/s` in one rounding: it neither overflows nor underflows
+///   where the norm itself does not; NaN and infinity are [`Error::NonFinite`].
+/// - JVP: `ċ = ⟨A, Ȧ⟩/c`, as `⟨sA/‖sA‖, Ȧ⟩` when `⟨A, Ȧ⟩` alone overflows or
+///   underflows or `c` is subnormal.
+/// - VJP: `Ā = (c̄/c)·A` (Giles 2008: `c² = tr(AᵀA)`). When `c` is subnormal (it has
+///   lost bits) or `c̄/c` alone overflows or underflows, the same with `c` replaced by
+///   `‖sA‖` and `A` by `sA`, as `(c̄/‖sA‖)·sA`, or `c̄·(sA/‖sA‖)` when `c̄/‖sA‖`
+///   underflows: the gradient overflows or underflows only when its value does.
 ///
 /// At `A = 0` the norm is not differentiable; both rules return the zero subgradient
 /// (`Ā = 0`, `ċ = 0`), the minimum-norm element of the subdifferential, the unit ball.
@@ -79,24 +83,9 @@ impl<T: Real> Rule<T> for FrobeniusNorm {
         let op = Rule::<T>::name(self);
         let a = x[0].view();
         expect_finite(op, &a, false)?;
-        let scale = max_abs(a);
-        let inv = T::one() / scale;
-        let c = if scale == T::zero() {
-            T::zero()
-        } else if inv.is_finite() {
-            let sum = a.iter().fold(T::zero(), |s, &v| {
-                let t = v * inv;
-                s + t * t
-            });
-            scale * sum.sqrt()
-        } else {
-            // A subnormal scale, whose reciprocal overflows: divide instead.
-            let sum = a.iter().fold(T::zero(), |s, &v| {
-                let t = v / scale;
-                s + t * t
-            });
-            scale * sum.sqrt()
-        };
+        let (s, cs) = scaled_norm(a);
+        // One rounding, in the subnormal range too: cs is normal, 1/s a power of two.
+        let c = cs * (T::one() / s);
         if !c.is_finite() {
             return Err(Error::InvalidArgument {
                 op,
@@ -118,13 +107,22 @@ impl<T: Real> Rule<T> for FrobeniusNorm {
             return Ok(());
         };
         let (c, cbar) = (y[0][(0, 0)], ybar.view(0)[(0, 0)]);
-        let k = if c > T::zero() { cbar / c } else { T::zero() };
+        let k = cbar / c;
         let z = Zip::from(g).and(&x[0]);
-        if k.is_normal() || k == T::zero() {
+        if c.is_normal() && (k.is_normal() || cbar == T::zero()) {
             z.for_each(|g, &a| acc.store(g, k * a));
+        } else if c == T::zero() {
+            z.for_each(|g, _| acc.store(g, T::zero()));
         } else {
-            // c̄/c overflows or underflows where c̄·(A/c) need not: |Aᵢⱼ/c| ≤ 1.
-            z.for_each(|g, &a| acc.store(g, a / c * cbar));
+            // A subnormal c has lost bits, and c̄/c may overflow or underflow where
+            // c̄·A/c does not: c̄/‖sA‖·(sA) with A scaled exactly into the normal range.
+            let (s, cs) = scaled_norm(x[0].view());
+            let k = cbar / cs;
+            if k.is_normal() || cbar == T::zero() {
+                z.for_each(|g, &a| acc.store(g, k * (s * a)));
+            } else {
+                z.for_each(|g, &a| acc.store(g, s * a / cs * cbar));
+            }
         }
         Ok(())
     }
@@ -137,23 +135,48 @@ impl<T: Real> Rule<T> for FrobeniusNorm {
         _: &mut [T],
     ) -> Result<()> {
         let c = y[0][(0, 0)];
-        ydot[0][(0, 0)] = if c > T::zero() {
-            let s = inner(x[0].view(), xdot.view(0));
-            if s.is_normal() {
-                s / c
+        let t = if c == T::zero() {
+            T::zero()
+        } else {
+            let t = inner(x[0].view(), xdot.view(0));
+            if c.is_normal() && t.is_normal() {
+                t / c
             } else {
-                // ⟨A, Ȧ⟩ overflows or underflows where ⟨A/c, Ȧ⟩ need not: |Aᵢⱼ/c| ≤ 1.
+                // ⟨A, Ȧ⟩ overflows or underflows where ⟨sA/‖sA‖, Ȧ⟩ need not (its
+                // weights are at most 1), and a subnormal c has lost bits.
+                let (s, cs) = scaled_norm(x[0].view());
                 let mut t = T::zero();
                 Zip::from(&x[0])
                     .and(&xdot.view(0))
-                    .for_each(|&a, &d| t += a / c * d);
+                    .for_each(|&a, &d| t += s * a / cs * d);
                 t
             }
-        } else {
-            T::zero()
         };
+        ydot[0][(0, 0)] = t;
         Ok(())
     }
+}
+
+/// `(s, ‖sA‖_F)` for a power of two `s` that brings `max|Aᵢⱼ|` near 1, as LAPACK's
+/// dnrm2 and dlassq scale: `sAᵢⱼ` is exact wherever it is normal, so subnormal entries
+/// keep all their bits, and the squares neither overflow nor underflow where they
+/// matter. `s = 1` and a norm of 0 for a zero (or empty) `A`; `A` is finite.
+fn scaled_norm<T: Real>(a: ArrayView2<'_, T>) -> (T, T) {
+    let m = max_abs(a.view());
+    if m == T::zero() {
+        return (T::one(), T::zero());
+    }
+    // The exponent of the largest entry, clamped so that 2^±e is a normal number of T
+    // (the range of an f32 is 2^±126, of an f64 2^±1022): a smaller or larger entry is
+    // still brought far enough from both ends for its square.
+    let limit = if T::NAME == "f32" { 100 } else { 1000 };
+    let e = (m.to64().log2().floor() as i32).clamp(-limit, limit);
+    let s = T::of(2f64.powi(-e));
+    let sum = a.iter().fold(T::zero(), |acc, &v| {
+        let t = s * v;
+        acc + t * t
+    });
+    (s, sum.sqrt())
 }
 
 /// Singular values above the zero tolerance `DEGENERACY·ε·s₁` (`s` is descending).

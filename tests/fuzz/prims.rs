@@ -1160,7 +1160,11 @@ impl Spec {
                 let (s, l) = lu.slogdet();
                 let k = linalg::cond(a);
                 let sure = k.is_finite() && !lu.singular;
-                let b = (n as f64 + 1.0) * k;
+                // The perturbation's effect, and the rounding of the sum of logarithms
+                // itself: a relative ε in each term, however the terms are grouped
+                // (a matrix factored at a power-of-two scale adds n·e·log 2 in one).
+                let terms: f64 = lu.lu.diag().iter().map(|u| u.abs().ln().abs()).sum();
+                let b = (n as f64 + 1.0) * k + terms;
                 Ref {
                     plain: Some(vec![scalar(s), scalar(l)]),
                     finite: l.is_finite(),
@@ -1458,11 +1462,16 @@ impl Spec {
                 }
             }))],
             Spec::Frobenius => {
-                let f = linalg::fro(a);
-                if f == 0.0 {
+                if linalg::fro(a) == 0.0 {
                     vec![exact(Array2::zeros((m, n)))]
                 } else {
-                    let g = a.mapv(|v| c0 * v / f);
+                    // A/‖A‖ does not change with the scale of A: taken where A's entries
+                    // are exactly scaled near 1, so that neither a subnormal ‖A‖ nor a
+                    // subnormal product c̄·Aᵢⱼ loses bits of the reference.
+                    let k = -(linalg::max_abs(a).log2().floor() as i32);
+                    let a = a.mapv(|v| v * 2f64.powi(k / 2) * 2f64.powi(k - k / 2));
+                    let f = linalg::fro(&a);
+                    let g = a.mapv(|v| c0 * (v / f));
                     let b = abs(&g) * 4.0;
                     vec![(g, b)]
                 }

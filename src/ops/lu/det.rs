@@ -2,7 +2,7 @@
 
 use super::{
     adjugate_t, all_finite, colmajor, determinant, factor, inverse_into, overflowed,
-    permutation_sign, residual_lu, residual_pivots, solvable, store_pivots, Pivots,
+    permutation_sign, residual_lu, residual_pivots, solvable, store_pivots, unscale, Pivots,
 };
 use crate::blas::Trans;
 use crate::error::{Error, Result, Shape};
@@ -25,21 +25,23 @@ fn det_shapes(op: &'static str, m: usize, a: Shape) -> Result<Shapes> {
     Ok(s)
 }
 
-/// `A = PLU` into the residuals `y[m]` (factors) and `y[m + 1]` (pivots), through the
-/// first `n²` elements of `ws`: the pivots and the first zero pivot if any. The
-/// caller reads the factors back from `y[m]`.
-fn factor_residuals<T: Real>(
+/// `2ᵉA = PLU` ([`factor`]) through the first `n²` elements of `ws`, the factors of
+/// `A` ([`unscale`]) into the residuals `y[m]` and the pivots into `y[m + 1]`: the
+/// pivots, the first zero pivot if any, `e`, and the factors of `2ᵉA` (in `ws`).
+#[allow(clippy::type_complexity)]
+fn factor_residuals<'w, T: Real>(
     op: &'static str,
     a: ArrayView2<'_, T>,
     res: &mut [ArrayViewMut2<'_, T>],
-    ws: &mut [T],
-) -> Result<(Pivots, Option<usize>)> {
+    ws: &'w mut [T],
+) -> Result<(Pivots, Option<usize>, i32, ArrayViewMut2<'w, T>)> {
     let n = a.nrows();
     let (mut lu, _) = colmajor(op, ws, (n, n))?;
-    let (piv, zero) = factor(op, a, lu.view_mut())?;
+    let (piv, zero, e) = factor(op, a, lu.view_mut())?;
     res[0].assign(&lu);
+    unscale(res[0].view_mut(), e);
     store_pivots(&piv, res[1].view_mut());
-    Ok((piv, zero))
+    Ok((piv, zero, e, lu))
 }
 
 /// The determinant `c = det A` of a square `A`, a `1×1` output (Giles 2008,
@@ -55,7 +57,9 @@ fn factor_residuals<T: Real>(
 /// Defined at every `A`, singular ones included: there `c = 0` and the gradient is the
 /// transposed adjugate, finite (zero when the rank is `n − 2` or less), computed from
 /// the residual LU when it has one zero pivot and through an SVD of `A = PLU` otherwise
-/// (see `docs/math.md`). Errors: [`Error::NotSquare`]; [`Error::NonFinite`] for NaN or
+/// (see `docs/math.md`). A matrix of subnormal numbers is factored as `2ᵉA` (exact) and
+/// `c = 2⁻ⁿᵉ det(2ᵉA)` taken as a mantissa and a power of two: zero only when `det A`
+/// underflows; the residual `LU` holds the factors of `A`. Errors: [`Error::NotSquare`]; [`Error::NonFinite`] for NaN or
 /// infinity in `A`; [`Error::InvalidArgument`] when `det A` overflows `T` (use
 /// [`SlogDet`]). The reverse rule reads the residuals only, never `A` or `c`.
 /// Workspace: `2n²` (a copy of a residual `LU` that is not column-major, and `adj(A)ᵀ`).
@@ -100,8 +104,9 @@ impl<T: Real> Rule<T> for Det {
         ws: &mut [T],
     ) -> Result<()> {
         let (c, res) = y.split_at_mut(1);
-        let (piv, _) = factor_residuals(DET, x[0].view(), res, ws)?;
-        let det = determinant(&res[0].view(), &piv);
+        let (piv, _, e, lu) = factor_residuals(DET, x[0].view(), res, ws)?;
+        let n = i64::try_from(lu.nrows()).unwrap_or(i64::MAX);
+        let det = determinant(&lu.view(), &piv, -n.saturating_mul(i64::from(e)));
         if !det.is_finite() {
             return Err(Error::InvalidArgument {
                 op: DET,
@@ -166,8 +171,9 @@ impl<T: Real> Rule<T> for Det {
 /// (Giles 2008, "determinant", through `log`; `docs/math.md`, determinant).
 ///
 /// - Forward: `A = PLU` (getrf), `s = det P · Πᵢ sign Uᵢᵢ`, `ℓ = Σᵢ log|Uᵢᵢ|`, which
-///   neither overflows nor underflows where `det A` would. The factors and pivots are
-///   the residuals `LU` and `ipiv`, as for [`Det`].
+///   neither overflows nor underflows where `det A` would; for a matrix of subnormal
+///   numbers, of `2ᵉA` (an exact scale near 1) less `n·e·log 2`. The factors (of `A`)
+///   and pivots are the residuals `LU` and `ipiv`, as for [`Det`].
 /// - JVP: `ṡ = 0` (the sign is piecewise constant), `ℓ̇ = tr(A⁻¹Ȧ)`.
 /// - VJP: `Ā = ℓ̄·A⁻ᵀ` (`s̄` contributes nothing), `A⁻ᵀ` from the residual LU by one
 ///   getrs (transposed) on the identity.
@@ -238,16 +244,20 @@ impl<T: Real> Rule<T> for SlogDet {
         ws: &mut [T],
     ) -> Result<()> {
         let (out, res) = y.split_at_mut(2);
-        let (piv, zero) = factor_residuals(SLOGDET, x[0].view(), res, ws)?;
+        let (piv, zero, e, lu) = factor_residuals(SLOGDET, x[0].view(), res, ws)?;
         if let Some(index) = zero {
             return Err(Error::Singular { op: SLOGDET, index });
         }
+        // log|det A| = Σᵢ log|Uᵢᵢ| − n·e·log 2 for the factors of 2ᵉA.
         let (mut sign, mut log) = (permutation_sign::<T>(&piv), T::zero());
-        for &d in res[0].diag() {
+        for &d in lu.diag() {
             if d < T::zero() {
                 sign = -sign;
             }
             log += d.abs().ln();
+        }
+        if e != 0 {
+            log -= T::of(lu.nrows() as f64 * f64::from(e) * std::f64::consts::LN_2);
         }
         out[0][(0, 0)] = sign;
         out[1][(0, 0)] = log;

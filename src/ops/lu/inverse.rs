@@ -17,6 +17,7 @@ const OP: &str = "Inverse(A⁻¹)";
 /// - Forward: `A = PLU` (getrf) in the workspace, then getrs on the identity straight
 ///   into `C`'s buffer: solving `AC = I` when `C` is column-major, `AᵀCᵀ = I` in the
 ///   column-major view `Cᵀ` when it is row-major, and through the workspace otherwise.
+///   A matrix of subnormal numbers is factored as `2ᵉA` (exact) and `C = 2ᵉ(2ᵉA)⁻¹`.
 /// - JVP: `Ċ = −CȦC`, two GEMMs with `ȦC` in the workspace.
 /// - VJP: `Ā = −CᵀC̄Cᵀ`, two GEMMs with `C̄Cᵀ` in the workspace, the second writing or
 ///   adding into `Ā`.
@@ -58,7 +59,7 @@ impl<T: Real> Rule<T> for Inverse {
     ) -> Result<()> {
         let n = x[0].nrows();
         let (mut lu, rest) = colmajor(OP, ws, (n, n))?;
-        let (piv, zero) = factor(OP, x[0].view(), lu.view_mut())?;
+        let (piv, zero, e) = factor(OP, x[0].view(), lu.view_mut())?;
         if let Some(index) = zero {
             return Err(Error::Singular { op: OP, index });
         }
@@ -74,6 +75,11 @@ impl<T: Real> Rule<T> for Inverse {
             let (mut w, _) = colmajor(OP, rest, (n, n))?;
             inverse_into(OP, lu, &piv, Trans::No, w.view_mut())?;
             y[0].assign(&w);
+        }
+        if e != 0 {
+            // The factors are those of 2ᵉA: A⁻¹ = 2ᵉ(2ᵉA)⁻¹.
+            let s = T::of(2f64.powi(e));
+            y[0].mapv_inplace(|v| v * s);
         }
         if !all_finite(&y[0].view()) {
             return Err(overflowed(OP, &lu));

@@ -84,19 +84,58 @@ fn expect_finite<T: Real>(
     }
 }
 
-/// `A = PLU` (getrf) into the column-major `lu`, which is not read: the pivots, and the
-/// index of the first exactly zero pivot `U[k, k]` if there is one. A non-finite entry
-/// of `A` is an error before LAPACK sees it.
+/// `2ᵉA = PLU` (getrf) into the column-major `lu`, which is not read: the pivots, the
+/// index of the first exactly zero pivot `U[k, k]` if there is one, and `e`. A
+/// non-finite entry of `A` is an error before LAPACK sees it.
+///
+/// getrf multiplies by the reciprocals of its pivots, which overflow for a matrix of
+/// subnormal numbers and leave infinite or NaN factors; so a matrix whose largest
+/// entry is tiny (below `MIN_POSITIVE/ε`) is scaled by an exact power of two `2ᵉ`
+/// that brings it near 1, and `e = 0` for any other. The caller accounts for the
+/// scale: `det A = 2⁻ⁿᵉ det(2ᵉA)`, `A⁻¹B = (2ᵉA)⁻¹(2ᵉB)`, and [`unscale`] before the
+/// factors are kept as residuals.
 fn factor<T: Real>(
     op: &'static str,
     a: ArrayView2<'_, T>,
     mut lu: ArrayViewMut2<'_, T>,
-) -> Result<(Pivots, Option<usize>)> {
+) -> Result<(Pivots, Option<usize>, i32)> {
     expect_finite(op, "A", &a)?;
-    lu.assign(&a);
+    let big = a.iter().fold(T::zero(), |m, v| m.max(v.abs()));
+    let e = if big > T::zero() && big < T::min_positive_value() / T::epsilon() {
+        // 2^e is exact and finite in T for |e| ≤ 100 (f32) or 1000 (f64).
+        let limit = if T::NAME == "f32" { 100 } else { 1000 };
+        (-(big.to64().log2().floor() as i32)).min(limit)
+    } else {
+        0
+    };
+    if e == 0 {
+        lu.assign(&a);
+    } else {
+        let s = pow2::<T>(e);
+        lu.zip_mut_with(&a, |l, &v| *l = v * s);
+    }
     let mut piv: Pivots = smallvec![0; a.nrows()];
     let zero = lapack::getrf(op, lu, &mut piv)?;
-    Ok((piv, zero))
+    Ok((piv, zero, e))
+}
+
+/// `2ᵉ` in `T`, for an `e` within its normal range.
+fn pow2<T: Real>(e: i32) -> T {
+    T::of(2f64.powi(e))
+}
+
+/// The factors of `2ᵉA` (from [`factor`]) made those of `A`, in place: `U ← 2⁻ᵉU` (`L`
+/// does not change). Exact, but where an entry of `U` falls below the normal range.
+fn unscale<T: Real>(mut lu: ArrayViewMut2<'_, T>, e: i32) {
+    if e == 0 {
+        return;
+    }
+    let s = pow2::<T>(-e);
+    for ((i, j), v) in lu.indexed_iter_mut() {
+        if j >= i {
+            *v *= s;
+        }
+    }
 }
 
 /// The pivots as `T` values into the `n×1` residual (not read).
@@ -193,16 +232,18 @@ fn permutation_sign<T: Real>(piv: &[i32]) -> T {
     }
 }
 
-/// `det A = det P · Πᵢ Uᵢᵢ` from the factors. Should a partial product overflow or
-/// underflow (`10³⁰·10³⁰·10⁻³⁰` in `f32`), the product is taken again as a mantissa and
-/// a power of two, so it overflows or underflows only when `det A` does.
-fn determinant<T: Real>(lu: &ArrayView2<'_, T>, piv: &[i32]) -> T {
+/// `det A = det P · Πᵢ Uᵢᵢ · 2^shift` from the factors. Should a partial product
+/// overflow or underflow (`10³⁰·10³⁰·10⁻³⁰` in `f32`), or the scale `2^shift` be
+/// other than 1, the product is taken again as a mantissa and a power of two, so it
+/// overflows or underflows only when `det A` does.
+fn determinant<T: Real>(lu: &ArrayView2<'_, T>, piv: &[i32], shift: i64) -> T {
     let sign = permutation_sign::<T>(piv);
     let c = lu.diag().iter().fold(sign, |c, &d| c * d);
-    if c.is_normal() || lu.diag().iter().any(|&d| d == T::zero() || !d.is_finite()) {
+    if lu.diag().iter().any(|&d| d == T::zero() || !d.is_finite()) || (shift == 0 && c.is_normal())
+    {
         return c;
     }
-    let (mut m, mut e) = (sign.to64(), 0i64);
+    let (mut m, mut e) = (sign.to64(), shift);
     for &d in lu.diag() {
         let (dm, de) = frexp(d.to64());
         let (pm, pe) = frexp(m * dm);
@@ -288,7 +329,7 @@ fn adjugate_t<T: Real>(
         [] => {
             inverse_into(op, lu, piv, Trans::Yes, g.view_mut())?;
             if all_finite(&g.view()) {
-                let c = determinant(&lu, piv);
+                let c = determinant(&lu, piv, 0);
                 g.mapv_inplace(|v| v * c);
                 return Ok(());
             }
@@ -387,7 +428,7 @@ fn adjugate_t_svd<T: Real>(
         let mut m = q.clone();
         let mut p: Pivots = smallvec![0; n];
         lapack::getrf(op, m.view_mut(), &mut p)?;
-        let d = determinant(&m.view(), &p);
+        let d = determinant(&m.view(), &p, 0);
         sign = if d < T::zero() { -sign } else { sign };
     }
     // πᵢ = Πⱼ≠ᵢ σⱼ by prefix and suffix products (no division by a zero σ).

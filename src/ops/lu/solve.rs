@@ -2,7 +2,7 @@
 
 use super::{
     all_finite, colmajor, expect_finite, factor, is_colmajor, overflowed, residual_lu,
-    residual_pivots, solvable, store_pivots,
+    residual_pivots, solvable, store_pivots, unscale,
 };
 use crate::blas::{gemm, lapack, Accum, Trans};
 use crate::error::{Error, Result, Shape};
@@ -18,7 +18,9 @@ use smallvec::smallvec;
 ///
 /// - Forward: `A = PLU` (getrf), then getrs on `B` (with `trans`). The factors and
 ///   pivots are the residuals `LU` (`n×n`) and `ipiv` (`n×1`, LAPACK's 1-based row
-///   interchanges as `T` values).
+///   interchanges as `T` values). A matrix of subnormal numbers, whose factors getrf
+///   would make infinite, is factored as `2ᵉA` (an exact scale near 1) and
+///   `X = op(2ᵉA)⁻¹(2ᵉB)`; the residual `LU` holds the factors of `A`.
 /// - JVP: `Ẋ = op(A)⁻¹(Ḃ − op(Ȧ)X)`: one GEMM and one getrs with the residual LU.
 /// - VJP: `B̄ = op(A)⁻ᵀX̄`, one getrs with the transpose flag flipped on the residual LU
 ///   (no second factorisation), then `Ā = −B̄Xᵀ` (`X = A⁻¹B`) or `Ā = −XB̄ᵀ`
@@ -121,7 +123,7 @@ impl<T: Real> Rule<T> for LuSolve {
         let op = Rule::<T>::name(self);
         let n = x[0].nrows();
         let (mut lu, rest) = colmajor(op, ws, (n, n))?;
-        let (piv, zero) = factor(op, x[0].view(), lu.view_mut())?;
+        let (piv, zero, e) = factor(op, x[0].view(), lu.view_mut())?;
         if let Some(index) = zero {
             return Err(Error::Singular { op, index });
         }
@@ -129,10 +131,17 @@ impl<T: Real> Rule<T> for LuSolve {
         expect_finite(op, "B", &x[1])?;
         let (out, res) = y.split_at_mut(1);
         res[0].assign(&lu);
+        unscale(res[0].view_mut(), e);
         store_pivots(&piv, res[1].view_mut());
         let lu = lu.view();
+        // The factors are those of 2ᵉA: X = (2ᵉA)⁻¹(2ᵉB).
         through_colmajor(op, out[0].view_mut(), Accum::Replace, rest, |mut w| {
-            w.assign(&x[1]);
+            if e == 0 {
+                w.assign(&x[1]);
+            } else {
+                let s = T::of(2f64.powi(e));
+                w.zip_mut_with(&x[1], |w, &b| *w = b * s);
+            }
             lapack::getrs(op, lu, &piv, self.trans, w)
         })?;
         if !all_finite(&out[0].view()) {
