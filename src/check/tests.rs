@@ -328,9 +328,10 @@ fn an_error_a_rule_may_return_is_passed_on_not_reported_as_a_shape_failure() {
 
 #[test]
 fn the_step_follows_the_magnitude_of_the_input() {
-    // A of magnitude 10³: with the step relative to it, the finite differences resolve
-    // a relative error of 10⁻⁵ in Ā; a step as small as for unit entries would leave
-    // them rounding noise that hides it.
+    // A of magnitude 10³: with the step relative to it, the correct rule passes and a
+    // relative error of 10⁻⁵ in Ā is caught. A step as small as for unit entries would
+    // be drowned by the rounding of the shifted entries themselves (about ε·|A|/h), and
+    // the correct rule would fail the JVP comparison.
     let (a, b) = point((3, 4), 5, 42);
     let a = a * 1e3;
     let x = [a.view(), b.view()];
@@ -342,6 +343,21 @@ fn the_step_follows_the_magnitude_of_the_input() {
     assert!(!r.passed(), "{r}");
     assert_eq!(r.mistake(0), Some(Mistake::Inaccurate), "{r}");
     assert_eq!(r.mistake(1), None, "{r}");
+}
+
+#[test]
+fn a_step_too_small_to_move_the_inputs_cannot_pass() {
+    // The smallest positive step: the shifted inputs round back to the point, every
+    // finite difference is zero and its rounding bound infinite. The comparison cannot
+    // be judged, which must fail the check, not pass it as within the noise.
+    let (a, b) = point((3, 4), 5, 42);
+    let r = Checker::new()
+        .step(f64::from_bits(1))
+        .check(&Faulty(Fault::None), &[a.view(), b.view()])
+        .unwrap();
+    assert!(!r.passed(), "{r}");
+    assert!(r.inputs.iter().all(|i| i.vjp_error.is_nan()), "{r}");
+    assert!(r.inputs.iter().all(|i| i.jvp_error.is_nan()), "{r}");
 }
 
 #[test]
@@ -1064,8 +1080,8 @@ impl Rule<f64> for Product {
         _: &mut [f64],
     ) -> Result<()> {
         let others_wanted = grads[1..].iter().any(|g| g.wanted());
-        for i in 0..self.n {
-            let Some((g, acc)) = grads[i].target() else {
+        for (i, g) in grads.iter_mut().enumerate() {
+            let Some((g, acc)) = g.target() else {
                 continue;
             };
             if i == 0 {
