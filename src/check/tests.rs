@@ -140,6 +140,10 @@ enum Fault {
     PullbackFails,
     /// The forward-mode rule fails likewise.
     JvpFails,
+    /// `Ċ` twice the right answer.
+    JvpDoubled,
+    /// `Ċ` half the right answer.
+    JvpHalved,
 }
 
 struct Faulty(Fault);
@@ -242,7 +246,14 @@ impl Rule<f64> for Faulty {
         if self.0 == Fault::JvpMissingTerm {
             return gemm(ydot[0].view_mut(), Accum::Replace, xdot.view(0), x[1], 1.0);
         }
-        MM.pushforward(x, y, xdot, ydot, ws)
+        MM.pushforward(x, y, xdot, ydot, ws)?;
+        let factor = match self.0 {
+            Fault::JvpDoubled => 2.0,
+            Fault::JvpHalved => 0.5,
+            _ => return Ok(()),
+        };
+        ydot[0].mapv_inplace(|v| factor * v);
+        Ok(())
     }
 }
 
@@ -392,6 +403,18 @@ fn a_wrong_jvp_fails_the_jvp_and_adjoint_checks_only() {
     assert!(r.inputs.iter().all(|x| x.vjp_error < 1e-8), "{r}");
     assert!(r.inputs[1].jvp_error > 0.5, "{r}");
     assert!(r.adjoint_error > 1e-3, "{r}");
+}
+
+#[test]
+fn the_jvp_error_is_relative_to_the_larger_of_the_two() {
+    // ‖2D − D‖/‖2D‖ and ‖D/2 − D‖/‖D‖: one half either way.
+    for fault in [Fault::JvpDoubled, Fault::JvpHalved] {
+        let r = run(&Faulty(fault), (3, 4), 5);
+        assert!(!r.passed(), "{fault:?}:\n{r}");
+        for i in &r.inputs {
+            assert!((i.jvp_error - 0.5).abs() < 1e-6, "{fault:?}:\n{r}");
+        }
+    }
 }
 
 #[test]
