@@ -372,6 +372,24 @@ fn a_step_too_small_to_move_the_inputs_cannot_pass() {
 }
 
 #[test]
+fn a_lower_triangular_gradient_has_no_structure_error() {
+    // TriSolve's L is lower triangular, and so is its gradient: the diagonal belongs
+    // to the structure, only the strict upper triangle would be an error.
+    let mut r = rng(12);
+    let l = super::random::lower::<f64>(4, &mut r);
+    let b = randn::<f64>(4, 3, &mut r);
+    let report = Checker::new()
+        .check(
+            &crate::ops::triangular::TriSolve::lower(),
+            &[l.view(), b.view()],
+        )
+        .unwrap();
+    report.assert_passed();
+    assert_eq!(report.inputs[0].structure, Structure::LowerTriangular);
+    assert_eq!(report.inputs[0].structure_error, 0.0, "{report}");
+}
+
+#[test]
 fn sign_factor_and_zero_mistakes_are_named() {
     for (fault, expected) in [
         (Fault::Negated, Mistake::SignFlipped),
