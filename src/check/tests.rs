@@ -387,6 +387,11 @@ fn a_lower_triangular_gradient_has_no_structure_error() {
     report.assert_passed();
     assert_eq!(report.inputs[0].structure, Structure::LowerTriangular);
     assert_eq!(report.inputs[0].structure_error, 0.0, "{report}");
+    let text = report.to_string();
+    assert!(
+        text.contains(" lower ") && text.contains(" general "),
+        "{text}"
+    );
 }
 
 #[test]
