@@ -174,6 +174,7 @@ fn the_checker_reports_the_residuals_and_the_declared_saves() {
     assert!(r.undeclared_reads.is_empty(), "{r}");
     let r = Checker::new().check(&SlogDet, &[a.view()]).unwrap();
     r.assert_passed();
+    assert_eq!(r.name, "SlogDet", "{r}");
     let names: Vec<&str> = r.outputs.iter().map(|x| x.name).collect();
     assert_eq!(names, ["sign", "logabsdet"], "{r}");
 }
