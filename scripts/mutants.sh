@@ -6,17 +6,21 @@
 #   scripts/mutants.sh ops --shard 3/20      # a twentieth of src/ops
 #   scripts/mutants.sh ops -f src/ops/trace.rs
 #   scripts/mutants.sh check --list          # the mutants, without running them
+#   scripts/mutants.sh ops --shard 0/100 --sharding round-robin   # a uniform sample
 #
 # Install once: cargo install --locked cargo-mutants. Extra arguments go to cargo-mutants
-# (a later -f narrows the files). Results land in mutants.out/ (caught.txt, missed.txt,
-# unviable.txt, timeout.txt). `--iterate` re-runs only the mutants not caught last time.
+# (a later -f narrows the files). Results land in target/mutants-check/mutants.out/ or
+# target/mutants-ops/mutants.out/ (caught.txt, missed.txt, unviable.txt, timeout.txt);
+# `--iterate` re-runs only the mutants of that kind not caught last time.
 #
-# Every mutant rebuilds the crate: a full run of src/ops is some 1500 mutants, hours on a
-# small machine, so shard it (--shard k/N) or name files.
+# Every mutant rebuilds the crate and its test binaries: src/check is some 500 mutants
+# and src/ops some 1700, each a minute or more on a small machine, so shard them
+# (--shard k/N; --sharding round-robin makes a shard a uniform sample) or name files.
 #
-# The run happens in a copy of the tree under target/mutants-tree (so the working tree
-# is never edited), kept between runs so that the dependencies are built once; the
-# `mutants` profile (Cargo.toml) builds the crate quickly.
+# The run happens in a copy of the tree under target/mutants-check/tree or
+# target/mutants-ops/tree (so the working tree is never edited, and a check run and an
+# ops run can go side by side), kept between runs so that the dependencies are built
+# once; the `mutants` profile (Cargo.toml) builds the crate quickly.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 what=${1:-check}
@@ -47,7 +51,8 @@ for t in "${tests[@]}"; do
     test_args+=("--cargo-arg=$t")
 done
 
-tree=$root/target/mutants-tree
+out=$root/target/mutants-$what
+tree=$out/tree
 mkdir -p "$tree"
 # The sources as they are now (committed or not); the copy's own target/ is kept.
 find "$tree" -mindepth 1 -maxdepth 1 ! -name target -exec rm -rf {} +
@@ -56,12 +61,14 @@ find "$tree" -mindepth 1 -maxdepth 1 ! -name target -exec rm -rf {} +
 
 cd "$tree"
 status=0
+# The test timeout is a multiple of the unmutated run's time, measured once: on a shared
+# machine a later run can take several times as long, hence the floor.
 cargo mutants --in-place --profile mutants \
-    --timeout-multiplier 3 --build-timeout-multiplier 4 \
-    --output "$root" \
+    --timeout-multiplier 3 --minimum-test-timeout 90 --build-timeout-multiplier 4 \
+    --output "$out" \
     "${files[@]}" "${test_args[@]}" "$@" || status=$?
 # cargo-mutants exits 2 when mutants were missed, 3 on timeouts: the summary says.
 for f in caught missed timeout unviable; do
-    printf '%-9s %s\n' "$f" "$(wc -l < "$root/mutants.out/$f.txt" 2>/dev/null || echo 0)"
+    printf '%-9s %s\n' "$f" "$(wc -l < "$out/mutants.out/$f.txt" 2>/dev/null || echo 0)"
 done
 exit $status

@@ -174,6 +174,7 @@ fn the_checker_reports_the_residuals_and_the_declared_saves() {
     assert!(r.undeclared_reads.is_empty(), "{r}");
     let r = Checker::new().check(&SlogDet, &[a.view()]).unwrap();
     r.assert_passed();
+    assert_eq!(r.name, "SlogDet", "{r}");
     let names: Vec<&str> = r.outputs.iter().map(|x| x.name).collect();
     assert_eq!(names, ["sign", "logabsdet"], "{r}");
 }
@@ -295,6 +296,12 @@ fn rank_two() -> Vec<(&'static str, Array2<f64>)> {
         (
             "one zero pivot",
             array![[2.0, 1.0, 3.0], [4.0, 2.0, 6.0], [1.0, 5.0, 2.0]],
+        ),
+        // Elimination is exact and the zero pivot is not the last: the left null vector
+        // runs through the trailing block.
+        (
+            "zero pivot before the last",
+            array![[1.0, 2.0, 3.0], [2.0, 4.0, 7.0], [4.0, 8.0, 5.0]],
         ),
         // Three zero pivots at rank 2: the shift matrix.
         (

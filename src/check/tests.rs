@@ -11,7 +11,7 @@ use crate::error::{Error, Result, Shape};
 use crate::ops::matmul::MatMul;
 use crate::primitive::{Grad, Partials, Rule, Saves, Shapes, Structure};
 use crate::Real;
-use ndarray::{Array2, ArrayView2, ArrayViewMut2, Zip};
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Zip};
 use smallvec::smallvec;
 
 fn point(a: (usize, usize), n: usize, seed: u64) -> (Array2<f64>, Array2<f64>) {
@@ -133,6 +133,17 @@ enum Fault {
     ForwardReadsOutput,
     /// Declares one element of workspace and adds it to `Ā` without writing it first.
     ReadsWorkspace,
+    /// Writes `Ā` into the buffer without its first column: a wrong shape, not a
+    /// transposed one.
+    DropsColumn,
+    /// The reverse rule fails as a rule may on a valid point (a singular factor).
+    PullbackFails,
+    /// The forward-mode rule fails likewise.
+    JvpFails,
+    /// `Ċ` twice the right answer.
+    JvpDoubled,
+    /// `Ċ` half the right answer.
+    JvpHalved,
 }
 
 struct Faulty(Fault);
@@ -180,6 +191,12 @@ impl Rule<f64> for Faulty {
         grads: &mut [Grad<'_, f64>],
         ws: &mut [f64],
     ) -> Result<()> {
+        if self.0 == Fault::PullbackFails {
+            return Err(Error::Singular {
+                op: "Faulty",
+                index: 1,
+            });
+        }
         let cbar = ybar.view(0);
         let (a, b) = (x[0], x[1]);
         let mode = |acc: Accum| match self.0 {
@@ -197,6 +214,8 @@ impl Rule<f64> for Faulty {
             };
             if self.0 == Fault::Transposed {
                 gemm(g.view_mut().reversed_axes(), mode(acc), cbar, b.t(), alpha)?;
+            } else if self.0 == Fault::DropsColumn {
+                gemm(g.slice_mut(s![.., 1..]), mode(acc), cbar, b.t(), alpha)?;
             } else {
                 gemm(g.view_mut(), mode(acc), cbar, b.t(), alpha)?;
             }
@@ -218,10 +237,23 @@ impl Rule<f64> for Faulty {
         ydot: &mut [ArrayViewMut2<'_, f64>],
         ws: &mut [f64],
     ) -> Result<()> {
+        if self.0 == Fault::JvpFails {
+            return Err(Error::Singular {
+                op: "Faulty",
+                index: 1,
+            });
+        }
         if self.0 == Fault::JvpMissingTerm {
             return gemm(ydot[0].view_mut(), Accum::Replace, xdot.view(0), x[1], 1.0);
         }
-        MM.pushforward(x, y, xdot, ydot, ws)
+        MM.pushforward(x, y, xdot, ydot, ws)?;
+        let factor = match self.0 {
+            Fault::JvpDoubled => 2.0,
+            Fault::JvpHalved => 0.5,
+            _ => return Ok(()),
+        };
+        ydot[0].mapv_inplace(|v| factor * v);
+        Ok(())
     }
 }
 
@@ -267,6 +299,102 @@ fn a_transposed_gradient_of_a_non_square_input_is_a_shape_failure() {
 }
 
 #[test]
+fn a_wrong_shape_that_is_not_a_transpose_is_not_named_as_one() {
+    let r = run(&Faulty(Fault::DropsColumn), (3, 4), 5);
+    assert!(!r.passed(), "{r}");
+    assert!(
+        matches!(
+            r.inputs[0].pullback_error,
+            Some(Error::WrongShape {
+                expected: Shape(3, 4),
+                got: Shape(3, 3),
+                ..
+            })
+        ),
+        "{r}"
+    );
+    assert_eq!(r.mistake(0), None, "{r}");
+    assert!(!r.to_string().contains("transposed shape"), "{r}");
+}
+
+#[test]
+fn an_error_a_rule_may_return_is_passed_on_not_reported_as_a_shape_failure() {
+    for fault in [Fault::PullbackFails, Fault::JvpFails] {
+        let (a, b) = point((3, 4), 5, 42);
+        let e = Checker::new()
+            .check(&Faulty(fault), &[a.view(), b.view()])
+            .expect_err("the rule's own error");
+        assert!(
+            matches!(
+                e,
+                Error::Singular {
+                    op: "Faulty",
+                    index: 1
+                }
+            ),
+            "{fault:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn the_step_follows_the_magnitude_of_the_input() {
+    // A of magnitude 10³: with the step relative to it, the correct rule passes and a
+    // relative error of 10⁻⁵ in Ā is caught. A step as small as for unit entries would
+    // be drowned by the rounding of the shifted entries themselves (about ε·|A|/h), and
+    // the correct rule would fail the JVP comparison.
+    let (a, b) = point((3, 4), 5, 42);
+    let a = a * 1e3;
+    let x = [a.view(), b.view()];
+    Checker::new()
+        .check(&Faulty(Fault::None), &x)
+        .unwrap()
+        .assert_passed();
+    let r = Checker::new().check(&Faulty(Fault::Imprecise), &x).unwrap();
+    assert!(!r.passed(), "{r}");
+    assert_eq!(r.mistake(0), Some(Mistake::Inaccurate), "{r}");
+    assert_eq!(r.mistake(1), None, "{r}");
+}
+
+#[test]
+fn a_step_too_small_to_move_the_inputs_cannot_pass() {
+    // The smallest positive step: the shifted inputs round back to the point, every
+    // finite difference is zero and its rounding bound infinite. The comparison cannot
+    // be judged, which must fail the check, not pass it as within the noise.
+    let (a, b) = point((3, 4), 5, 42);
+    let r = Checker::new()
+        .step(f64::from_bits(1))
+        .check(&Faulty(Fault::None), &[a.view(), b.view()])
+        .unwrap();
+    assert!(!r.passed(), "{r}");
+    assert!(r.inputs.iter().all(|i| i.vjp_error.is_nan()), "{r}");
+    assert!(r.inputs.iter().all(|i| i.jvp_error.is_nan()), "{r}");
+}
+
+#[test]
+fn a_lower_triangular_gradient_has_no_structure_error() {
+    // TriSolve's L is lower triangular, and so is its gradient: the diagonal belongs
+    // to the structure, only the strict upper triangle would be an error.
+    let mut r = rng(12);
+    let l = super::random::lower::<f64>(4, &mut r);
+    let b = randn::<f64>(4, 3, &mut r);
+    let report = Checker::new()
+        .check(
+            &crate::ops::triangular::TriSolve::lower(),
+            &[l.view(), b.view()],
+        )
+        .unwrap();
+    report.assert_passed();
+    assert_eq!(report.inputs[0].structure, Structure::LowerTriangular);
+    assert_eq!(report.inputs[0].structure_error, 0.0, "{report}");
+    let text = report.to_string();
+    assert!(
+        text.contains(" lower ") && text.contains(" general "),
+        "{text}"
+    );
+}
+
+#[test]
 fn sign_factor_and_zero_mistakes_are_named() {
     for (fault, expected) in [
         (Fault::Negated, Mistake::SignFlipped),
@@ -298,6 +426,18 @@ fn a_wrong_jvp_fails_the_jvp_and_adjoint_checks_only() {
     assert!(r.inputs.iter().all(|x| x.vjp_error < 1e-8), "{r}");
     assert!(r.inputs[1].jvp_error > 0.5, "{r}");
     assert!(r.adjoint_error > 1e-3, "{r}");
+}
+
+#[test]
+fn the_jvp_error_is_relative_to_the_larger_of_the_two() {
+    // ‖2D − D‖/‖2D‖ and ‖D/2 − D‖/‖D‖: one half either way.
+    for fault in [Fault::JvpDoubled, Fault::JvpHalved] {
+        let r = run(&Faulty(fault), (3, 4), 5);
+        assert!(!r.passed(), "{fault:?}:\n{r}");
+        for i in &r.inputs {
+            assert!((i.jvp_error - 0.5).abs() < 1e-6, "{fault:?}:\n{r}");
+        }
+    }
 }
 
 #[test]
@@ -931,4 +1071,163 @@ fn the_typed_layer_keeps_residuals_apart_and_hands_them_to_the_rules() {
     assert_eq!(out.jvp([cbar.view()]).unwrap(), expected);
     assert_eq!(out.jvp_all(&[Some(cbar.view())]).unwrap().len(), 1);
     assert_eq!(out.into_outputs().len(), 1);
+}
+
+// ------------------------------------------------------------------ mode sets
+
+/// How [`Product`] is broken.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum ProductFault {
+    None,
+    /// Fails whenever `Ā` is to be added into its buffer.
+    AddFails,
+    /// Leaves `Ā` alone unless another gradient is wanted too (a shared factor that is
+    /// computed only for the others).
+    NeedsOthers,
+}
+
+/// `C = A ⊙ B ⊙ D ⊙ …` of `n` inputs: `X̄ᵢ = C̄ ⊙ Πⱼ≠ᵢ Xⱼ`.
+struct Product {
+    n: usize,
+    fault: ProductFault,
+}
+
+impl Rule<f64> for Product {
+    fn name(&self) -> &'static str {
+        "Product"
+    }
+    fn arity(&self) -> usize {
+        self.n
+    }
+    fn shapes(&self, x: &[Shape]) -> Result<Shapes> {
+        for s in &x[1..] {
+            crate::ops::same_shape("Product", "A", x[0], "another factor", *s)?;
+        }
+        Ok(smallvec![x[0]])
+    }
+    fn eval(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        y: &mut [ArrayViewMut2<'_, f64>],
+        _: &mut [f64],
+    ) -> Result<()> {
+        y[0].assign(&x[0]);
+        for xj in &x[1..] {
+            y[0] *= xj;
+        }
+        Ok(())
+    }
+    fn pullback(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        _y: &[ArrayView2<'_, f64>],
+        ybar: &Partials<'_, '_, f64>,
+        grads: &mut [Grad<'_, f64>],
+        _: &mut [f64],
+    ) -> Result<()> {
+        let others_wanted = grads[1..].iter().any(|g| g.wanted());
+        for (i, g) in grads.iter_mut().enumerate() {
+            let Some((g, acc)) = g.target() else {
+                continue;
+            };
+            if i == 0 {
+                match self.fault {
+                    ProductFault::AddFails if acc == crate::Accum::Add => {
+                        return Err(Error::InvalidArgument {
+                            op: "Product",
+                            msg: "no accumulation".into(),
+                        });
+                    }
+                    ProductFault::NeedsOthers if !others_wanted => continue,
+                    _ => {}
+                }
+            }
+            let mut v = ybar.view(0).to_owned();
+            for (j, xj) in x.iter().enumerate() {
+                if j != i {
+                    v *= xj;
+                }
+            }
+            Zip::from(g).and(&v).for_each(|g, &v| acc.store(g, v));
+        }
+        Ok(())
+    }
+    fn pushforward(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        _y: &[ArrayView2<'_, f64>],
+        xdot: &Partials<'_, '_, f64>,
+        ydot: &mut [ArrayViewMut2<'_, f64>],
+        _: &mut [f64],
+    ) -> Result<()> {
+        ydot[0].fill(0.0);
+        for i in 0..self.n {
+            let mut t = xdot.view(i).to_owned();
+            for (j, xj) in x.iter().enumerate() {
+                if j != i {
+                    t *= xj;
+                }
+            }
+            ydot[0] += &t;
+        }
+        Ok(())
+    }
+}
+
+fn check_product(n: usize, fault: ProductFault) -> Report {
+    let mut r = rng(11);
+    let x: Vec<Array2<f64>> = (0..n).map(|_| randn::<f64>(3, 2, &mut r)).collect();
+    let views: Vec<ArrayView2<'_, f64>> = x.iter().map(|x| x.view()).collect();
+    Checker::new().check(&Product { n, fault }, &views).unwrap()
+}
+
+#[test]
+fn each_set_of_buffer_modes_is_run_once() {
+    for n in 1..=3 {
+        check_product(n, ProductFault::None).assert_passed();
+    }
+    // The buffer modes of every failed call, the accumulation pass first: every input
+    // added, each alone, each next to first writes; then the first-write pass, whose
+    // sets add only next to a first write.
+    let sets = |n: usize| -> Vec<String> {
+        check_product(n, ProductFault::AddFails)
+            .rule_errors
+            .iter()
+            .map(|e| e[e.find('(').unwrap() + 1..e.find(')').unwrap()].to_string())
+            .collect()
+    };
+    assert_eq!(sets(1), ["A: Add"]);
+    assert_eq!(
+        sets(2),
+        [
+            "A: Add, B: Add",
+            "A: Add, B: Skip",
+            "A: Add, B: Write",
+            "A: Add, B: Write",
+        ]
+    );
+    assert_eq!(
+        sets(3),
+        [
+            "A: Add, B: Add, D: Add",
+            "A: Add, B: Skip, D: Skip",
+            "A: Add, B: Write, D: Write",
+            "A: Add, B: Write, D: Add",
+            "A: Add, B: Add, D: Write",
+        ]
+    );
+}
+
+#[test]
+fn a_gradient_left_unwritten_when_it_is_wanted_alone_is_caught() {
+    let r = check_product(3, ProductFault::NeedsOthers);
+    assert!(!r.passed(), "{r}");
+    // Only the calls where A's gradient is the one wanted see the fault.
+    assert!(r.inputs[0].accumulate_error > 0.1, "{r}");
+    assert!(r.inputs[0].first_write_error.is_nan(), "{r}");
+    assert!(r.inputs.iter().all(|i| i.vjp_error < 1e-8), "{r}");
+    assert!(
+        r.inputs[1..].iter().all(|i| i.accumulate_error < 1e-12),
+        "{r}"
+    );
 }
