@@ -532,6 +532,38 @@ fn an_eigenvector_loss_inside_a_repeated_eigenspace_is_a_typed_error() {
     assert_eq!(DEGENERACY, 1e3);
 }
 
+/// The pair an error names is the first offending one in row order, `(i, j)` with
+/// `i < j`, even when the rule goes through the pairs by blocks: here the cluster
+/// `λ₀ = … = λ₁₀₀` spans two blocks, and the cotangent `V̄ = V(E₀,₁₀₀ + E₁,₂)` rotates
+/// it in the pairs (0, 100) and (1, 2) only.
+#[test]
+fn a_degenerate_error_names_the_first_offending_pair_in_row_order() {
+    let n = 130;
+    let lam: Vec<f64> = (0..n)
+        .map(|i| {
+            if i <= 100 {
+                1.0
+            } else {
+                1.0 + (i - 100) as f64
+            }
+        })
+        .collect();
+    let a = with_spectrum(&lam, 131);
+    for p in conventions() {
+        let eig = p.apply([a.view()]).unwrap();
+        let v = eig.outputs()[1].to_owned();
+        let mut k = Array2::<f64>::zeros((n, n));
+        k[(0, 100)] = 1.0;
+        k[(1, 2)] = 1.0;
+        let vbar = v.dot(&k);
+        let err = eig.backward_all(&[None, Some(vbar.view())]).unwrap_err();
+        assert!(
+            matches!(err, Error::DegenerateEigenvalues { i: 0, j: 100, .. }),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn repeated_and_zero_singular_values_follow_the_same_policy() {
     let mut rng = random::rng(80);

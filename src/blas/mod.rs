@@ -418,13 +418,39 @@ pub fn gemm_tri<T: Real>(
     if accum == Accum::Add && tile.len() < need {
         return Err(short(tile.len()));
     }
-    tri_halves(c, uplo, accum, a, b, alpha, tile)
+    tri_halves(c, uplo, accum, a, b, alpha, tile, true)
+}
+
+/// [`gemm_tri`] with [`Accum::Replace`] that leaves the other triangle of `C` as it
+/// finds it or as the diagonal blocks' GEMMs leave it (not zeroed): for a caller that
+/// overwrites that triangle next, as the symmetric folds of the eigen- and
+/// singular-value rules do. Only sizes are checked: `a` is `n×k`, `b` is `k×n`, `c` is
+/// `n×n`.
+pub(crate) fn gemm_tri_unzeroed<T: Real>(
+    c: ArrayViewMut2<'_, T>,
+    uplo: Uplo,
+    a: ArrayView2<'_, T>,
+    b: ArrayView2<'_, T>,
+    alpha: T,
+) -> Result<()> {
+    let n = c.nrows();
+    if c.ncols() != n || a.dim() != (n, b.nrows()) || b.ncols() != n {
+        return Err(Error::WrongShape {
+            op: "gemm_tri",
+            name: "C",
+            of: "A·B",
+            expected: Shape(a.nrows(), b.ncols()),
+            got: Shape(c.nrows(), c.ncols()),
+        });
+    }
+    tri_halves(c, uplo, Accum::Replace, a, b, alpha, &mut [], false)
 }
 
 /// [`gemm_tri`] after its checks: the off-diagonal quarter of `C` inside the triangle is
 /// one GEMM of half the order, the other one is zeroed (`Replace`) or left, and each
 /// diagonal half recurses down to blocks of at most [`GEMM_TRI_BLOCK`]. Large GEMMs run
 /// nearer the machine's rate (and thread better) than a row of thin block products.
+#[allow(clippy::too_many_arguments)]
 fn tri_halves<T: Real>(
     mut c: ArrayViewMut2<'_, T>,
     uplo: Uplo,
@@ -433,11 +459,12 @@ fn tri_halves<T: Real>(
     b: ArrayView2<'_, T>,
     alpha: T,
     tile: &mut [T],
+    zero_other: bool,
 ) -> Result<()> {
     use ndarray::Axis;
     let m = c.nrows();
     if m <= GEMM_TRI_BLOCK {
-        return tri_block(c, uplo, accum, a, b, alpha, tile);
+        return tri_block(c, uplo, accum, a, b, alpha, tile, zero_other);
     }
     let h = m / 2;
     let (a1, a2) = a.split_at(Axis(0), h);
@@ -450,16 +477,17 @@ fn tri_halves<T: Real>(
         Uplo::Upper => (c12, c21, a1, b2),
     };
     gemm(inside, accum, p, q, alpha)?;
-    if accum == Accum::Replace {
+    if accum == Accum::Replace && zero_other {
         outside.fill(T::zero());
     }
-    tri_halves(c11, uplo, accum, a1, b1, alpha, tile)?;
-    tri_halves(c22, uplo, accum, a2, b2, alpha, tile)
+    tri_halves(c11, uplo, accum, a1, b1, alpha, tile, zero_other)?;
+    tri_halves(c22, uplo, accum, a2, b2, alpha, tile, zero_other)
 }
 
 /// A diagonal block of [`gemm_tri`]: one GEMM into `C` itself (`Replace`, after which
 /// the other triangle is zeroed) or into `tile` (`Add`, after which its triangle is
 /// added).
+#[allow(clippy::too_many_arguments)]
 fn tri_block<T: Real>(
     mut diag: ArrayViewMut2<'_, T>,
     uplo: Uplo,
@@ -468,13 +496,16 @@ fn tri_block<T: Real>(
     cols: ArrayView2<'_, T>,
     alpha: T,
     tile: &mut [T],
+    zero_other: bool,
 ) -> Result<()> {
     match accum {
         Accum::Replace => {
             gemm(diag.view_mut(), Accum::Replace, rows, cols, alpha)?;
-            for ((i, j), x) in diag.indexed_iter_mut() {
-                if !uplo.contains(i, j) {
-                    *x = T::zero();
+            if zero_other {
+                for ((i, j), x) in diag.indexed_iter_mut() {
+                    if !uplo.contains(i, j) {
+                        *x = T::zero();
+                    }
                 }
             }
         }

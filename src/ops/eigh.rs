@@ -40,12 +40,13 @@
 use super::cholesky::Convention;
 use super::square;
 use super::triangular::scratch;
+use crate::blas::copy::{copy, TILE};
 use crate::blas::lapack::{int_scratch, ints_in, is_column_major, syevd, syevd_workspace};
-use crate::blas::{gemm, gemm_tri, Accum, Uplo};
+use crate::blas::{gemm, gemm_tri, gemm_tri_unzeroed, Accum, Uplo};
 use crate::error::{Error, Result, Shape};
 use crate::primitive::{Grad, Partials, Rule, Saves, Shapes, Structure};
 use crate::Real;
-use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder, Zip};
+use ndarray::{ArrayView2, ArrayViewMut2, Axis, ShapeBuilder, Zip};
 use smallvec::smallvec;
 
 /// Eigenvalues or singular values `i ≠ j` coincide, and a cotangent or tangent entry
@@ -224,52 +225,93 @@ fn fold_into<T: Real>(
 }
 
 /// [`fold_into`] in place, for a first write that computed the lower triangle of `G`
-/// in the gradient buffer (its strict upper triangle zero).
-fn fold_in_place<T: Real>(convention: Convention, mut g: ArrayViewMut2<'_, T>) {
-    let n = g.nrows();
-    let two = T::of(2.0);
-    for i in 0..n {
-        for j in 0..i {
-            match convention {
-                Convention::Symmetric => g[(j, i)] = g[(i, j)],
-                Convention::Lower => g[(i, j)] = two * g[(i, j)],
-            }
+/// in the gradient buffer (its strict upper triangle holds anything).
+fn fold_in_place<T: Real>(convention: Convention, g: ArrayViewMut2<'_, T>) -> Result<()> {
+    match convention {
+        Convention::Symmetric => mirror_lower(g),
+        Convention::Lower => {
+            let two = T::of(2.0);
+            Zip::indexed(g).for_each(|(i, j), x| {
+                if j > i {
+                    *x = T::zero();
+                } else if j < i {
+                    *x = two * *x;
+                }
+            });
+            Ok(())
         }
     }
 }
 
-/// `S ← diag(λ̄) + F ∘ (M − Mᵀ)/2` in place over `M = VᵀV̄`, `Fᵢⱼ = 1/(λⱼ − λᵢ)`;
-/// a degenerate pair whose `Mᵢⱼ − Mⱼᵢ` is not zero within tolerance is an error.
+/// The strict upper triangle of the square `g` from its strict lower one, `gᵢⱼ ← gⱼᵢ`
+/// for `j > i`: by halves, the upper off-diagonal block is the transposing [`copy`] of
+/// the lower one (by cache-aligned tiles), and each diagonal half recurses.
+fn mirror_lower<T: Real>(g: ArrayViewMut2<'_, T>) -> Result<()> {
+    let n = g.nrows();
+    if n <= TILE {
+        let mut g = g;
+        for i in 0..n {
+            for j in 0..i {
+                g[(j, i)] = g[(i, j)];
+            }
+        }
+        return Ok(());
+    }
+    let h = n / 2;
+    let (top, bottom) = g.split_at(Axis(0), h);
+    let (g11, g12) = top.split_at(Axis(1), h);
+    let (g21, g22) = bottom.split_at(Axis(1), h);
+    copy(g12, g21.t(), Accum::Replace)?;
+    mirror_lower(g11)?;
+    mirror_lower(g22)
+}
+
+/// `S ← diag(λ̄) + F ∘ (M − Mᵀ)/2` in place over the row-major `n×n` `m = VᵀV̄`,
+/// `Fᵢⱼ = 1/(λⱼ − λᵢ)`; a degenerate pair whose `Mᵢⱼ − Mⱼᵢ` is not zero within
+/// tolerance is an error naming the first such pair `(i, j)`, `i < j`, in row order.
+/// The pairs go by [`TILE`]`×`[`TILE`] blocks, so that both `Mᵢⱼ` and `Mⱼᵢ` come from
+/// cache.
 fn reverse_core<T: Real>(
     op: &'static str,
-    mut m: ArrayViewMut2<'_, T>,
+    m: &mut [T],
+    n: usize,
     lam: ArrayView2<'_, T>,
     lbar: Option<ArrayView2<'_, T>>,
 ) -> Result<()> {
-    let n = m.nrows();
     let tau_l = tolerance(max_abs(lam));
-    let tau_m = tolerance(max_abs(m.view()));
+    let tau_m = tolerance(m.iter().fold(T::zero(), |a, v| a.max(v.abs())));
     let half = T::of(0.5);
-    for i in 0..n {
-        for j in i + 1..n {
-            let skew = m[(i, j)] - m[(j, i)];
-            let gap = lam[(j, 0)] - lam[(i, 0)];
-            let s = if gap.abs() <= tau_l {
-                if skew.abs() > tau_m {
-                    return Err(Error::DegenerateEigenvalues { op, i, j });
+    let lam = lam.column(0);
+    let mut first: Option<(usize, usize)> = None;
+    for bi in (0..n).step_by(TILE) {
+        let ie = (bi + TILE).min(n);
+        for bj in (bi..n).step_by(TILE) {
+            let je = (bj + TILE).min(n);
+            for i in bi..ie {
+                let li = lam[i];
+                for j in bj.max(i + 1)..je {
+                    let skew = m[i * n + j] - m[j * n + i];
+                    let gap = lam[j] - li;
+                    let (s, bad) = if gap.abs() <= tau_l {
+                        (T::zero(), skew.abs() > tau_m)
+                    } else {
+                        let s = skew * half / gap;
+                        (s, !s.is_finite() && skew.is_finite())
+                    };
+                    if bad && first.map_or(true, |f| (i, j) < f) {
+                        first = Some((i, j));
+                    }
+                    m[i * n + j] = s;
+                    m[j * n + i] = s;
                 }
-                T::zero()
-            } else {
-                let s = skew * half / gap;
-                if !s.is_finite() && skew.is_finite() {
-                    return Err(Error::DegenerateEigenvalues { op, i, j });
-                }
-                s
-            };
-            m[(i, j)] = s;
-            m[(j, i)] = s;
+            }
         }
-        m[(i, i)] = lbar.as_ref().map_or(T::zero(), |l| l[(i, 0)]);
+    }
+    if let Some((i, j)) = first {
+        return Err(Error::DegenerateEigenvalues { op, i, j });
+    }
+    for i in 0..n {
+        m[i * n + i] = lbar.as_ref().map_or(T::zero(), |l| l[(i, 0)]);
     }
     Ok(())
 }
@@ -454,7 +496,12 @@ impl<T: Real> Rule<T> for SymEig {
         match ybar.get(1) {
             Some(vbar) => {
                 gemm(s.view_mut(), Accum::Replace, v.t(), vbar, T::one())?;
-                reverse_core(op, s.view_mut(), lam, ybar.get(0))?;
+                let m = s.as_slice_mut().ok_or(Error::Workspace {
+                    op,
+                    needed: n * n,
+                    got: 0,
+                })?;
+                reverse_core(op, m, n, lam, ybar.get(0))?;
                 gemm(w.view_mut(), Accum::Replace, v, s.view(), T::one())?;
             }
             None => {
@@ -465,16 +512,8 @@ impl<T: Real> Rule<T> for SymEig {
         // G = W·Vᵀ = V·S·Vᵀ is symmetric (S is): only its lower triangle is computed.
         match acc {
             Accum::Replace => {
-                gemm_tri(
-                    g.view_mut(),
-                    Uplo::Lower,
-                    acc,
-                    w.view(),
-                    v.t(),
-                    T::one(),
-                    &mut [],
-                )?;
-                fold_in_place(self.convention, g);
+                gemm_tri_unzeroed(g.view_mut(), Uplo::Lower, w.view(), v.t(), T::one())?;
+                fold_in_place(self.convention, g)?;
             }
             Accum::Add => {
                 gemm_tri(
