@@ -6,13 +6,18 @@
 //! contiguous columns, an entry-by-entry walk reads one of them across its stride: each
 //! read touches a new cache line, and at a power-of-two stride all of them fall into the
 //! same few cache sets and evict each other. [`copy`] then goes by 8×8 blocks aligned
-//! to the cache lines of both views, so that each line read or written is used whole
-//! while it is in cache, in [`TILE`]`×`[`TILE`] tiles: along 8-row strips, so that the
-//! destination's rows are written as streams, or down 8-column strips, so that the
-//! source's columns are read as streams, whichever side is not spaced by a multiple of
-//! 2 KiB (a power-of-two row length, whose rows share cache sets), or by the size of
-//! the matrix when neither or both are. On x86-64 with AVX2 an 8×8 block of `f64` is
-//! transposed in registers.
+//! to the cache lines of both views, so that each line read or written is used whole,
+//! in [`TILE`]`×`[`TILE`] tiles: along 8-row strips, so that the destination's rows
+//! are written as streams, or down 8-column strips, so that the source's columns are
+//! read as streams, whichever side is not spaced by a multiple of 2 KiB (a power-of-two
+//! row length, whose rows share cache sets); when neither or both are, rows for a
+//! matrix of at most 1 MiB, which stays in the core's cache, and columns
+//! for a larger one. On x86-64 with AVX2 an 8×8 block of `f64` is transposed in
+//! registers.
+//!
+//! The choice was measured on shapes from 64² to 2048², powers of two and not, square
+//! and not, against a plain copy of the same bytes (`cargo run --release -p
+//! bench-report`, the Transpose and Vectorize table of `docs/benchmarks.md`).
 
 use super::Accum;
 use crate::error::{Error, Result, Shape};
@@ -20,13 +25,14 @@ use crate::Real;
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
 /// Order of the square tiles the transposing copy goes by.
-pub const TILE: usize = 64;
+pub const TILE: usize = 128;
+
+/// Bytes of a matrix up to which the transposing copy assumes it stays in the core's
+/// cache.
+const IN_CACHE: usize = 1 << 20;
 
 /// Entries per 8×8 block side; one 64-byte cache line of `f64`.
 const B: usize = 8;
-
-/// Bytes of a matrix up to which the transposing copy assumes it stays in cache.
-const IN_CACHE: usize = 4 << 20;
 
 /// `dst ← src` (`Replace`, `dst` not read) or `dst ← dst + src` (`Add`), entrywise, for
 /// two views of the same shape with any strides. A view with contiguous rows paired
@@ -168,7 +174,7 @@ unsafe fn tiles<T: Real>(v: Views<T>, m: usize, n: usize, accum: Accum, block: i
     // side's are, stream that side: along 8-row strips of each column of tiles when it
     // is the destination (each of its rows is then written as a stream), down 8-column
     // strips of each tile when it is the source. Otherwise rows for a matrix that stays
-    // in cache (up to 4 MiB), and columns, read from memory as streams, for a larger one.
+    // in the core's cache, and columns, read as streams, for a larger one.
     let aliased = |stride: isize| (stride.unsigned_abs() * size) % 2048 == 0;
     let (dst_aliased, src_aliased) = (aliased(v.dr), aliased(v.sc));
     let by_rows = if dst_aliased != src_aliased {

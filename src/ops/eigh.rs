@@ -40,7 +40,7 @@
 use super::cholesky::Convention;
 use super::square;
 use super::triangular::scratch;
-use crate::blas::copy::{copy, TILE};
+use crate::blas::copy::copy;
 use crate::blas::lapack::{int_scratch, ints_in, is_column_major, syevd, syevd_workspace};
 use crate::blas::{gemm, gemm_tri, gemm_tri_unzeroed, Accum, Uplo};
 use crate::error::{Error, Result, Shape};
@@ -55,6 +55,10 @@ use smallvec::smallvec;
 /// LAPACK leaves between equal eigenvalues (a small multiple of `ε·max|λ|`) and the
 /// rounding of a cotangent built from invariant quantities.
 pub const DEGENERACY: f64 = 1e3;
+
+/// Order of the square blocks [`reverse_core`] goes through the pairs by, and below
+/// which [`mirror_lower`] copies entry by entry.
+const TILE: usize = 64;
 
 /// `DEGENERACY·ε·scale`.
 pub(crate) fn tolerance<T: Real>(scale: T) -> T {
