@@ -504,7 +504,19 @@ impl<'s, T: Real> Ctx<'s, T> {
                     return Ok(());
                 }
                 let n = a.nrows();
-                let (ax, scale) = if left {
+                let (ax, scale) = if let Spec::ChoSolve = self.spec {
+                    // A·X as L(LᵀX), scaled by |L|(|Lᵀ||X|), the bound of the two
+                    // triangular solves: LLᵀ itself may underflow where the solve is exact
+                    // (L ≈ 10⁻³⁰⁴ in f64: LLᵀ ≈ 10⁻⁶⁰⁸ rounds to 0, X ≈ B/L² ≈ 10³⁰³ is
+                    // finite, and (LLᵀ)X would be 0 against B ≈ 10⁻³⁰⁴).
+                    let l = linalg::lower_part(&x[0]);
+                    let ltx = mm(l.t(), y[0].view());
+                    let ltx_abs = linalg::mm_abs(l.t(), y[0].view());
+                    (
+                        mm(l.view(), ltx.view()),
+                        linalg::mm_abs(l.view(), ltx_abs.view()),
+                    )
+                } else if left {
                     (
                         mm(a.view(), y[0].view()),
                         linalg::mm_abs(a.view(), y[0].view()),
