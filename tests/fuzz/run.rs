@@ -1125,8 +1125,14 @@ impl<'s, T: Real> Ctx<'s, T> {
             .reference(&self.x64)
             .and_then(|r| r.plain)
             .map_or(0.0, |p| p.iter().map(norm).sum());
-        if xn > 0.0 && yn.is_finite() {
-            scale += ybar_norm * xdot_norm * (yn / xn).max(1.0);
+        // At X = 0 the ratio says nothing (yn/0); ‖J‖ is then taken as 1, the floor the
+        // ratio has elsewhere. LogSoftmax at X = 0 (f32, 3×4) with tangent and cotangent
+        // constant down each column has Ẏ = X̄ = 0 exactly, as P = 1/3; rounding
+        // P = exp(−log 3) leaves entries of ε·|Ẋ| ≈ 10⁻⁷, both sides ≈ 10⁻⁶, and
+        // ‖Ȳ‖‖Ẏ‖ + ‖X̄‖‖Ẋ‖ ≈ 10⁻⁶ alone: the check would ask noise to match noise.
+        if yn.is_finite() {
+            let j = if xn > 0.0 { (yn / xn).max(1.0) } else { 1.0 };
+            scale += ybar_norm * xdot_norm * j;
         }
         // Near the underflow threshold the products have lost their precision.
         let tiny = 1e20 * T::min_positive_value().to64();
