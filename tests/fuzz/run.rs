@@ -624,6 +624,35 @@ impl<'s, T: Real> Ctx<'s, T> {
         1e2 * self.eps * n * n * cond
     }
 
+    /// For each output `k` of a JVP, the size its tangent has in general:
+    /// `max|Ẋᵢ|·max|Yₖ|/max|Xᵢ|` at its largest over the inputs, `‖J‖` estimated by the
+    /// ratio of output to input sizes (as in [`Self::adjoint`]). Where `Ẏₖ` is zero in
+    /// exact arithmetic (the SVD of a rank-one `A` along a rank-one `Ȧ`: `U̇ = 0`, as
+    /// `uⱼᵀȦ = 0` for the null columns `j > 1`), what is computed is noise of
+    /// `ε·max|Ẋ|·‖J‖`, and a second route gives another noise, differing from the
+    /// first by O(1) relative to either.
+    fn tangent_scales(&self, y: &[Array2<T>], xdot: &[Option<Array2<T>>]) -> Vec<f64> {
+        let ratio: f64 = self
+            .x64
+            .iter()
+            .zip(xdot)
+            .filter_map(|(x, xd)| {
+                let (xm, dm) = (linalg::max_abs(x), linalg::max_abs(&to64(xd.as_ref()?.view())));
+                (xm > 0.0 && xm.is_finite() && dm.is_finite()).then(|| dm / xm)
+            })
+            .fold(0.0, f64::max);
+        y.iter()
+            .map(|v| {
+                let s = ratio * linalg::max_abs(&to64(v.view()));
+                if s.is_finite() {
+                    s
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+
     /// Compares two results of the same computation by different routes.
     fn same(
         &mut self,
@@ -633,11 +662,30 @@ impl<'s, T: Real> Ctx<'s, T> {
         want: ArrayView2<'_, T>,
         tol: f64,
     ) -> bool {
-        let d = rel_diff(
-            to64(got.view()).view(),
-            to64(want.view()).view(),
-            T::max_value().to64(),
-        );
+        self.same_above(what, method, got, want, tol, 0.0)
+    }
+
+    /// [`Self::same`] with differences taken relative to at least `floor`, the size the
+    /// result has in general, for one that is zero in exact arithmetic at this point and
+    /// rounding noise as computed (two routes give two different noises).
+    fn same_above(
+        &mut self,
+        what: &'static str,
+        method: &'static str,
+        got: ArrayView2<'_, T>,
+        want: ArrayView2<'_, T>,
+        tol: f64,
+        floor: f64,
+    ) -> bool {
+        let (g, w) = (to64(got.view()), to64(want.view()));
+        let top = linalg::max_abs(&g).max(linalg::max_abs(&w));
+        let d = rel_diff(g.view(), w.view(), T::max_value().to64());
+        // rel_diff is relative to `top` (its largest finite entry).
+        let d = if top.is_finite() && top > 0.0 && floor > top {
+            d * top / floor
+        } else {
+            d
+        };
         if d <= tol {
             true
         } else {
@@ -979,7 +1027,8 @@ impl<'s, T: Real> Ctx<'s, T> {
             }
             2 => {
                 if let Some(d) = &d {
-                    self.jvp_variant(&y, &xdot, d, tol, &rules_allowed);
+                    let floors = self.tangent_scales(&y, &xdot);
+                    self.jvp_variant(&y, &xdot, d, (tol, &floors), &rules_allowed);
                 }
             }
             3 => {
@@ -989,7 +1038,8 @@ impl<'s, T: Real> Ctx<'s, T> {
             }
             4 => {
                 if let Some(d) = &d {
-                    self.applied_jvp(&xdot, d, tol, &rules_allowed);
+                    let floors = self.tangent_scales(&y, &xdot);
+                    self.applied_jvp(&xdot, d, (tol, &floors), &rules_allowed);
                 }
             }
             _ => {
@@ -1392,7 +1442,7 @@ impl<'s, T: Real> Ctx<'s, T> {
         y: &[Array2<T>],
         xdot: &[Option<Array2<T>>],
         d: &[Array2<T>],
-        tol: f64,
+        (tol, floors): (f64, &[f64]),
         allowed: &[&'static str],
     ) {
         let ys: Vec<Stored<T>> = y
@@ -1415,13 +1465,14 @@ impl<'s, T: Real> Ctx<'s, T> {
         if self.rng.gen_bool(0.4) {
             let r = self.op.jvp(&xv, &yv, &xdv);
             if let Some(got) = self.judge("jvp (views)", r, None, allowed) {
-                for (a, b) in got.iter().zip(d) {
-                    if !self.same(
+                for ((a, b), &floor) in got.iter().zip(d).zip(floors) {
+                    if !self.same_above(
                         "view differs from contiguous",
                         "jvp",
                         a.view(),
                         b.view(),
                         tol,
+                        floor,
                     ) {
                         break;
                     }
@@ -1445,14 +1496,15 @@ impl<'s, T: Real> Ctx<'s, T> {
                     .jvp_into(&xv, &yv, &xdv, &mut outs, ws.as_deref_mut())
             };
             if self.judge("jvp_into", r, None, allowed).is_some() {
-                for (b, want) in bufs.iter().zip(d) {
+                for ((b, want), &floor) in bufs.iter().zip(d).zip(floors) {
                     let got = b.view().to_owned();
-                    if !self.same(
+                    if !self.same_above(
                         "first write differs from jvp",
                         "jvp_into",
                         got.view(),
                         want.view(),
                         tol,
+                        floor,
                     ) {
                         break;
                     }
@@ -1501,7 +1553,7 @@ impl<'s, T: Real> Ctx<'s, T> {
         &mut self,
         xdot: &[Option<Array2<T>>],
         d: &[Array2<T>],
-        tol: f64,
+        (tol, floors): (f64, &[f64]),
         allowed: &[&'static str],
     ) {
         let stored = std::mem::take(&mut self.stored);
@@ -1509,13 +1561,14 @@ impl<'s, T: Real> Ctx<'s, T> {
         self.calls += 2;
         let r = applied_jvp(&*self.op, &xv, &opt_views(xdot));
         if let Some(got) = self.judge("apply + jvp_all", r, None, allowed) {
-            for (a, b) in got.iter().zip(d) {
-                if !self.same(
+            for ((a, b), &floor) in got.iter().zip(d).zip(floors) {
+                if !self.same_above(
                     "typed layer differs",
                     "Applied::jvp_all",
                     a.view(),
                     b.view(),
                     tol,
+                    floor,
                 ) {
                     break;
                 }
