@@ -153,6 +153,7 @@ pub fn kind(e: &Error) -> &'static str {
         Error::CannotAllocate { .. } => "CannotAllocate",
         Error::IllConditioned { .. } => "IllConditioned",
         Error::Perturbed { .. } => "Perturbed",
+        Error::Overflow { .. } => "Overflow",
         Error::NoConvergence { .. } => "NoConvergence",
     }
 }
@@ -510,6 +511,21 @@ impl Spec {
         }
     }
 
+    /// Whether the residual outputs at `x` (rounded to `T`) are exactly representable
+    /// with room to spare: for the LU family, the factors of `A`, whose `U` grows past
+    /// `max|A|` (`A` of `f32` entries up to `1.7·10³⁸` has `|Uᵢⱼ|` up to `4·10³⁸`, beyond
+    /// `f32::MAX ≈ 3.4·10³⁸`, while `X = A⁻¹B` and `log|det A|` are moderate).
+    pub fn residuals_in_range<T: Real>(&self, x: &[Array2<f64>]) -> bool {
+        match self {
+            Spec::Det | Spec::SlogDet | Spec::LuSolve(_)
+                if x[0].is_square() && gen::finite(&x[0]) =>
+            {
+                linalg::max_abs(&linalg::lu(&x[0]).lu) < T::max_value().to64() * 1e-3
+            }
+            _ => true,
+        }
+    }
+
     /// The harness's shape rule: every output shape (residuals last), or the error
     /// kinds a call must end in.
     pub fn expect(&self, x: &[Shape]) -> Result<Vec<Shape>, Kinds> {
@@ -801,6 +817,9 @@ impl Spec {
                 if near_singular(&x[0]) || overflow || solution_overflow {
                     v.may.push("Singular");
                     v.rules_may.push("Singular");
+                }
+                if solution_overflow {
+                    v.may.push("Overflow");
                 }
                 v
             }
