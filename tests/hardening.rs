@@ -1393,3 +1393,67 @@ fn lu_residual_factors_that_overflow_are_refused_by_the_rules() {
     let want = (2.0 * 3e38f64 * 3e38).ln();
     assert!(((l - want) / want).abs() < 1e-6, "{l} {want}");
 }
+
+#[test]
+fn a_triangular_solve_with_a_right_side_near_the_overflow_threshold_is_exact() {
+    // f32, X = B·L⁻¹ with L of entries near 10¹², B near 1.7·10³⁸: X ≈ 10²⁷.
+    let mut rng = random::rng(66);
+    let l = random::lower::<f64>(24, &mut rng).mapv(|v| v * 1e12);
+    let l32 = l.mapv(|v| v as f32);
+    let b = scaled_f32(&randn(5, 24, 67), 1.7e38);
+    for op in [
+        TriSolve::lower().right(),
+        TriSolve::lower_t().right(),
+        TriSolve::lower(),
+    ] {
+        let b = if op.side == Side::Left {
+            b.t().to_owned()
+        } else {
+            b.clone()
+        };
+        let x = op.apply([l32.view(), b.view()]).unwrap();
+        let (l64, b64) = (wide(&l32), wide(&b));
+        let want = op.apply([l64.view(), b64.view()]).unwrap();
+        let err = normwise(&wide(&x.value().to_owned()), &want.value().to_owned());
+        assert!(err < 1e-4, "{op:?}: {err:e}");
+    }
+    // f32, L near the threshold, B moderate: X ≈ 10⁻³⁸·B is scaled, not substituted.
+    let lh = scaled_f32(&random::lower::<f64>(6, &mut rng), 1.7e38);
+    let bh = randn(6, 4, 68).mapv(|v| v as f32);
+    let x = TriSolve::lower().apply([lh.view(), bh.view()]).unwrap();
+    let (lh64, bh64) = (wide(&lh), wide(&bh));
+    let want = TriSolve::lower().apply([lh64.view(), bh64.view()]).unwrap();
+    let got = wide(&x.value().to_owned());
+    let floor = 1e3 * f64::from(f32::MIN_POSITIVE);
+    let d = (&got - &want.value().to_owned())
+        .iter()
+        .fold(0.0f64, |m, v| m.max(v.abs()));
+    let top = want.value().iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(d <= 1e-4 * top + floor, "{d:e} of {top:e}");
+    // f64, X = B·L⁻ᵀ whose exact value overflows: a typed error, not NaN.
+    let l = random::lower::<f64>(43, &mut rng);
+    let b = randn(3, 43, 69).mapv(|v| v * 1e307);
+    // X·10⁻¹⁰ from B·10⁻¹⁰ has an entry beyond 10⁻¹⁰·MAX.
+    let small = b.mapv(|v| v * 1e-10);
+    let want = TriSolve::lower_t().right().apply([l.view(), small.view()]);
+    assert!(want
+        .unwrap()
+        .value()
+        .iter()
+        .any(|v| v.abs() > 1e-10 * f64::MAX));
+    let e = TriSolve::lower_t()
+        .right()
+        .forward(&[l.view(), b.view()])
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Overflow {
+                name: "X",
+                dtype: "f64",
+                ..
+            }
+        ),
+        "{e}"
+    );
+}

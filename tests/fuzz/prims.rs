@@ -881,6 +881,13 @@ impl Spec {
                     v.may.push("IllConditioned");
                     v.rules_may.push("IllConditioned");
                 }
+                // A solution that overflows from finite L and B: rejected too.
+                let overflow = self
+                    .solve_ref(x)
+                    .map_or(true, |s| !(linalg::max_abs(&s) < tmax * 1e-3));
+                if fin(&x[1]) && overflow {
+                    v.may.extend(["IllConditioned", "Overflow"]);
+                }
                 v
             }
             _ => Verdict::default(),
