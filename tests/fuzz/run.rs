@@ -657,9 +657,23 @@ impl<'s, T: Real> Ctx<'s, T> {
                 (xm > 0.0 && xm.is_finite() && dm.is_finite()).then(|| dm / xm)
             })
             .fold(0.0, f64::max);
+        // det A is homogeneous of degree n: at a singular A (det A = 0, the ratio 0)
+        // ċ = ⟨adj(A)ᵀ, Ȧ⟩ has the size of its terms, |adj(A)ᵢⱼ| ≤ (√n·max|A|)ⁿ⁻¹
+        // (Hadamard). At a rank-one 3×3 A, adj(A) = 0 and ċ = 0 is computed as noise
+        // near 10⁻³², another route giving other noise.
+        let det_size = match (self.spec, xdot.first()) {
+            (Spec::Det, Some(Some(ad))) => {
+                let n = self.x64[0].nrows() as f64;
+                let a = linalg::max_abs(&self.x64[0]);
+                n * n * linalg::max_abs(&to64(ad.view())) * (n.sqrt() * a).powf(n - 1.0)
+            }
+            _ => 0.0,
+        };
         y.iter()
-            .map(|v| {
+            .enumerate()
+            .map(|(k, v)| {
                 let s = ratio * linalg::max_abs(&to64(v.view()));
+                let s = if k == 0 { s.max(det_size) } else { s };
                 if s.is_finite() {
                     s
                 } else {
