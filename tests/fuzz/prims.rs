@@ -1544,9 +1544,12 @@ impl Spec {
                     let width = |i: usize| (m as f64 + 2.0 + a[(i, j)].abs() + mx.abs()) * 2.0;
                     match self {
                         Spec::LogSumExp => {
+                            // c̄ⱼ·pᵢ as (e^(d/2)·c̄ⱼ)·e^(d/2), d = log pᵢ: pᵢ alone underflows
+                            // f64 (e⁻⁸⁰⁰) where c̄ⱼ·pᵢ (with c̄ⱼ ≈ 10³⁰⁰) does not.
                             for i in 0..m {
-                                g[(i, j)] = cb[(0, j)] * p[i];
-                                b[(i, j)] = (cb[(0, j)] * p[i]).abs() * width(i);
+                                let h = (((a[(i, j)] - mx) - ls) / 2.0).exp();
+                                g[(i, j)] = h * cb[(0, j)] * h;
+                                b[(i, j)] = g[(i, j)].abs() * width(i);
                             }
                         }
                         Spec::LogSoftmax => {
