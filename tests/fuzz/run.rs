@@ -1143,7 +1143,16 @@ impl<'s, T: Real> Ctx<'s, T> {
                     .iter()
                     .all(|(v, _)| v.iter().all(|x| x.abs() < tmax * 1e-3)),
                 None => {
-                    self.classes.iter().all(|c| moderate(*c))
+                    // The gradient's size: at most max|C̄|·n·‖J‖ (n its dimension).
+                    let cmax = ybar64
+                        .iter()
+                        .flatten()
+                        .map(linalg::max_abs)
+                        .fold(0.0, f64::max);
+                    let n = self.shapes.iter().map(|s| s.0.max(s.1)).max().unwrap_or(1);
+                    let size = cmax * n as f64 * self.spec.jacobian_bound(&self.x64);
+                    size < tmax * 1e-3
+                        && self.classes.iter().all(|c| moderate(*c))
                         && ybar_classes
                             .iter()
                             .all(|c| moderate(*c) || *c == Values::Scaled)
