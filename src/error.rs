@@ -123,6 +123,16 @@ pub enum Error {
         index: usize,
         value: f64,
     },
+    /// A result that overflows the precision `dtype` although the inputs are finite and
+    /// the computation was scaled to avoid spurious overflow: its exact value lies
+    /// beyond the largest finite number (a solve whose right side is near the overflow
+    /// threshold; see `docs/math.md`, "Tiny and huge entries").
+    #[error("{op}: {name} overflows {dtype}: its entries exceed the largest finite {dtype}")]
+    Overflow {
+        op: &'static str,
+        name: &'static str,
+        dtype: &'static str,
+    },
     /// An error the checker met at a perturbed point `Xᵢ + tU` (not at the point it was
     /// given): the primitive's own error, or an output shape that differs there.
     #[error("{op}: at a perturbed point (input {input} moved by {step:e} along a random direction): {source}")]

@@ -1315,3 +1315,145 @@ fn lu_primitives_factor_a_matrix_of_subnormal_numbers() {
     assert!(((got - want) / want).abs() < 1e-6, "{got} {want}");
     assert_eq!(Det.apply([a32.view()]).unwrap().value()[(0, 0)], 0.0);
 }
+
+// ------------------------------------------------- entries near the overflow threshold
+
+/// `x` scaled so that its largest magnitude is `top`, rounded to `f32`.
+fn scaled_f32(x: &Array2<f64>, top: f64) -> Array2<f32> {
+    let m = x.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    x.mapv(|v| (v * (top / m)) as f32)
+}
+
+/// `max|got − want| / max|want|`.
+fn normwise(got: &Array2<f64>, want: &Array2<f64>) -> f64 {
+    let d = (got - want).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    d / want.iter().fold(0.0f64, |m, v| m.max(v.abs()))
+}
+
+fn wide(x: &Array2<f32>) -> Array2<f64> {
+    x.mapv(f64::from)
+}
+
+#[test]
+fn lu_primitives_factor_a_matrix_of_entries_near_the_overflow_threshold() {
+    // f32 entries up to 3·10³⁸ (f32::MAX ≈ 3.4·10³⁸): getrf's updates would overflow.
+    let a = scaled_f32(&randn(8, 8, 60), 3e38);
+    let b = randn(8, 5, 61).mapv(|v| v as f32);
+    // The references: the same rounded values in f64, far from its overflow threshold.
+    let (a64, b64) = (wide(&a), wide(&b));
+    let s = SlogDet.apply([a.view()]).unwrap();
+    let s64 = SlogDet.apply([a64.view()]).unwrap();
+    assert_eq!(f64::from(s.outputs()[0][(0, 0)]), s64.outputs()[0][(0, 0)]);
+    let (got, want) = (f64::from(s.outputs()[1][(0, 0)]), s64.outputs()[1][(0, 0)]);
+    assert!(((got - want) / want).abs() < 1e-6, "{got} {want}");
+    for solve in [LuSolve::new(), LuSolve::transposed()] {
+        let x = solve.apply([a.view(), b.view()]).unwrap();
+        let x64 = solve.apply([a64.view(), b64.view()]).unwrap();
+        let err = normwise(&wide(&x.value().to_owned()), &x64.value().to_owned());
+        assert!(err < 1e-4, "{solve:?}: {err:e}");
+    }
+    let c = Inverse.apply([a.view()]).unwrap();
+    let c64 = Inverse.apply([a64.view()]).unwrap();
+    let err = normwise(&wide(&c.value().to_owned()), &c64.value().to_owned());
+    assert!(err < 1e-4, "inverse: {err:e}");
+
+    // Moderate A (10¹⁹), B near the threshold: X ≈ 10¹⁹ is finite, the unscaled
+    // substitution with B is not.
+    let a = scaled_f32(&randn(5, 5, 62), 1.8e19);
+    let b = scaled_f32(&randn(5, 7, 63), 1.7e38);
+    let (a64, b64) = (wide(&a), wide(&b));
+    for solve in [LuSolve::new(), LuSolve::transposed()] {
+        let x = solve.apply([a.view(), b.view()]).unwrap();
+        let x64 = solve.apply([a64.view(), b64.view()]).unwrap();
+        let err = normwise(&wide(&x.value().to_owned()), &x64.value().to_owned());
+        assert!(err < 1e-4, "{solve:?}: {err:e}");
+    }
+}
+
+#[test]
+fn lu_residual_factors_that_overflow_are_refused_by_the_rules() {
+    // A = [[t, t], [−t, t]] with t = 3·10³⁸: U₂₂ = 2t overflows f32, while X = A⁻¹B and
+    // log|det A| do not.
+    let t = 3e38f32;
+    let a = array![[t, t], [-t, t]];
+    let b = scaled_f32(&randn(2, 3, 64), 1e38);
+    let x = LuSolve::new().apply([a.view(), b.view()]).unwrap();
+    let (a64, b64) = (wide(&a), wide(&b));
+    let want = LuSolve::new().apply([a64.view(), b64.view()]).unwrap();
+    let err = normwise(&wide(&x.value().to_owned()), &want.value().to_owned());
+    assert!(err < 1e-6, "{err:e}");
+    assert!(x.residuals()[0].iter().any(|v| v.is_infinite()));
+    let xbar = randn(2, 3, 65).mapv(|v| v as f32);
+    let e = x.backward(xbar.view()).unwrap_err();
+    assert!(matches!(e, Error::NonFinite { name: "LU", .. }), "{e}");
+    let e = x.jvp([a.view(), b.view()]).unwrap_err();
+    assert!(matches!(e, Error::NonFinite { name: "LU", .. }), "{e}");
+    let s = SlogDet.apply([a.view()]).unwrap();
+    let l = f64::from(s.outputs()[1][(0, 0)]);
+    let want = (2.0 * 3e38f64 * 3e38).ln();
+    assert!(((l - want) / want).abs() < 1e-6, "{l} {want}");
+}
+
+#[test]
+fn a_triangular_solve_with_a_right_side_near_the_overflow_threshold_is_exact() {
+    // f32, X = B·L⁻¹ with L of entries near 10¹², B near 1.7·10³⁸: X ≈ 10²⁷.
+    let mut rng = random::rng(66);
+    let l = random::lower::<f64>(24, &mut rng).mapv(|v| v * 1e12);
+    let l32 = l.mapv(|v| v as f32);
+    let b = scaled_f32(&randn(5, 24, 67), 1.7e38);
+    for op in [
+        TriSolve::lower().right(),
+        TriSolve::lower_t().right(),
+        TriSolve::lower(),
+    ] {
+        let b = if op.side == Side::Left {
+            b.t().to_owned()
+        } else {
+            b.clone()
+        };
+        let x = op.apply([l32.view(), b.view()]).unwrap();
+        let (l64, b64) = (wide(&l32), wide(&b));
+        let want = op.apply([l64.view(), b64.view()]).unwrap();
+        let err = normwise(&wide(&x.value().to_owned()), &want.value().to_owned());
+        assert!(err < 1e-4, "{op:?}: {err:e}");
+    }
+    // f32, L near the threshold, B moderate: X ≈ 10⁻³⁸·B is scaled, not substituted.
+    let lh = scaled_f32(&random::lower::<f64>(6, &mut rng), 1.7e38);
+    let bh = randn(6, 4, 68).mapv(|v| v as f32);
+    let x = TriSolve::lower().apply([lh.view(), bh.view()]).unwrap();
+    let (lh64, bh64) = (wide(&lh), wide(&bh));
+    let want = TriSolve::lower().apply([lh64.view(), bh64.view()]).unwrap();
+    let got = wide(&x.value().to_owned());
+    let floor = 1e3 * f64::from(f32::MIN_POSITIVE);
+    let d = (&got - &want.value().to_owned())
+        .iter()
+        .fold(0.0f64, |m, v| m.max(v.abs()));
+    let top = want.value().iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(d <= 1e-4 * top + floor, "{d:e} of {top:e}");
+    // f64, X = B·L⁻ᵀ whose exact value overflows: a typed error, not NaN.
+    let l = random::lower::<f64>(43, &mut rng);
+    let b = randn(3, 43, 69).mapv(|v| v * 1e307);
+    // X·10⁻¹⁰ from B·10⁻¹⁰ has an entry beyond 10⁻¹⁰·MAX.
+    let small = b.mapv(|v| v * 1e-10);
+    let want = TriSolve::lower_t().right().apply([l.view(), small.view()]);
+    assert!(want
+        .unwrap()
+        .value()
+        .iter()
+        .any(|v| v.abs() > 1e-10 * f64::MAX));
+    let e = TriSolve::lower_t()
+        .right()
+        .forward(&[l.view(), b.view()])
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Overflow {
+                name: "X",
+                dtype: "f64",
+                ..
+            }
+        ),
+        "{e}"
+    );
+}

@@ -1028,3 +1028,82 @@ fn mse_gradient_keeps_its_digits_for_a_subnormal_cotangent() {
         }
     }
 }
+
+/// A huge cotangent (tangent) times a softmax weight that underflows `f32`:
+/// `c̄·e⁻¹⁵⁰ ≈ 10⁻²⁷` for `c̄ ≈ 10³⁸` is an ordinary number, which multiplying the
+/// underflowed weight gave as zero.
+#[test]
+fn log_sum_exp_derivatives_keep_products_of_underflowed_weights_and_huge_partials() {
+    // Columns spread over [−90, 90]: weights down to e⁻¹⁸⁰, below f32's range.
+    let a = randn(6, 4, 73).mapv(|v| (v * 45.0) as f32);
+    let cbar = randn(1, 4, 74).mapv(|v| (v * 1e38).clamp(-3e38, 3e38) as f32);
+    let adot = randn(6, 4, 75).mapv(|v| (v * 3e37) as f32);
+    let (a64, c64, d64) = (
+        a.mapv(f64::from),
+        cbar.mapv(f64::from),
+        adot.mapv(f64::from),
+    );
+    let softmax = |j: usize| {
+        let m = a64.column(j).fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+        let z: f64 = a64.column(j).iter().map(|v| (v - m).exp()).sum();
+        a64.column(j).mapv(|v| (v - m).exp() / z)
+    };
+    let y = LogSumExp.forward(&[a.view()]).unwrap();
+    // Accumulating onto zeros runs the adding path on the same products.
+    let mut g = Array2::<f32>::zeros(a.dim());
+    for accum in [false, true] {
+        let got = if accum {
+            LogSumExp
+                .backward_add(
+                    &[a.view()],
+                    &[y[0].view()],
+                    &[Some(cbar.view())],
+                    &mut [Some(g.view_mut())],
+                )
+                .unwrap();
+            g.mapv(f64::from)
+        } else {
+            let g = LogSumExp
+                .backward(&[a.view()], &[y[0].view()], &[Some(cbar.view())])
+                .unwrap()
+                .remove(0);
+            g.mapv(f64::from)
+        };
+        let mut checked = 0;
+        for j in 0..4 {
+            let p = softmax(j);
+            for i in 0..6 {
+                let want = c64[(0, j)] * p[i];
+                if want.abs() > 1e-30 && p[i] < 1e-40 {
+                    checked += 1;
+                }
+                let got = got[(i, j)];
+                // aᵢ − M, up to 180, rounds in f32 by up to 8·10⁻⁶: a relative 8·10⁻⁶ in
+                // its exponential.
+                let tol = 2e-5 * want.abs() + 1e-37;
+                assert!((got - want).abs() <= tol, "({i}, {j}): {got:e} vs {want:e}");
+            }
+        }
+        assert!(
+            checked > 0,
+            "no weight below f32's range with a normal product"
+        );
+    }
+    let ydot = LogSumExp
+        .jvp(&[a.view()], &[y[0].view()], &[Some(adot.view())])
+        .unwrap()
+        .remove(0);
+    for j in 0..4 {
+        let want: f64 = softmax(j)
+            .iter()
+            .zip(d64.column(j))
+            .map(|(p, d)| p * d)
+            .sum();
+        let got = f64::from(ydot[(0, j)]);
+        let scale: f64 = d64.column(j).iter().map(|d| d.abs()).fold(0.0, f64::max);
+        assert!(
+            (got - want).abs() <= 1e-6 * scale,
+            "{j}: {got:e} vs {want:e}"
+        );
+    }
+}

@@ -510,3 +510,41 @@ fn map_tanh_on_every_layout_gives_the_same_bits() {
         assert!((p - x.tanh()).abs() <= 4.0 * f64::EPSILON * p.abs());
     }
 }
+
+#[test]
+fn exp_derivatives_are_finite_where_the_output_overflows_but_the_product_does_not() {
+    // f32: eˣ overflows above 88.7; with cotangents and tangents near 10⁻⁴⁰ (subnormal)
+    // the products eˣ·v, up to e¹⁰⁰·10⁻⁴⁰ ≈ 3·10³ here, are finite.
+    let x = random::uniform::<f64>(3, 5, 89.0, 100.0, &mut random::rng(70))
+        .unwrap()
+        .mapv(|v| v as f32);
+    let v = randn(3, 5, 71).mapv(|v| (v * 1e-40) as f32);
+    let y = Map(Exp).forward(&[x.view()]).unwrap().remove(0);
+    assert!(y.iter().all(|y| y.is_infinite()));
+    let want = Array2::from_shape_fn(x.dim(), |ij| f64::from(x[ij]).exp() * f64::from(v[ij]));
+    let abar = Map(Exp)
+        .backward(&[x.view()], &[y.view()], &[Some(v.view())])
+        .unwrap()
+        .remove(0);
+    let ydot = Map(Exp)
+        .jvp(&[x.view()], &[y.view()], &[Some(v.view())])
+        .unwrap()
+        .remove(0);
+    for got in [abar, ydot] {
+        for (g, w) in got.iter().zip(&want) {
+            assert!(((f64::from(*g) - w) / w).abs() < 1e-6, "{g} vs {w}");
+        }
+    }
+    // f64: eˣ overflows above 709.8; e⁷⁵⁰·10⁻³⁰⁰ ≈ 10²⁵.
+    let x = randn(2, 3, 72).mapv(|v| 750.0 + v);
+    let v = randn(2, 3, 73).mapv(|v| v * 1e-300);
+    let y = Map(Exp).forward(&[x.view()]).unwrap().remove(0);
+    let abar = Map(Exp)
+        .backward(&[x.view()], &[y.view()], &[Some(v.view())])
+        .unwrap()
+        .remove(0);
+    for ((g, &x), &v) in abar.iter().zip(&x).zip(&v) {
+        let w = (x - 300.0 * std::f64::consts::LN_10).exp() * (v * 1e300);
+        assert!(((g - w) / w).abs() < 1e-12, "{g} vs {w}");
+    }
+}

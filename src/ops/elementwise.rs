@@ -297,9 +297,19 @@ elem_fn!(
     |x, y| if x > T::zero() { T::one() } else { T::zero() }
 );
 elem_fn!(
-    /// `eˣ`, with `exp' = y` from the output.
-    Exp, "Exp", Output, |x| Float::exp(x), |x, y| y
+    /// `eˣ`, with `exp' = y` from the output. `exp'(x)·v` is `y·v` where `y` is finite;
+    /// where `y` has overflowed it is `(e^(x/2)·v)·e^(x/2)` (in `f64`), finite where the
+    /// product is (`e¹⁰⁰·10⁻⁴⁰` in `f32`), so the reverse rule reads the input too.
+    Exp, "Exp", Both, |x| Float::exp(x), |x, y| y,
+    mul |x, y, v| if y.is_finite() { y * v } else { exp_mul(x, v) }
 );
+
+/// `eˣ·v` without forming `eˣ`, which overflows: `(e^(x/2)·v)·e^(x/2)` in `f64`, one
+/// more rounding than `eˣ·v`, finite for `x` up to twice `f64`'s overflow threshold.
+fn exp_mul<T: Real>(x: T, v: T) -> T {
+    let h = (x.to64() / 2.0).exp();
+    T::of(h * v.to64() * h)
+}
 elem_fn!(
     /// The natural logarithm, `log' = 1/x`. As with `f64::ln`, `log 0 = −∞` and
     /// negative inputs give `NaN`: no error, no panic. `log'(x)·v` is `v/x`, finite at

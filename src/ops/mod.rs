@@ -287,6 +287,40 @@ impl<'a, P: Primitive<T>, T: Real, const N: usize> Applied<'a, P, T, N> {
     }
 }
 
+/// The exponent `e` of an exact scale `2ᵉ` that brings a matrix whose largest
+/// magnitude is `big` near 1, when `big` lies outside `[MIN_POSITIVE/ε, MAX·ε]`, and 0
+/// for any other (and for 0 or NaN). Outside that band the factorisations and solves
+/// of BLAS and LAPACK lose the answer though it is representable: reciprocals of
+/// subnormal pivots overflow, and sums of entries near `MAX` overflow where the
+/// solution is moderate (`docs/math.md`, "Tiny and huge entries"). `|e|` is at most
+/// 100 (`f32`) or 1000 (`f64`), where `2ᵉ` is exact and normal.
+pub(crate) fn rescale_exponent<T: Real>(big: T) -> i32 {
+    let low = T::min_positive_value() / T::epsilon();
+    let high = T::max_value() * T::epsilon();
+    if big.is_nan() || big <= T::zero() || (big >= low && big <= high) || !big.is_finite() {
+        return 0;
+    }
+    let limit = if T::NAME == "f32" { 100 } else { 1000 };
+    (-(big.to64().log2().floor() as i32)).clamp(-limit, limit)
+}
+
+/// The largest magnitude of the entries of `x` (0 if empty; NaN is passed over).
+pub(crate) fn max_magnitude<T: Real>(x: &ArrayView2<'_, T>) -> T {
+    x.iter().fold(T::zero(), |m, v| m.max(v.abs()))
+}
+
+/// `x ← 2ᵉx`, in steps of exact normal powers of two: exact but where an entry
+/// overflows or falls below the normal range, as the value it stands for does.
+pub(crate) fn scale_pow2<T: Real>(mut x: ArrayViewMut2<'_, T>, mut e: i32) {
+    let limit = if T::NAME == "f32" { 100 } else { 1000 };
+    while e != 0 {
+        let step = e.clamp(-limit, limit);
+        let s = T::of(2f64.powi(step));
+        x.mapv_inplace(|v| v * s);
+        e -= step;
+    }
+}
+
 /// Errors unless every diagonal entry of a triangular matrix or factor can be divided
 /// by: [`Error::Singular`] at the first zero, [`Error::IllConditioned`] at the first
 /// entry that is not zero but whose reciprocal overflows (a subnormal). TRSM multiplies

@@ -209,7 +209,9 @@ impl<T: Real> Rule<T> for Mean {
 /// `exp(Aᵢⱼ − cⱼ)`, because `cⱼ = Mⱼ + log sⱼ` rounded to the magnitude of `Mⱼ` has
 /// lost `log sⱼ` when `|A|` is huge (at `A = [1e300, 1e300]ᵀ`, `exp(A − c)` would give
 /// `[1, 1]ᵀ` instead of `[½, ½]ᵀ`). A first write uses the gradient buffer for the
-/// exponentials, so it evaluates `exp` once per entry, as the forward pass does.
+/// exponentials, so it evaluates `exp` once per entry, as the forward pass does. A
+/// weight that underflows `T` times a cotangent or tangent above 1 is formed in `f64`
+/// (`e⁻¹⁵⁰·10³⁸` is normal in `f32`, though `e⁻¹⁵⁰` is not).
 ///
 /// A column with `+∞` gives `+∞`, a column of `−∞` (or no rows) gives `−∞`, NaN
 /// gives NaN; their gradients are not finite.
@@ -222,6 +224,19 @@ pub(crate) fn max_nan<T: Real>(a: ArrayView1<'_, T>) -> T {
         T::neg_infinity(),
         |m, &x| if x > m || x.is_nan() { x } else { m },
     )
+}
+
+/// `eᵈ·v` from `e = eᵈ` as `T` gives it: `e·v`, but where `e` has underflowed (below
+/// the normal range) and `|v| > 1`, `(e^(d/2)·v)·e^(d/2)` in `f64`, which is normal where
+/// the product is (`e⁻¹⁵⁰·10³⁸` in `f32`, a softmax weight times a huge cotangent).
+#[inline]
+fn exp_times<T: Real>(e: T, d: T, v: T) -> T {
+    if e >= T::min_positive_value() || v.abs() <= T::one() {
+        e * v
+    } else {
+        let h = (d.to64() / 2.0).exp();
+        T::of(h * v.to64() * h)
+    }
 }
 
 /// `(M, s)` with `M = maxᵢ aᵢ` and `s = Σᵢ exp(aᵢ − M)`, so that
@@ -295,14 +310,16 @@ impl<T: Real> Rule<T> for LogSumExp {
                             s += *g;
                         });
                         let k = cb / s;
-                        g.map_inplace(|g| *g *= k);
+                        Zip::from(&mut g)
+                            .and(&a)
+                            .for_each(|g, &a| *g = exp_times(*g, a - m, k));
                     }
                     crate::Accum::Add => {
                         let s = a.fold(T::zero(), |s, &x| s + (x - m).exp());
                         let k = cb / s;
                         Zip::from(&mut g)
                             .and(&a)
-                            .for_each(|g, &a| *g += k * (a - m).exp());
+                            .for_each(|g, &a| *g += exp_times((a - m).exp(), a - m, k));
                     }
                 }
             });
@@ -327,7 +344,7 @@ impl<T: Real> Rule<T> for LogSumExp {
                         .and(ad)
                         .fold((T::zero(), T::zero()), |(s, t), &a, &ad| {
                             let e = (a - m).exp();
-                            (s + e, t + e * ad)
+                            (s + e, t + exp_times(e, a - m, ad))
                         });
                 *d = t / s;
             });

@@ -26,7 +26,7 @@
 //! # Ok::<(), matgrad::Error>(())
 //! ```
 
-use super::square;
+use super::{max_magnitude, rescale_exponent, scale_pow2, square};
 use crate::blas::{
     addressable, gemm_tri, gemm_tri_workspace, trmm, trsm, Accum, Side, Trans, Tri, Uplo,
 };
@@ -56,9 +56,16 @@ const OP: &str = "TriSolve";
 /// | [`TriSolve::upper_t`] | `X = U⁻ᵀB` |
 /// | any of them `.right()` | `X = B·L⁻¹`, `B·L⁻ᵀ`, `B·U⁻¹`, `B·U⁻ᵀ` |
 ///
+/// The forward pass scales `L`'s triangle and `B` by exact powers of two when their
+/// entries are subnormal or near the overflow threshold, so that `X` is finite where its
+/// exact value is; errors: [`Error::Singular`] for a zero on the diagonal,
+/// [`Error::IllConditioned`] for one whose reciprocal overflows or when the scaled
+/// solve overflows, [`Error::Overflow`] when `X` does.
+///
 /// The reverse rule reads `L` (whenever a gradient is wanted) and `X` (only for `L̄`),
 /// never `B`. Its workspace holds `B̄` when `B̄`'s buffer is not a first write (TRSM has
-/// no beta) and one tile for an accumulated `L̄`.
+/// no beta) and one tile for an accumulated `L̄`; the forward pass's, a scaled copy of
+/// `L` (`n²`).
 ///
 /// Input 0 declares [`Structure::LowerTriangular`] for `Uplo::Lower`. For `Uplo::Upper`
 /// it declares [`Structure::General`]: the strict lower triangle gets a zero gradient
@@ -119,6 +126,78 @@ impl TriSolve {
         y: ArrayViewMut2<'_, T>,
     ) -> Result<()> {
         trsm(y, self.side, self.factor(l), T::one())
+    }
+
+    /// `X ← A⁻¹B` (left) or `X ← BA⁻¹` (right), `A = op(L)`, the forward pass, into `x`
+    /// (not read), with `n²` elements of `ws` for a scaled copy of `L`.
+    ///
+    /// TRSM divides by the diagonal through its reciprocals, which overflow for a
+    /// subnormal `L`, and sums `bᵢ − Σ lᵢₖxₖ` overflow for `B` near the overflow
+    /// threshold where `X` is moderate; so `L` (its triangle) and `B` whose largest
+    /// entries lie outside the band of [`rescale_exponent`] are scaled by exact powers
+    /// of two near 1 first: `X = 2ᵉ⁻ᶠ·(2ᵉA)⁻¹(2ᶠB)`. Errors: [`Error::Singular`] for a
+    /// zero on the diagonal, [`Error::IllConditioned`] for one whose reciprocal
+    /// overflows (after the scaling) or, at the diagonal entry of least magnitude, when
+    /// the scaled solve overflows from finite `L` and `B`; [`Error::Overflow`] when
+    /// only the scale `2ᵉ⁻ᶠ` takes `X` past the overflow threshold.
+    fn solve_scaled<T: Real>(
+        &self,
+        op: &'static str,
+        l: ArrayView2<'_, T>,
+        b: ArrayView2<'_, T>,
+        mut x: ArrayViewMut2<'_, T>,
+        ws: &mut [T],
+    ) -> Result<()> {
+        let n = l.nrows();
+        let big = l
+            .indexed_iter()
+            .filter(|&((i, j), _)| self.uplo.contains(i, j))
+            .fold(T::zero(), |m, (_, v)| m.max(v.abs()));
+        let e = rescale_exponent(big);
+        let f = rescale_exponent(max_magnitude(&b));
+        x.assign(&b);
+        scale_pow2(x.view_mut(), f);
+        if e == 0 {
+            nonsingular(op, &l)?;
+            self.solve_in_place(l, x.view_mut())?;
+        } else {
+            let (mut ls, _) = scratch(op, ws, (n, n))?;
+            let s = T::of(2f64.powi(e));
+            for ((i, j), v) in ls.indexed_iter_mut() {
+                if self.uplo.contains(i, j) {
+                    *v = l[(i, j)] * s;
+                }
+            }
+            nonsingular(op, &ls.view())?;
+            self.solve_in_place(ls.view(), x.view_mut())?;
+        }
+        let finite = |v: &ArrayView2<'_, T>| v.iter().all(|v| v.is_finite());
+        let inputs_finite = || {
+            finite(&b)
+                && l.indexed_iter()
+                    .all(|((i, j), v)| !self.uplo.contains(i, j) || v.is_finite())
+        };
+        if !finite(&x.view()) && inputs_finite() {
+            // The scaled solve itself overflowed: A is numerically singular.
+            let d = l.diag();
+            let index = (0..n)
+                .min_by(|&i, &j| d[i].to64().abs().total_cmp(&d[j].to64().abs()))
+                .unwrap_or(0);
+            return Err(Error::IllConditioned {
+                op,
+                index,
+                value: d[index].to64(),
+            });
+        }
+        scale_pow2(x.view_mut(), e - f);
+        if !finite(&x.view()) && inputs_finite() {
+            return Err(Error::Overflow {
+                op,
+                name: "X",
+                dtype: T::NAME,
+            });
+        }
+        Ok(())
     }
 
     /// `Y ← A⁻ᵀY` (left) or `Y ← YA⁻ᵀ` (right): `B̄` from `Y = X̄`.
@@ -194,17 +273,15 @@ impl<T: Real> Rule<T> for TriSolve {
         solve_saves(wanted)
     }
     fn workspace(&self, x: &[Shape]) -> usize {
-        x[1].0 * x[1].1 + gemm_tri_workspace(x[0].0)
+        (x[1].0 * x[1].1 + gemm_tri_workspace(x[0].0)).max(x[0].0 * x[0].0)
     }
     fn eval(
         &self,
         x: &[ArrayView2<'_, T>],
         y: &mut [ArrayViewMut2<'_, T>],
-        _: &mut [T],
+        ws: &mut [T],
     ) -> Result<()> {
-        nonsingular(OP, &x[0])?;
-        y[0].assign(&x[1]);
-        self.solve_in_place(x[0].view(), y[0].view_mut())
+        self.solve_scaled(OP, x[0].view(), x[1].view(), y[0].view_mut(), ws)
     }
     fn pullback(
         &self,

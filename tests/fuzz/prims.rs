@@ -153,6 +153,7 @@ pub fn kind(e: &Error) -> &'static str {
         Error::CannotAllocate { .. } => "CannotAllocate",
         Error::IllConditioned { .. } => "IllConditioned",
         Error::Perturbed { .. } => "Perturbed",
+        Error::Overflow { .. } => "Overflow",
         Error::NoConvergence { .. } => "NoConvergence",
     }
 }
@@ -212,6 +213,23 @@ fn exact(v: Array2<f64>) -> Option<(Array2<f64>, Array2<f64>)> {
 
 fn scalar(v: f64) -> Array2<f64> {
     Array2::from_elem((1, 1), v)
+}
+
+/// `(2ᵉA, e)` with `2ᵉ` bringing the largest entry near 1 (`e = 0` for zero or
+/// non-finite entries); `2ᵉ` is applied in two halves, each a normal power of two.
+fn pow2_scaled(a: &Array2<f64>) -> (Array2<f64>, i32) {
+    let big = linalg::max_abs(a);
+    if !(big > 0.0 && big.is_finite()) {
+        return (a.clone(), 0);
+    }
+    let e = -(big.log2().floor() as i32);
+    (a.mapv(|v| v * 2f64.powi(e / 2) * 2f64.powi(e - e / 2)), e)
+}
+
+/// `c·2⁻ᵏᵉ`, one normal power of two at a time: it under- or overflows only where
+/// the value does.
+fn unscale(c: f64, k: usize, e: i32) -> f64 {
+    (0..k).fold(c, |c, _| c * 2f64.powi(-(e / 2)) * 2f64.powi(-(e - e / 2)))
 }
 
 fn square(s: Shape) -> bool {
@@ -510,6 +528,38 @@ impl Spec {
         }
     }
 
+    /// Whether the residual outputs at `x` (rounded to `T`) are exactly representable
+    /// with room to spare: for the LU family, the factors of `A`, whose `U` grows past
+    /// `max|A|` (`A` of `f32` entries up to `1.7·10³⁸` has `|Uᵢⱼ|` up to `4·10³⁸`, beyond
+    /// `f32::MAX ≈ 3.4·10³⁸`, while `X = A⁻¹B` and `log|det A|` are moderate).
+    pub fn residuals_in_range<T: Real>(&self, x: &[Array2<f64>]) -> bool {
+        match self {
+            Spec::Det | Spec::SlogDet | Spec::LuSolve(_)
+                if x[0].is_square() && gen::finite(&x[0]) =>
+            {
+                linalg::max_abs(&linalg::lu(&x[0]).lu) < T::max_value().to64() * 1e-3
+            }
+            _ => true,
+        }
+    }
+
+    /// A bound on the norm of the Jacobian at `x` where the harness has no reference
+    /// gradient and the coefficients of the configuration scale it: for `MatPoly`,
+    /// `‖p'(A)‖ ≤ Σₖ k|cₖ|‖A‖₁ᵏ⁻¹` (a coefficient 10³⁰⁰ makes the gradient 10³⁰⁰·C̄).
+    pub fn jacobian_bound(&self, x: &[Array2<f64>]) -> f64 {
+        match self {
+            Spec::MatPoly(c) => {
+                let a = linalg::norm1(&x[0]);
+                c.iter()
+                    .enumerate()
+                    .skip(1)
+                    .map(|(k, ck)| k as f64 * ck.abs() * a.powi(k as i32 - 1))
+                    .sum()
+            }
+            _ => 1.0,
+        }
+    }
+
     /// The harness's shape rule: every output shape (residuals last), or the error
     /// kinds a call must end in.
     pub fn expect(&self, x: &[Shape]) -> Result<Vec<Shape>, Kinds> {
@@ -802,6 +852,13 @@ impl Spec {
                     v.may.push("Singular");
                     v.rules_may.push("Singular");
                 }
+                // The solve with a numerically singular A is backward stable only: its X
+                // can be as large as rounding makes it, and overflow.
+                if matches!(self, Spec::LuSolve(_))
+                    && (near_singular(&x[0]) || overflow || solution_overflow)
+                {
+                    v.may.push("Overflow");
+                }
                 v
             }
             Spec::Det => {
@@ -861,6 +918,13 @@ impl Spec {
                 if d.iter().any(|p| !(1.0 / p.abs() < tmax)) {
                     v.may.push("IllConditioned");
                     v.rules_may.push("IllConditioned");
+                }
+                // A solution that overflows from finite L and B: rejected too.
+                let overflow = self
+                    .solve_ref(x)
+                    .map_or(true, |s| !(linalg::max_abs(&s) < tmax * 1e-3));
+                if fin(&x[1]) && overflow {
+                    v.may.extend(["IllConditioned", "Overflow"]);
                 }
                 v
             }
@@ -1112,16 +1176,20 @@ impl Spec {
                 }
             }
             Spec::MatPoly(c) => {
-                let absa = abs(a);
+                // Powers of Â = 2ᵉA (near 1), cₖAᵏ = (cₖ2⁻ᵏᵉ)Âᵏ: A² of entries near
+                // 10⁻³⁰³ underflows f64, while 10³⁰⁰·A² (≈ 10⁻³⁰⁶) is an ordinary term.
+                let (ah, e) = pow2_scaled(a);
+                let absa = abs(&ah);
                 let mut y = Array2::zeros((n, n));
                 let mut b = Array2::zeros((n, n));
                 let mut p = linalg::eye(n);
                 let mut pa = linalg::eye(n);
                 for (k, &ck) in c.iter().enumerate() {
                     if k > 0 {
-                        p = mm(p.view(), a.view());
+                        p = mm(p.view(), ah.view());
                         pa = mm(pa.view(), absa.view());
                     }
+                    let ck = unscale(ck, k, e);
                     y = y + &p * ck;
                     b = b + &pa * (ck.abs() * (k as f64 + 1.0) * (n as f64 + 1.0));
                 }
@@ -1156,14 +1224,32 @@ impl Spec {
                 }
             }
             Spec::SlogDet => {
-                let lu = linalg::lu(a);
+                // The f64 reference of a matrix of subnormal numbers factors 2ᵉA: in the
+                // subnormal range elimination rounds to an absolute 5·10⁻³²⁴, which for
+                // 4×4 entries near 10⁻³¹¹ moved log|det A| ≈ −2870 by 7·10⁻¹¹ (50 times
+                // the allowed error; the library, which scales, was right to 10⁻¹²).
+                let big = linalg::max_abs(a);
+                let e = if big > 0.0 && big < f64::MIN_POSITIVE / f64::EPSILON {
+                    -(big.log2().floor() as i32)
+                } else {
+                    0
+                };
+                let scaled = a.mapv(|v| v * 2f64.powi(e / 2) * 2f64.powi(e - e / 2));
+                let shift = n as f64 * f64::from(e) * std::f64::consts::LN_2;
+                let lu = linalg::lu(&scaled);
                 let (s, l) = lu.slogdet();
-                let k = linalg::cond(a);
+                let l = l - shift;
+                let k = linalg::cond(&scaled);
                 let sure = k.is_finite() && !lu.singular;
                 // The perturbation's effect, and the rounding of the sum of logarithms
                 // itself: a relative ε in each term, however the terms are grouped
                 // (a matrix factored at a power-of-two scale adds n·e·log 2 in one).
-                let terms: f64 = lu.lu.diag().iter().map(|u| u.abs().ln().abs()).sum();
+                let terms: f64 = lu
+                    .lu
+                    .diag()
+                    .iter()
+                    .map(|u| (u.abs().ln() - f64::from(e) * std::f64::consts::LN_2).abs())
+                    .sum();
                 let b = (n as f64 + 1.0) * k + terms;
                 Ref {
                     plain: Some(vec![scalar(s), scalar(l)]),
@@ -1500,9 +1586,12 @@ impl Spec {
                     let width = |i: usize| (m as f64 + 2.0 + a[(i, j)].abs() + mx.abs()) * 2.0;
                     match self {
                         Spec::LogSumExp => {
+                            // c̄ⱼ·pᵢ as (e^(d/2)·c̄ⱼ)·e^(d/2), d = log pᵢ: pᵢ alone underflows
+                            // f64 (e⁻⁸⁰⁰) where c̄ⱼ·pᵢ (with c̄ⱼ ≈ 10³⁰⁰) does not.
                             for i in 0..m {
-                                g[(i, j)] = cb[(0, j)] * p[i];
-                                b[(i, j)] = (cb[(0, j)] * p[i]).abs() * width(i);
+                                let h = (((a[(i, j)] - mx) - ls) / 2.0).exp();
+                                g[(i, j)] = h * cb[(0, j)] * h;
+                                b[(i, j)] = g[(i, j)].abs() * width(i);
                             }
                         }
                         Spec::LogSoftmax => {

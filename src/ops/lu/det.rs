@@ -57,10 +57,11 @@ fn factor_residuals<'w, T: Real>(
 /// Defined at every `A`, singular ones included: there `c = 0` and the gradient is the
 /// transposed adjugate, finite (zero when the rank is `n − 2` or less), computed from
 /// the residual LU when it has one zero pivot and through an SVD of `A = PLU` otherwise
-/// (see `docs/math.md`). A matrix of subnormal numbers is factored as `2ᵉA` (exact) and
-/// `c = 2⁻ⁿᵉ det(2ᵉA)` taken as a mantissa and a power of two: zero only when `det A`
-/// underflows; the residual `LU` holds the factors of `A`. Errors: [`Error::NotSquare`]; [`Error::NonFinite`] for NaN or
-/// infinity in `A`; [`Error::InvalidArgument`] when `det A` overflows `T` (use
+/// (see `docs/math.md`). A matrix of subnormal numbers or of entries near the overflow
+/// threshold is factored as `2ᵉA` (exact, near 1) and `c = 2⁻ⁿᵉ det(2ᵉA)` taken as a
+/// mantissa and a power of two: zero only when `det A` underflows; the residual `LU`
+/// holds the factors of `A`. Errors: [`Error::NotSquare`]; [`Error::NonFinite`] for NaN
+/// or infinity in `A`, or in the residual `LU` read by the rules; [`Error::InvalidArgument`] when `det A` overflows `T` (use
 /// [`SlogDet`]). The reverse rule reads the residuals only, never `A` or `c`.
 /// Workspace: `2n²` (a copy of a residual `LU` that is not column-major, and `adj(A)ᵀ`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
@@ -172,8 +173,9 @@ impl<T: Real> Rule<T> for Det {
 ///
 /// - Forward: `A = PLU` (getrf), `s = det P · Πᵢ sign Uᵢᵢ`, `ℓ = Σᵢ log|Uᵢᵢ|`, which
 ///   neither overflows nor underflows where `det A` would; for a matrix of subnormal
-///   numbers, of `2ᵉA` (an exact scale near 1) less `n·e·log 2`. The factors (of `A`)
-///   and pivots are the residuals `LU` and `ipiv`, as for [`Det`].
+///   numbers or of entries near the overflow threshold, of `2ᵉA` (an exact scale that
+///   brings it near 1) less `n·e·log 2`. The factors (of `A`, overflowing only where
+///   those of `A` do) and pivots are the residuals `LU` and `ipiv`, as for [`Det`].
 /// - JVP: `ṡ = 0` (the sign is piecewise constant), `ℓ̇ = tr(A⁻¹Ȧ)`.
 /// - VJP: `Ā = ℓ̄·A⁻ᵀ` (`s̄` contributes nothing), `A⁻ᵀ` from the residual LU by one
 ///   getrs (transposed) on the identity.
@@ -181,9 +183,11 @@ impl<T: Real> Rule<T> for Det {
 /// Assumes `A` nonsingular: at a singular `A` `log 0` is undefined and the forward pass
 /// returns [`Error::Singular`] naming the first zero pivot `Uₖₖ`; the other passes,
 /// which solve with `A⁻ᵀ`, return [`Error::IllConditioned`] for a pivot whose
-/// reciprocal overflows or when `A⁻ᵀ` overflows (then naming the smallest pivot). Other errors:
-/// [`Error::NotSquare`]; [`Error::NonFinite`] for NaN or infinity in `A`. The reverse
-/// rule reads the residuals only. Workspace: `2n²`, as for [`Det`].
+/// reciprocal overflows or when `A⁻ᵀ` overflows (then naming the smallest pivot), and
+/// [`Error::NonFinite`] for a residual `LU` that overflowed (the factors of `A` grow
+/// past entries near the overflow threshold). Other errors: [`Error::NotSquare`];
+/// [`Error::NonFinite`] for NaN or infinity in `A`. The reverse rule reads the residuals
+/// only. Workspace: `2n²`, as for [`Det`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
 pub struct SlogDet;
 
@@ -200,7 +204,7 @@ fn inverse_t<T: Real>(
     if all_finite(&out.view()) {
         Ok(())
     } else {
-        Err(overflowed(SLOGDET, &lu))
+        Err(overflowed(SLOGDET, &lu, 0))
     }
 }
 

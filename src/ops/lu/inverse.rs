@@ -17,7 +17,8 @@ const OP: &str = "Inverse(A⁻¹)";
 /// - Forward: `A = PLU` (getrf) in the workspace, then getrs on the identity straight
 ///   into `C`'s buffer: solving `AC = I` when `C` is column-major, `AᵀCᵀ = I` in the
 ///   column-major view `Cᵀ` when it is row-major, and through the workspace otherwise.
-///   A matrix of subnormal numbers is factored as `2ᵉA` (exact) and `C = 2ᵉ(2ᵉA)⁻¹`.
+///   A matrix of subnormal numbers or of entries near the overflow threshold is
+///   factored as `2ᵉA` (exact, near 1) and `C = 2ᵉ(2ᵉA)⁻¹`.
 /// - JVP: `Ċ = −CȦC`, two GEMMs with `ȦC` in the workspace.
 /// - VJP: `Ā = −CᵀC̄Cᵀ`, two GEMMs with `C̄Cᵀ` in the workspace, the second writing or
 ///   adding into `Ā`.
@@ -82,7 +83,7 @@ impl<T: Real> Rule<T> for Inverse {
             y[0].mapv_inplace(|v| v * s);
         }
         if !all_finite(&y[0].view()) {
-            return Err(overflowed(OP, &lu));
+            return Err(overflowed(OP, &lu, e));
         }
         Ok(())
     }

@@ -37,6 +37,7 @@ pub use solve::LuSolve;
 
 use crate::blas::{gemm, lapack, Accum, Trans};
 use crate::error::{Error, Result};
+use crate::ops::{max_magnitude, rescale_exponent, scale_pow2};
 use crate::Real;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, ShapeBuilder};
 use smallvec::{smallvec, SmallVec};
@@ -89,31 +90,22 @@ fn expect_finite<T: Real>(
 /// non-finite entry of `A` is an error before LAPACK sees it.
 ///
 /// getrf multiplies by the reciprocals of its pivots, which overflow for a matrix of
-/// subnormal numbers and leave infinite or NaN factors; so a matrix whose largest
-/// entry is tiny (below `MIN_POSITIVE/ε`) is scaled by an exact power of two `2ᵉ`
-/// that brings it near 1, and `e = 0` for any other. The caller accounts for the
-/// scale: `det A = 2⁻ⁿᵉ det(2ᵉA)`, `A⁻¹B = (2ᵉA)⁻¹(2ᵉB)`, and [`unscale`] before the
-/// factors are kept as residuals.
+/// subnormal numbers and leave infinite or NaN factors, and its updates
+/// `aᵢⱼ − lᵢₖuₖⱼ` overflow for entries near the overflow threshold where the factors
+/// are finite; so a matrix whose largest entry lies outside the band of
+/// [`rescale_exponent`] is scaled by an exact power of two `2ᵉ` that brings it near 1,
+/// and `e = 0` for any other. The caller accounts for the scale:
+/// `det A = 2⁻ⁿᵉ det(2ᵉA)`, `A⁻¹ = 2ᵉ(2ᵉA)⁻¹`, and [`unscale`] before the factors are
+/// kept as residuals.
 fn factor<T: Real>(
     op: &'static str,
     a: ArrayView2<'_, T>,
     mut lu: ArrayViewMut2<'_, T>,
 ) -> Result<(Pivots, Option<usize>, i32)> {
     expect_finite(op, "A", &a)?;
-    let big = a.iter().fold(T::zero(), |m, v| m.max(v.abs()));
-    let e = if big > T::zero() && big < T::min_positive_value() / T::epsilon() {
-        // 2^e is exact and finite in T for |e| ≤ 100 (f32) or 1000 (f64).
-        let limit = if T::NAME == "f32" { 100 } else { 1000 };
-        (-(big.to64().log2().floor() as i32)).min(limit)
-    } else {
-        0
-    };
-    if e == 0 {
-        lu.assign(&a);
-    } else {
-        let s = pow2::<T>(e);
-        lu.zip_mut_with(&a, |l, &v| *l = v * s);
-    }
+    let e = rescale_exponent(max_magnitude(&a));
+    lu.assign(&a);
+    scale_pow2(lu.view_mut(), e);
     let mut piv: Pivots = smallvec![0; a.nrows()];
     let zero = lapack::getrf(op, lu, &mut piv)?;
     Ok((piv, zero, e))
@@ -125,7 +117,8 @@ fn pow2<T: Real>(e: i32) -> T {
 }
 
 /// The factors of `2ᵉA` (from [`factor`]) made those of `A`, in place: `U ← 2⁻ᵉU` (`L`
-/// does not change). Exact, but where an entry of `U` falls below the normal range.
+/// does not change). Exact, but where an entry of `U` overflows or falls below the
+/// normal range, as that entry of the factors of `A` does.
 fn unscale<T: Real>(mut lu: ArrayViewMut2<'_, T>, e: i32) {
     if e == 0 {
         return;
@@ -166,11 +159,15 @@ fn residual_pivots<T: Real>(op: &'static str, r: &ArrayView2<'_, T>) -> Result<P
 
 /// The LU residual as LAPACK takes it: the residual itself when it is column-major,
 /// otherwise a copy in the first `n²` elements of `ws`; and the rest of `ws`.
+/// [`Error::NonFinite`] names an entry of the residual that is not finite: the factors
+/// of a matrix with entries near the overflow threshold can overflow where the outputs
+/// do not (`|Uᵢⱼ|` grows past `max|Aᵢⱼ|`), and solves with them would give NaN.
 fn residual_lu<'a, T: Real>(
     op: &'static str,
     lu: ArrayView2<'a, T>,
     ws: &'a mut [T],
 ) -> Result<(ArrayView2<'a, T>, &'a mut [T])> {
+    expect_finite(op, "LU", &lu)?;
     if is_colmajor(&lu) {
         return Ok((lu, ws));
     }
@@ -195,13 +192,14 @@ fn solvable<T: Real>(op: &'static str, lu: &ArrayView2<'_, T>) -> Result<()> {
 }
 
 /// The error for a solve with nonzero pivots whose result overflowed:
-/// [`Error::IllConditioned`] at the pivot of smallest magnitude.
-fn overflowed<T: Real>(op: &'static str, lu: &ArrayView2<'_, T>) -> Error {
+/// [`Error::IllConditioned`] at the pivot of smallest magnitude, of the factors of `A`
+/// when `lu` holds those of `2ᵉA`.
+fn overflowed<T: Real>(op: &'static str, lu: &ArrayView2<'_, T>, e: i32) -> Error {
     let index = smallest_pivot(lu);
     Error::IllConditioned {
         op,
         index,
-        value: lu[(index, index)].to64(),
+        value: lu[(index, index)].to64() * 2f64.powi(-e),
     }
 }
 

@@ -6,7 +6,7 @@ use super::{
 };
 use crate::blas::{gemm, lapack, Accum, Trans};
 use crate::error::{Error, Result, Shape};
-use crate::ops::square;
+use crate::ops::{max_magnitude, rescale_exponent, scale_pow2, square};
 use crate::primitive::{Grad, Partials, Rule, Saves, Shapes};
 use crate::Real;
 use ndarray::{ArrayView2, ArrayViewMut2};
@@ -18,9 +18,11 @@ use smallvec::smallvec;
 ///
 /// - Forward: `A = PLU` (getrf), then getrs on `B` (with `trans`). The factors and
 ///   pivots are the residuals `LU` (`n×n`) and `ipiv` (`n×1`, LAPACK's 1-based row
-///   interchanges as `T` values). A matrix of subnormal numbers, whose factors getrf
-///   would make infinite, is factored as `2ᵉA` (an exact scale near 1) and
-///   `X = op(2ᵉA)⁻¹(2ᵉB)`; the residual `LU` holds the factors of `A`.
+///   interchanges as `T` values). A matrix of subnormal numbers or of entries near the
+///   overflow threshold, whose factors getrf would make infinite, is factored as
+///   `2ᵉA` (an exact scale near 1), such a `B` is solved as `2ᶠB`, and
+///   `X = 2ᵉ⁻ᶠ·op(2ᵉA)⁻¹(2ᶠB)`: it overflows only where `X` does, within rounding.
+///   The residual `LU` holds the factors of `A`.
 /// - JVP: `Ẋ = op(A)⁻¹(Ḃ − op(Ȧ)X)`: one GEMM and one getrs with the residual LU.
 /// - VJP: `B̄ = op(A)⁻ᵀX̄`, one getrs with the transpose flag flipped on the residual LU
 ///   (no second factorisation), then `Ā = −B̄Xᵀ` (`X = A⁻¹B`) or `Ā = −XB̄ᵀ`
@@ -30,8 +32,11 @@ use smallvec::smallvec;
 /// when `B` has not `n` rows; [`Error::NonFinite`] for NaN or infinity in `A` or `B`;
 /// [`Error::Singular`] naming the first exactly zero pivot `Uₖₖ`;
 /// [`Error::IllConditioned`] naming a pivot whose reciprocal overflows, or the smallest
-/// pivot when `X` overflows. The reverse rule reads the residuals (for either gradient) and
-/// `X` (only for `Ā`), never `A` or `B`. Workspace: `n² + nk` (the LU factors, or a
+/// pivot when the scaled solve overflows; [`Error::Overflow`] when `X` itself does
+/// (its exact value is beyond the largest finite number). The reverse rule reads the
+/// residuals (for either gradient) and `X` (only for `Ā`), never `A` or `B`; it and the
+/// forward-mode rule return [`Error::NonFinite`] for a residual `LU` that overflowed
+/// (the factors of `A` grow past its entries, which may be near the threshold). Workspace: `n² + nk` (the LU factors, or a
 /// copy of a residual that is not column-major, and `X`, `B̄` or `Ẋ` when their buffer
 /// is not a column-major first write).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
@@ -134,18 +139,24 @@ impl<T: Real> Rule<T> for LuSolve {
         unscale(res[0].view_mut(), e);
         store_pivots(&piv, res[1].view_mut());
         let lu = lu.view();
-        // The factors are those of 2ᵉA: X = (2ᵉA)⁻¹(2ᵉB).
+        // The factors are those of 2ᵉA, and B is scaled on its own (its entries may be
+        // near the overflow threshold where A's are not): X = 2ᵉ⁻ᶠ·op(2ᵉA)⁻¹(2ᶠB).
+        let f = rescale_exponent(max_magnitude(&x[1]));
         through_colmajor(op, out[0].view_mut(), Accum::Replace, rest, |mut w| {
-            if e == 0 {
-                w.assign(&x[1]);
-            } else {
-                let s = T::of(2f64.powi(e));
-                w.zip_mut_with(&x[1], |w, &b| *w = b * s);
-            }
+            w.assign(&x[1]);
+            scale_pow2(w.view_mut(), f);
             lapack::getrs(op, lu, &piv, self.trans, w)
         })?;
         if !all_finite(&out[0].view()) {
-            return Err(overflowed(op, &lu));
+            return Err(overflowed(op, &lu, e));
+        }
+        scale_pow2(out[0].view_mut(), e - f);
+        if !all_finite(&out[0].view()) {
+            return Err(Error::Overflow {
+                op,
+                name: "X",
+                dtype: T::NAME,
+            });
         }
         Ok(())
     }
