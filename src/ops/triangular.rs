@@ -26,14 +26,14 @@
 //! # Ok::<(), matgrad::Error>(())
 //! ```
 
-use super::{max_magnitude, rescale_exponent, scale_pow2, square};
+use super::{all_finite, max_magnitude, rescale_exponent, scale_pow2, square};
 use crate::blas::{
     addressable, gemm_tri, gemm_tri_workspace, trmm, trsm, Accum, Side, Trans, Tri, Uplo,
 };
 use crate::error::{Error, Result, Shape};
 use crate::primitive::{Grad, Partials, Rule, Saves, Shapes, Structure};
 use crate::Real;
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::{s, ArrayView2, ArrayViewMut2};
 use smallvec::smallvec;
 
 const OP: &str = "TriSolve";
@@ -133,9 +133,11 @@ impl TriSolve {
     ///
     /// TRSM divides by the diagonal through its reciprocals, which overflow for a
     /// subnormal `L`, and sums `bᵢ − Σ lᵢₖxₖ` overflow for `B` near the overflow
-    /// threshold where `X` is moderate; so `L` (its triangle) and `B` whose largest
-    /// entries lie outside the band of [`rescale_exponent`] are scaled by exact powers
-    /// of two near 1 first: `X = 2ᵉ⁻ᶠ·(2ᵉA)⁻¹(2ᶠB)`. Errors: [`Error::Singular`] for a
+    /// threshold where `X` is moderate. So the plain solve is kept only when its
+    /// diagonal can be divided by and its result is finite (one scan of `X`); otherwise
+    /// `L` (its triangle) and `B` whose largest entries lie outside the band of
+    /// [`rescale_exponent`] are scaled by exact powers of two near 1 and solved again:
+    /// `X = 2ᵉ⁻ᶠ·(2ᵉA)⁻¹(2ᶠB)`. Errors: [`Error::Singular`] for a
     /// zero on the diagonal, [`Error::IllConditioned`] for one whose reciprocal
     /// overflows (after the scaling) or, at the diagonal entry of least magnitude, when
     /// the scaled solve overflows from finite `L` and `B`; [`Error::Overflow`] when
@@ -149,10 +151,23 @@ impl TriSolve {
         ws: &mut [T],
     ) -> Result<()> {
         let n = l.nrows();
-        let big = l
-            .indexed_iter()
-            .filter(|&((i, j), _)| self.uplo.contains(i, j))
-            .fold(T::zero(), |m, (_, v)| m.max(v.abs()));
+        // The plain solve when the diagonal can be divided by and the result is finite,
+        // as it is unless the entries are extreme: then the scans below cost nothing.
+        if nonsingular(op, &l).is_ok() {
+            x.assign(&b);
+            self.solve_in_place(l, x.view_mut())?;
+            if all_finite(&x.view()) {
+                return Ok(());
+            }
+        }
+        // Row by row over the triangle, contiguous rows as slices.
+        let big = (0..n).fold(T::zero(), |m, i| {
+            let row = match self.uplo {
+                Uplo::Lower => l.slice(s![i, ..=i]),
+                Uplo::Upper => l.slice(s![i, i..]),
+            };
+            m.max(max_magnitude(&row.insert_axis(ndarray::Axis(0))))
+        });
         let e = rescale_exponent(big);
         let f = rescale_exponent(max_magnitude(&b));
         x.assign(&b);
@@ -171,13 +186,12 @@ impl TriSolve {
             nonsingular(op, &ls.view())?;
             self.solve_in_place(ls.view(), x.view_mut())?;
         }
-        let finite = |v: &ArrayView2<'_, T>| v.iter().all(|v| v.is_finite());
         let inputs_finite = || {
-            finite(&b)
+            all_finite(&b)
                 && l.indexed_iter()
                     .all(|((i, j), v)| !self.uplo.contains(i, j) || v.is_finite())
         };
-        if !finite(&x.view()) && inputs_finite() {
+        if !all_finite(&x.view()) && inputs_finite() {
             // The scaled solve itself overflowed: A is numerically singular.
             let d = l.diag();
             let index = (0..n)
@@ -190,7 +204,7 @@ impl TriSolve {
             });
         }
         scale_pow2(x.view_mut(), e - f);
-        if !finite(&x.view()) && inputs_finite() {
+        if !all_finite(&x.view()) && inputs_finite() {
             return Err(Error::Overflow {
                 op,
                 name: "X",
