@@ -1453,7 +1453,15 @@ impl Spec {
 
     /// The reverse rule by scalar loops, for the primitives whose rule is a formula in
     /// the inputs and the cotangent (`None` cotangents are zero); `None` for the others.
-    pub fn vjp_ref(&self, x: &[Array2<f64>], ybar: &[Option<Array2<f64>>]) -> Option<Grads> {
+    /// `p_floor`: the absolute error of a probability the primitive computed in its own
+    /// precision, `MIN_POSITIVE` of that precision (below it the probability underflows),
+    /// in the units of the bounds (which the comparison multiplies by `C·ε`).
+    pub fn vjp_ref(
+        &self,
+        x: &[Array2<f64>],
+        ybar: &[Option<Array2<f64>>],
+        p_floor: f64,
+    ) -> Option<Grads> {
         let a = &x[0];
         let (m, n) = a.dim();
         let zero_like = |s: (usize, usize)| Array2::<f64>::zeros(s);
@@ -1603,11 +1611,17 @@ impl Spec {
                             }
                         }
                         Spec::SoftmaxCe(labels) => {
+                            // The rule reads the softmax P it saved in its own precision,
+                            // where a pᵢ below MIN_POSITIVE has underflowed (to 0 or a
+                            // subnormal): an absolute error of MIN_POSITIVE in pᵢ, hence
+                            // |k|·MIN_POSITIVE in the gradient, tiny next to its largest
+                            // entry (|k|·(1 − p) for the label) but not next to k·pᵢ
+                            // itself when |k| is huge.
                             let k = c0 / n as f64;
                             for i in 0..m {
                                 let y = if labels[j] == i { 1.0 } else { 0.0 };
                                 g[(i, j)] = k * (p[i] - y);
-                                b[(i, j)] = k.abs() * (p[i] * width(i) + y);
+                                b[(i, j)] = k.abs() * (p[i] * width(i) + y + p_floor);
                             }
                         }
                         _ => unreachable!(),

@@ -1127,7 +1127,8 @@ impl<'s, T: Real> Ctx<'s, T> {
         let cot_finite = ybar64.iter().flatten().all(gen::finite);
         let g64: Vec<Array2<f64>> = g.iter().map(|v| to64(v.view())).collect();
         let refg = if self.inputs_finite() && cot_finite {
-            self.spec.vjp_ref(&self.x64, &ybar64)
+            let p_floor = T::min_positive_value().to64() / (C * self.eps);
+            self.spec.vjp_ref(&self.x64, &ybar64, p_floor)
         } else {
             None
         };
