@@ -131,6 +131,21 @@ fn the_right_cube_passes_and_a_slightly_wrong_one_fails_the_default_tolerance() 
 }
 
 #[test]
+fn the_vjp_error_is_relative_to_the_cauchy_schwarz_bound() {
+    // Ā off by a relative δ misses ⟨C̄, D⟩ by δ⟨C̄, D⟩, and the error divides that by
+    // ‖C̄‖‖D‖: δ times the cosine of C̄ and D, well under δ for random 5×7 matrices.
+    // Divided by |⟨C̄, D⟩| alone it would be δ/(1 + δ) in every direction.
+    let delta = 1e-3;
+    let off = Cube {
+        slope: 1.0 + delta,
+        ..Cube::right()
+    };
+    let r = check(Checker::new(), &off, &point(5, 7, 18));
+    let e = r.inputs[0].vjp_error;
+    assert!(e > 1e-2 * delta && e < 0.5 * delta, "{r}");
+}
+
+#[test]
 fn tol_sets_the_finite_difference_tolerance() {
     let a = point(3, 4, 2);
     let off = Cube {

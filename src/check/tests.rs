@@ -144,6 +144,8 @@ enum Fault {
     JvpDoubled,
     /// `Ċ` half the right answer.
     JvpHalved,
+    /// `Ā` with one entry overflowed to infinity.
+    InfiniteEntry,
 }
 
 struct Faulty(Fault);
@@ -218,6 +220,9 @@ impl Rule<f64> for Faulty {
                 gemm(g.slice_mut(s![.., 1..]), mode(acc), cbar, b.t(), alpha)?;
             } else {
                 gemm(g.view_mut(), mode(acc), cbar, b.t(), alpha)?;
+            }
+            if self.0 == Fault::InfiniteEntry {
+                g[(0, 1)] = f64::INFINITY;
             }
             if self.0 == Fault::ReadsWorkspace {
                 let w = ws[0];
@@ -372,6 +377,33 @@ fn a_step_too_small_to_move_the_inputs_cannot_pass() {
 }
 
 #[test]
+fn a_small_input_next_to_a_large_one_passes_within_the_rounding_of_the_output() {
+    // C = A + B with B of magnitude 10⁶: a step of 10⁻⁴ in A (of unit size) moves C by
+    // little more than C's rounding, so ⟨C̄, D⟩ is right to about 10⁻⁶ only. That is
+    // within the rounding the differences carry, and the right rule must pass.
+    let mut r = rng(21);
+    let a = randn::<f64>(3, 4, &mut r);
+    let b = randn::<f64>(3, 4, &mut r).mapv(|v| 1e6 * (2.0 + v.abs()));
+    let report = Checker::new()
+        .check(&crate::ops::add::Add, &[a.view(), b.view()])
+        .unwrap();
+    report.assert_passed();
+}
+
+#[test]
+fn an_infinite_gradient_entry_gives_nan_errors() {
+    // ⟨Ā, U⟩ is infinite: the comparisons are NaN, which no floor may turn into a
+    // number.
+    let r = run(&Faulty(Fault::InfiniteEntry), (3, 4), 5);
+    assert!(!r.passed(), "{r}");
+    assert!(r.inputs[0].vjp_error.is_nan(), "{r}");
+    let w = r.inputs[0].jacobian.expect("full Jacobian ran");
+    assert!(w.error.is_nan(), "{r}");
+    assert_eq!(w.input_index, (0, 1), "{r}");
+    assert!(r.inputs[1].vjp_error < 1e-8, "{r}");
+}
+
+#[test]
 fn a_lower_triangular_gradient_has_no_structure_error() {
     // TriSolve's L is lower triangular, and so is its gradient: the diagonal belongs
     // to the structure, only the strict upper triangle would be an error.
@@ -438,6 +470,16 @@ fn the_jvp_error_is_relative_to_the_larger_of_the_two() {
             assert!((i.jvp_error - 0.5).abs() < 1e-6, "{fault:?}:\n{r}");
         }
     }
+}
+
+#[test]
+fn the_adjoint_error_is_relative_to_the_cauchy_schwarz_bound() {
+    // Ċ = 2D misses ⟨C̄, D⟩ by ⟨C̄, D⟩, divided by ‖C̄‖‖2D‖ + Σᵢ‖X̄ᵢ‖‖Ẋᵢ‖: under ½ by
+    // Cauchy–Schwarz, and far under it for random matrices. Divided by the larger side
+    // alone it would be ½ exactly.
+    let r = run(&Faulty(Fault::JvpDoubled), (3, 4), 5);
+    assert!(!r.passed(), "{r}");
+    assert!(r.adjoint_error > 1e-3 && r.adjoint_error < 0.25, "{r}");
 }
 
 #[test]
