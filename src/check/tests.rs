@@ -474,12 +474,12 @@ fn the_jvp_error_is_relative_to_the_larger_of_the_two() {
 
 #[test]
 fn the_adjoint_error_is_relative_to_the_cauchy_schwarz_bound() {
-    // Ċ = 2D misses ⟨C̄, D⟩ by ⟨C̄, D⟩, divided by ‖C̄‖‖2D‖ + Σᵢ‖X̄ᵢ‖‖Ẋᵢ‖: under ½ by
-    // Cauchy–Schwarz, and far under it for random matrices. Divided by the larger side
-    // alone it would be ½ exactly.
-    let r = run(&Faulty(Fault::JvpDoubled), (3, 4), 5);
+    // Ċ = D/2 misses x = ⟨C̄, D⟩ = Σᵢ⟨X̄ᵢ, Ẋᵢ⟩ by x/2, divided by ‖C̄‖‖D/2‖ + Σᵢ‖X̄ᵢ‖‖Ẋᵢ‖,
+    // at least |x|/2 + |x| by Cauchy–Schwarz: at most ⅓, and far less for random
+    // matrices. Divided by the larger side alone, |x|, it would be ½ exactly.
+    let r = run(&Faulty(Fault::JvpHalved), (3, 4), 5);
     assert!(!r.passed(), "{r}");
-    assert!(r.adjoint_error > 1e-3 && r.adjoint_error < 0.25, "{r}");
+    assert!(r.adjoint_error > 1e-3 && r.adjoint_error < 0.3, "{r}");
 }
 
 #[test]
