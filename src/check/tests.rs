@@ -457,6 +457,12 @@ fn a_wrong_jvp_fails_the_jvp_and_adjoint_checks_only() {
     assert!(!r.passed(), "{r}");
     assert!(r.inputs.iter().all(|x| x.vjp_error < 1e-8), "{r}");
     assert!(r.inputs[1].jvp_error > 0.5, "{r}");
+    // The one output goes unnamed.
+    let line = format!(
+        "B: JVP vs finite differences error {:.2e} > 1.0e-8",
+        r.inputs[1].jvp_error
+    );
+    assert!(r.failures().contains(&line), "{line}\n{r}");
     assert!(r.adjoint_error > 1e-3, "{r}");
 }
 
@@ -693,6 +699,15 @@ fn a_missing_cotangent_that_is_not_zero_is_caught() {
         report.to_string().contains("a missing cotangent of S"),
         "{report}"
     );
+    // The full Jacobian gives P's one-hot cotangents with S̄ missing: the failure line
+    // names the output, one of two.
+    let w = report.inputs[0].jacobian.expect("full Jacobian ran");
+    assert_eq!(w.output, 1, "{report}");
+    let line = format!(
+        "A: full Jacobian error {:.2e} at input ({}, {}), output P({}, {})",
+        w.error, w.input_index.0, w.input_index.1, w.output_index.0, w.output_index.1
+    );
+    assert!(report.failures().contains(&line), "{line}\n{report}");
     // The gradients for given cotangents are right.
     assert!(report.inputs.iter().all(|i| i.vjp_error < 1e-8), "{report}");
 }
