@@ -54,10 +54,12 @@ done
 out=$root/target/mutants-$what
 tree=$out/tree
 mkdir -p "$tree"
-# The sources as they are now (committed or not); the copy's own target/ is kept.
+# The sources as they are now (committed or not); the copy's own target/ is kept. The
+# copies are stamped with the time of copying (-m): with their own older times, cargo
+# would take the builds left from the last mutant of an earlier run as up to date.
 find "$tree" -mindepth 1 -maxdepth 1 ! -name target -exec rm -rf {} +
 (cd "$root" && tar --exclude=./target --exclude=./mutants.out --exclude=./.git -cf - .) |
-    (cd "$tree" && tar -xf -)
+    (cd "$tree" && tar -xmf -)
 
 cd "$tree"
 status=0
