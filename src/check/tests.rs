@@ -301,6 +301,19 @@ fn a_transposed_gradient_of_a_non_square_input_is_a_shape_failure() {
             .contains("A: the reverse rule fails on shapes its shape rule accepts"),
         "{r}"
     );
+    // Nothing after the shapes pass ran: its errors, still NaN, are not failures, and
+    // the table says why the rows are empty.
+    assert!(!r.checked(), "{r}");
+    assert_eq!(r.failures().len(), 1, "{r}");
+    let text = r.to_string();
+    assert!(
+        text.contains("\n  A      3×4        a rule fails on these shapes (see below)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n  B      4×5        not checked\n"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -552,7 +565,15 @@ fn a_rule_that_reads_its_workspace_before_writing_it_is_caught() {
     assert_eq!(r.workspace, 1);
     assert!(r.workspace_error.is_nan(), "{r}");
     assert!(r.inputs.iter().all(|x| x.vjp_error < 1e-8), "{r}");
-    assert!(r.to_string().contains("reads its workspace"), "{r}");
+    let text = r.to_string();
+    assert!(text.contains("reads its workspace"), "{text}");
+    assert!(
+        text.contains("\n  workspace of 1 element, filled with NaN: NaN✗\n"),
+        "{text}"
+    );
+    // A rule without a workspace gets no such line.
+    let text = run(&Faulty(Fault::None), (3, 4), 5).to_string();
+    assert!(!text.contains("workspace of"), "{text}");
 }
 
 // ------------------------------------------------------------ two outputs
@@ -1287,4 +1308,57 @@ fn a_gradient_left_unwritten_when_it_is_wanted_alone_is_caught() {
         r.inputs[1..].iter().all(|i| i.accumulate_error < 1e-12),
         "{r}"
     );
+}
+
+// ------------------------------------------------------------ random matrices
+
+#[test]
+fn random_lower_is_lower_triangular_with_a_diagonal_of_at_least_one() {
+    let l = super::random::lower::<f64>(6, &mut rng(31));
+    for ((r, c), &v) in l.indexed_iter() {
+        if c > r {
+            assert_eq!(v, 0.0, "({r}, {c})\n{l}");
+        } else if c == r {
+            assert!(v >= 1.0, "({r}, {c})\n{l}");
+        }
+    }
+    assert!(l.diag().iter().any(|&v| v > 1.5), "{l}");
+}
+
+#[test]
+fn random_spd_is_the_identity_plus_a_gram_matrix_over_n() {
+    let n = 40;
+    let a = super::random::spd::<f64>(n, &mut rng(32));
+    assert_eq!(a, a.t());
+    // A − I = GGᵀ/n: positive definite, its diagonal entries χ²ₙ/n of mean 1.
+    let mut g = a.clone();
+    g.diag_mut().mapv_inplace(|v| v - 1.0);
+    crate::naive::cholesky::cholesky(g.view()).expect("A − I is positive definite");
+    let mean = g.diag().mean().unwrap();
+    assert!((mean - 1.0).abs() < 0.1, "{mean}");
+}
+
+#[test]
+fn random_uniform_draws_from_its_range_and_rejects_an_empty_one() {
+    let mut r = rng(33);
+    let u = super::random::uniform::<f64>(3, 5, -2.0, 0.5, &mut r).unwrap();
+    assert_eq!(u.dim(), (3, 5));
+    assert!(u.iter().all(|v| (-2.0..0.5).contains(v)), "{u}");
+    assert!(
+        u.iter().any(|&v| v < -1.0) && u.iter().any(|&v| v > -0.5),
+        "{u}"
+    );
+    for (lo, hi) in [
+        (1.0, 1.0),
+        (2.0, 1.0),
+        (f64::NAN, 1.0),
+        (0.0, f64::INFINITY),
+        (f64::NEG_INFINITY, 0.0),
+    ] {
+        let e = super::random::uniform::<f64>(2, 3, lo, hi, &mut r).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidArgument { op: "uniform", .. }),
+            "[{lo}, {hi}): {e}"
+        );
+    }
 }
