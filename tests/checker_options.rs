@@ -357,6 +357,28 @@ fn check_precision_compares_f32_with_f64_within_a_documented_tolerance() {
 }
 
 #[test]
+fn check_precision_errors_are_relative_to_the_larger_result() {
+    // f32 results half or twice the f64 ones: ‖Y/2 − Y‖/‖Y‖ and ‖2Y − Y‖/‖2Y‖, one half
+    // either way, in every pass; the text lists them.
+    let a = point(3, 2, 19);
+    for f32_error in [-0.5, 1.0] {
+        let off = Cube {
+            f32_error,
+            ..Cube::right()
+        };
+        let r = check_precision(&off, &[a.view()]).unwrap();
+        assert!(!r.passed(), "{r}");
+        for errs in [&r.forward_errors, &r.backward_errors, &r.jvp_errors] {
+            assert!((errs[0] - 0.5).abs() < 1e-6, "{f32_error}: {r}");
+        }
+        assert_eq!(
+            r.to_string(),
+            "Cube f32 vs f64: forward [5.00e-1], backward [5.00e-1], jvp [5.00e-1] (tol 1e-3) FAILED\n"
+        );
+    }
+}
+
+#[test]
 fn assert_precisions_checks_f32_with_its_own_tolerances() {
     // Options meant for f64 that f32 cannot meet: f32 must be checked with its own.
     let a = point(3, 4, 14);
