@@ -1310,6 +1310,83 @@ fn a_gradient_left_unwritten_when_it_is_wanted_alone_is_caught() {
     );
 }
 
+// --------------------------------------------------- an input without effect
+
+/// `C = 3A`, with a second input `B` of another shape that the output does not depend
+/// on: `Ā = 3C̄`, `B̄ = 0`.
+struct IgnoresB;
+
+impl Rule<f64> for IgnoresB {
+    fn name(&self) -> &'static str {
+        "IgnoresB"
+    }
+    fn arity(&self) -> usize {
+        2
+    }
+    fn shapes(&self, x: &[Shape]) -> Result<Shapes> {
+        Ok(smallvec![x[0]])
+    }
+    fn saves(&self, _: &[bool]) -> Saves {
+        Saves::NONE
+    }
+    fn eval(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        y: &mut [ArrayViewMut2<'_, f64>],
+        _: &mut [f64],
+    ) -> Result<()> {
+        Zip::from(&mut y[0])
+            .and(x[0])
+            .for_each(|c, &a| *c = 3.0 * a);
+        Ok(())
+    }
+    fn pullback(
+        &self,
+        _x: &[ArrayView2<'_, f64>],
+        _y: &[ArrayView2<'_, f64>],
+        ybar: &Partials<'_, '_, f64>,
+        grads: &mut [Grad<'_, f64>],
+        _: &mut [f64],
+    ) -> Result<()> {
+        if let Some((g, acc)) = grads[0].target() {
+            Zip::from(g)
+                .and(ybar.view(0))
+                .for_each(|g, &c| acc.store(g, 3.0 * c));
+        }
+        if let Some((g, acc)) = grads[1].target() {
+            Zip::from(g).for_each(|g| acc.store(g, 0.0));
+        }
+        Ok(())
+    }
+    fn pushforward(
+        &self,
+        _x: &[ArrayView2<'_, f64>],
+        _y: &[ArrayView2<'_, f64>],
+        xdot: &Partials<'_, '_, f64>,
+        ydot: &mut [ArrayViewMut2<'_, f64>],
+        _: &mut [f64],
+    ) -> Result<()> {
+        Zip::from(&mut ydot[0])
+            .and(xdot.view(0))
+            .for_each(|c, &a| *c = 3.0 * a);
+        Ok(())
+    }
+}
+
+#[test]
+fn an_input_the_output_does_not_depend_on_passes_with_zero_errors() {
+    // Along B the VJP, the finite difference and its scale are all exactly zero, and so
+    // is the JVP: a comparison of two zeros is no error, not 0/0.
+    let mut r = rng(34);
+    let (a, b) = (randn::<f64>(3, 4, &mut r), randn::<f64>(2, 5, &mut r));
+    let report = Checker::new()
+        .check(&IgnoresB, &[a.view(), b.view()])
+        .unwrap();
+    report.assert_passed();
+    assert_eq!(report.inputs[1].vjp_error, 0.0, "{report}");
+    assert_eq!(report.inputs[1].jvp_error, 0.0, "{report}");
+}
+
 // ------------------------------------------------------------ random matrices
 
 #[test]
