@@ -54,17 +54,21 @@ done
 out=$root/target/mutants-$what
 tree=$out/tree
 mkdir -p "$tree"
-# The sources as they are now (committed or not); the copy's own target/ is kept.
+# The sources as they are now (committed or not); the copy's own target/ is kept. The
+# copies are stamped with the time of copying (-m): with their own older times, cargo
+# would take the builds left from the last mutant of an earlier run as up to date.
 find "$tree" -mindepth 1 -maxdepth 1 ! -name target -exec rm -rf {} +
 (cd "$root" && tar --exclude=./target --exclude=./mutants.out --exclude=./.git -cf - .) |
-    (cd "$tree" && tar -xf -)
+    (cd "$tree" && tar -xmf -)
 
 cd "$tree"
 status=0
 # The test timeout is a multiple of the unmutated run's time, measured once: on a shared
-# machine a later run can take several times as long, hence the floor.
+# machine a later run can take several times as long, hence the floor. The build timeout
+# is fixed: the tree copy is kept between runs, so the unmutated build may take a second
+# and a multiple of it would stop every mutant's build.
 cargo mutants --in-place --profile mutants \
-    --timeout-multiplier 3 --minimum-test-timeout 90 --build-timeout-multiplier 4 \
+    --timeout-multiplier 3 --minimum-test-timeout 90 --build-timeout 1200 \
     --output "$out" \
     "${files[@]}" "${test_args[@]}" "$@" || status=$?
 # cargo-mutants exits 2 when mutants were missed, 3 on timeouts: the summary says.

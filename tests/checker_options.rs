@@ -131,6 +131,21 @@ fn the_right_cube_passes_and_a_slightly_wrong_one_fails_the_default_tolerance() 
 }
 
 #[test]
+fn the_vjp_error_is_relative_to_the_cauchy_schwarz_bound() {
+    // Ā off by a relative δ misses ⟨C̄, D⟩ by δ⟨C̄, D⟩, and the error divides that by
+    // ‖C̄‖‖D‖: δ times the cosine of C̄ and D, well under δ for random 5×7 matrices.
+    // Divided by |⟨C̄, D⟩| alone it would be δ/(1 + δ) in every direction.
+    let delta = 1e-3;
+    let off = Cube {
+        slope: 1.0 + delta,
+        ..Cube::right()
+    };
+    let r = check(Checker::new(), &off, &point(5, 7, 18));
+    let e = r.inputs[0].vjp_error;
+    assert!(e > 1e-2 * delta && e < 0.5 * delta, "{r}");
+}
+
+#[test]
 fn tol_sets_the_finite_difference_tolerance() {
     let a = point(3, 4, 2);
     let off = Cube {
@@ -338,6 +353,28 @@ fn check_precision_compares_f32_with_f64_within_a_documented_tolerance() {
     assert!(!r.passed(), "{r}");
     for errs in [&r.forward_errors, &r.backward_errors, &r.jvp_errors] {
         assert!(errs[0] > 5e-3 && errs[0] < 2e-2, "{r}");
+    }
+}
+
+#[test]
+fn check_precision_errors_are_relative_to_the_larger_result() {
+    // f32 results half or twice the f64 ones: ‖Y/2 − Y‖/‖Y‖ and ‖2Y − Y‖/‖2Y‖, one half
+    // either way, in every pass; the text lists them.
+    let a = point(3, 2, 19);
+    for f32_error in [-0.5, 1.0] {
+        let off = Cube {
+            f32_error,
+            ..Cube::right()
+        };
+        let r = check_precision(&off, &[a.view()]).unwrap();
+        assert!(!r.passed(), "{r}");
+        for errs in [&r.forward_errors, &r.backward_errors, &r.jvp_errors] {
+            assert!((errs[0] - 0.5).abs() < 1e-6, "{f32_error}: {r}");
+        }
+        assert_eq!(
+            r.to_string(),
+            "Cube f32 vs f64: forward [5.00e-1], backward [5.00e-1], jvp [5.00e-1] (tol 1e-3) FAILED\n"
+        );
     }
 }
 

@@ -144,6 +144,8 @@ enum Fault {
     JvpDoubled,
     /// `Ċ` half the right answer.
     JvpHalved,
+    /// `Ā` with one entry overflowed to infinity.
+    InfiniteEntry,
 }
 
 struct Faulty(Fault);
@@ -218,6 +220,9 @@ impl Rule<f64> for Faulty {
                 gemm(g.slice_mut(s![.., 1..]), mode(acc), cbar, b.t(), alpha)?;
             } else {
                 gemm(g.view_mut(), mode(acc), cbar, b.t(), alpha)?;
+            }
+            if self.0 == Fault::InfiniteEntry {
+                g[(0, 1)] = f64::INFINITY;
             }
             if self.0 == Fault::ReadsWorkspace {
                 let w = ws[0];
@@ -296,6 +301,19 @@ fn a_transposed_gradient_of_a_non_square_input_is_a_shape_failure() {
             .contains("A: the reverse rule fails on shapes its shape rule accepts"),
         "{r}"
     );
+    // Nothing after the shapes pass ran: its errors, still NaN, are not failures, and
+    // the table says why the rows are empty.
+    assert!(!r.checked(), "{r}");
+    assert_eq!(r.failures().len(), 1, "{r}");
+    let text = r.to_string();
+    assert!(
+        text.contains("\n  A      3×4        a rule fails on these shapes (see below)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n  B      4×5        not checked\n"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -372,6 +390,33 @@ fn a_step_too_small_to_move_the_inputs_cannot_pass() {
 }
 
 #[test]
+fn a_small_input_next_to_a_large_one_passes_within_the_rounding_of_the_output() {
+    // C = A + B with B of magnitude 10⁶: a step of 10⁻⁴ in A (of unit size) moves C by
+    // little more than C's rounding, so ⟨C̄, D⟩ is right to about 10⁻⁶ only. That is
+    // within the rounding the differences carry, and the right rule must pass.
+    let mut r = rng(21);
+    let a = randn::<f64>(3, 4, &mut r);
+    let b = randn::<f64>(3, 4, &mut r).mapv(|v| 1e6 * (2.0 + v.abs()));
+    let report = Checker::new()
+        .check(&crate::ops::add::Add, &[a.view(), b.view()])
+        .unwrap();
+    report.assert_passed();
+}
+
+#[test]
+fn an_infinite_gradient_entry_gives_nan_errors() {
+    // ⟨Ā, U⟩ is infinite: the comparisons are NaN, which no floor may turn into a
+    // number.
+    let r = run(&Faulty(Fault::InfiniteEntry), (3, 4), 5);
+    assert!(!r.passed(), "{r}");
+    assert!(r.inputs[0].vjp_error.is_nan(), "{r}");
+    let w = r.inputs[0].jacobian.expect("full Jacobian ran");
+    assert!(w.error.is_nan(), "{r}");
+    assert_eq!(w.input_index, (0, 1), "{r}");
+    assert!(r.inputs[1].vjp_error < 1e-8, "{r}");
+}
+
+#[test]
 fn a_lower_triangular_gradient_has_no_structure_error() {
     // TriSolve's L is lower triangular, and so is its gradient: the diagonal belongs
     // to the structure, only the strict upper triangle would be an error.
@@ -425,6 +470,12 @@ fn a_wrong_jvp_fails_the_jvp_and_adjoint_checks_only() {
     assert!(!r.passed(), "{r}");
     assert!(r.inputs.iter().all(|x| x.vjp_error < 1e-8), "{r}");
     assert!(r.inputs[1].jvp_error > 0.5, "{r}");
+    // The one output goes unnamed.
+    let line = format!(
+        "B: JVP vs finite differences error {:.2e} > 1.0e-8",
+        r.inputs[1].jvp_error
+    );
+    assert!(r.failures().contains(&line), "{line}\n{r}");
     assert!(r.adjoint_error > 1e-3, "{r}");
 }
 
@@ -438,6 +489,16 @@ fn the_jvp_error_is_relative_to_the_larger_of_the_two() {
             assert!((i.jvp_error - 0.5).abs() < 1e-6, "{fault:?}:\n{r}");
         }
     }
+}
+
+#[test]
+fn the_adjoint_error_is_relative_to_the_cauchy_schwarz_bound() {
+    // Ċ = D/2 misses x = ⟨C̄, D⟩ = Σᵢ⟨X̄ᵢ, Ẋᵢ⟩ by x/2, divided by ‖C̄‖‖D/2‖ + Σᵢ‖X̄ᵢ‖‖Ẋᵢ‖,
+    // at least |x|/2 + |x| by Cauchy–Schwarz: at most ⅓, and far less for random
+    // matrices. Divided by the larger side alone, |x|, it would be ½ exactly.
+    let r = run(&Faulty(Fault::JvpHalved), (3, 4), 5);
+    assert!(!r.passed(), "{r}");
+    assert!(r.adjoint_error > 1e-3 && r.adjoint_error < 0.3, "{r}");
 }
 
 #[test]
@@ -504,7 +565,15 @@ fn a_rule_that_reads_its_workspace_before_writing_it_is_caught() {
     assert_eq!(r.workspace, 1);
     assert!(r.workspace_error.is_nan(), "{r}");
     assert!(r.inputs.iter().all(|x| x.vjp_error < 1e-8), "{r}");
-    assert!(r.to_string().contains("reads its workspace"), "{r}");
+    let text = r.to_string();
+    assert!(text.contains("reads its workspace"), "{text}");
+    assert!(
+        text.contains("\n  workspace of 1 element, filled with NaN: NaN✗\n"),
+        "{text}"
+    );
+    // A rule without a workspace gets no such line.
+    let text = run(&Faulty(Fault::None), (3, 4), 5).to_string();
+    assert!(!text.contains("workspace of"), "{text}");
 }
 
 // ------------------------------------------------------------ two outputs
@@ -651,6 +720,15 @@ fn a_missing_cotangent_that_is_not_zero_is_caught() {
         report.to_string().contains("a missing cotangent of S"),
         "{report}"
     );
+    // The full Jacobian gives P's one-hot cotangents with S̄ missing: the failure line
+    // names the output, one of two.
+    let w = report.inputs[0].jacobian.expect("full Jacobian ran");
+    assert_eq!(w.output, 1, "{report}");
+    let line = format!(
+        "A: full Jacobian error {:.2e} at input ({}, {}), output P({}, {})",
+        w.error, w.input_index.0, w.input_index.1, w.output_index.0, w.output_index.1
+    );
+    assert!(report.failures().contains(&line), "{line}\n{report}");
     // The gradients for given cotangents are right.
     assert!(report.inputs.iter().all(|i| i.vjp_error < 1e-8), "{report}");
 }
@@ -1230,4 +1308,134 @@ fn a_gradient_left_unwritten_when_it_is_wanted_alone_is_caught() {
         r.inputs[1..].iter().all(|i| i.accumulate_error < 1e-12),
         "{r}"
     );
+}
+
+// --------------------------------------------------- an input without effect
+
+/// `C = 3A`, with a second input `B` of another shape that the output does not depend
+/// on: `Ā = 3C̄`, `B̄ = 0`.
+struct IgnoresB;
+
+impl Rule<f64> for IgnoresB {
+    fn name(&self) -> &'static str {
+        "IgnoresB"
+    }
+    fn arity(&self) -> usize {
+        2
+    }
+    fn shapes(&self, x: &[Shape]) -> Result<Shapes> {
+        Ok(smallvec![x[0]])
+    }
+    fn saves(&self, _: &[bool]) -> Saves {
+        Saves::NONE
+    }
+    fn eval(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        y: &mut [ArrayViewMut2<'_, f64>],
+        _: &mut [f64],
+    ) -> Result<()> {
+        Zip::from(&mut y[0])
+            .and(x[0])
+            .for_each(|c, &a| *c = 3.0 * a);
+        Ok(())
+    }
+    fn pullback(
+        &self,
+        _x: &[ArrayView2<'_, f64>],
+        _y: &[ArrayView2<'_, f64>],
+        ybar: &Partials<'_, '_, f64>,
+        grads: &mut [Grad<'_, f64>],
+        _: &mut [f64],
+    ) -> Result<()> {
+        if let Some((g, acc)) = grads[0].target() {
+            Zip::from(g)
+                .and(ybar.view(0))
+                .for_each(|g, &c| acc.store(g, 3.0 * c));
+        }
+        if let Some((g, acc)) = grads[1].target() {
+            Zip::from(g).for_each(|g| acc.store(g, 0.0));
+        }
+        Ok(())
+    }
+    fn pushforward(
+        &self,
+        _x: &[ArrayView2<'_, f64>],
+        _y: &[ArrayView2<'_, f64>],
+        xdot: &Partials<'_, '_, f64>,
+        ydot: &mut [ArrayViewMut2<'_, f64>],
+        _: &mut [f64],
+    ) -> Result<()> {
+        Zip::from(&mut ydot[0])
+            .and(xdot.view(0))
+            .for_each(|c, &a| *c = 3.0 * a);
+        Ok(())
+    }
+}
+
+#[test]
+fn an_input_the_output_does_not_depend_on_passes_with_zero_errors() {
+    // Along B the VJP, the finite difference and its scale are all exactly zero, and so
+    // is the JVP: a comparison of two zeros is no error, not 0/0.
+    let mut r = rng(34);
+    let (a, b) = (randn::<f64>(3, 4, &mut r), randn::<f64>(2, 5, &mut r));
+    let report = Checker::new()
+        .check(&IgnoresB, &[a.view(), b.view()])
+        .unwrap();
+    report.assert_passed();
+    assert_eq!(report.inputs[1].vjp_error, 0.0, "{report}");
+    assert_eq!(report.inputs[1].jvp_error, 0.0, "{report}");
+}
+
+// ------------------------------------------------------------ random matrices
+
+#[test]
+fn random_lower_is_lower_triangular_with_a_diagonal_of_at_least_one() {
+    let l = super::random::lower::<f64>(6, &mut rng(31));
+    for ((r, c), &v) in l.indexed_iter() {
+        if c > r {
+            assert_eq!(v, 0.0, "({r}, {c})\n{l}");
+        } else if c == r {
+            assert!(v >= 1.0, "({r}, {c})\n{l}");
+        }
+    }
+    assert!(l.diag().iter().any(|&v| v > 1.5), "{l}");
+}
+
+#[test]
+fn random_spd_is_the_identity_plus_a_gram_matrix_over_n() {
+    let n = 40;
+    let a = super::random::spd::<f64>(n, &mut rng(32));
+    assert_eq!(a, a.t());
+    // A − I = GGᵀ/n: positive definite, its diagonal entries χ²ₙ/n of mean 1.
+    let mut g = a.clone();
+    g.diag_mut().mapv_inplace(|v| v - 1.0);
+    crate::naive::cholesky::cholesky(g.view()).expect("A − I is positive definite");
+    let mean = g.diag().mean().unwrap();
+    assert!((mean - 1.0).abs() < 0.1, "{mean}");
+}
+
+#[test]
+fn random_uniform_draws_from_its_range_and_rejects_an_empty_one() {
+    let mut r = rng(33);
+    let u = super::random::uniform::<f64>(3, 5, -2.0, 0.5, &mut r).unwrap();
+    assert_eq!(u.dim(), (3, 5));
+    assert!(u.iter().all(|v| (-2.0..0.5).contains(v)), "{u}");
+    assert!(
+        u.iter().any(|&v| v < -1.0) && u.iter().any(|&v| v > -0.5),
+        "{u}"
+    );
+    for (lo, hi) in [
+        (1.0, 1.0),
+        (2.0, 1.0),
+        (f64::NAN, 1.0),
+        (0.0, f64::INFINITY),
+        (f64::NEG_INFINITY, 0.0),
+    ] {
+        let e = super::random::uniform::<f64>(2, 3, lo, hi, &mut r).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidArgument { op: "uniform", .. }),
+            "[{lo}, {hi}): {e}"
+        );
+    }
 }
