@@ -67,7 +67,7 @@ pub(crate) fn tolerance<T: Real>(scale: T) -> T {
 
 /// The largest `|xᵢⱼ|` (0 for an empty matrix).
 pub(crate) fn max_abs<T: Real>(x: ArrayView2<'_, T>) -> T {
-    x.iter().fold(T::zero(), |m, v| m.max(v.abs()))
+    super::max_magnitude(&x)
 }
 
 /// [`Error::NonFinite`] for the first NaN or infinity of `a` in row-major order, in the
