@@ -350,7 +350,7 @@ pub fn addressable<T>(a: &ArrayView2<'_, T>) -> bool {
 }
 
 /// Order of the diagonal blocks of [`gemm_tri`].
-pub const GEMM_TRI_BLOCK: usize = 64;
+pub const GEMM_TRI_BLOCK: usize = 32;
 
 /// Scratch elements [`gemm_tri`] needs in [`Accum::Add`] mode for an `n×n`
 /// destination: one diagonal tile (none is needed for [`Accum::Replace`]).
@@ -446,13 +446,14 @@ pub(crate) fn gemm_tri_unzeroed<T: Real>(
     tri_split(c, uplo, Accum::Replace, a, b, alpha, &mut [], false)
 }
 
-/// Column panels [`gemm_tri`] goes by when BLAS runs on several threads.
-pub const GEMM_TRI_PANELS: usize = 3;
+/// Width of the column panels [`gemm_tri`] goes by when BLAS runs on several threads.
+pub const GEMM_TRI_PANEL: usize = 128;
 
 /// [`gemm_tri`] after its checks, by halves ([`tri_halves`]) on one thread and by
-/// [`GEMM_TRI_PANELS`] column panels ([`tri_panels`]) on several: each call costs a
+/// column panels [`GEMM_TRI_PANEL`] wide ([`tri_panels`]) on several: each call costs a
 /// synchronisation of the BLAS threads, and halving makes many calls whose GEMMs are
-/// too small to share well, where three panels cost a third more flops in three calls.
+/// too small to share well, where each panel is one tall GEMM that both threads share,
+/// at the cost of its full diagonal block (`GEMM_TRI_PANEL/n` more flops).
 #[allow(clippy::too_many_arguments)]
 fn tri_split<T: Real>(
     c: ArrayViewMut2<'_, T>,
@@ -464,7 +465,7 @@ fn tri_split<T: Real>(
     tile: &mut [T],
     zero_other: bool,
 ) -> Result<()> {
-    if backend::threads() > 1 && c.nrows() > GEMM_TRI_PANELS * GEMM_TRI_BLOCK {
+    if backend::threads() > 1 && c.nrows() > GEMM_TRI_PANEL {
         tri_panels(c, uplo, accum, a, b, alpha, tile, zero_other)
     } else {
         tri_halves(c, uplo, accum, a, b, alpha, tile, zero_other)
@@ -489,8 +490,8 @@ fn tri_panels<T: Real>(
 ) -> Result<()> {
     use ndarray::s;
     let n = c.nrows();
-    for p in 0..GEMM_TRI_PANELS {
-        let (c0, c1) = (p * n / GEMM_TRI_PANELS, (p + 1) * n / GEMM_TRI_PANELS);
+    for c0 in (0..n).step_by(GEMM_TRI_PANEL) {
+        let c1 = (c0 + GEMM_TRI_PANEL).min(n);
         // Rows of the panel inside the triangle (with the diagonal block), outside it,
         // and inside it below or above the diagonal block.
         let (inside, outside, off) = match uplo {
