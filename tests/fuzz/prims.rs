@@ -543,6 +543,16 @@ impl Spec {
         }
     }
 
+    /// Whether the outputs and derivatives are products BLAS's GEMM sums in an order of
+    /// its own (`MatMul`; `MatPoly`'s Horner steps). Where the sum of magnitudes a bound
+    /// holds reaches the largest finite value, a partial sum may overflow though the
+    /// exact result is in range, as in every BLAS: matgrad does not guard GEMM against
+    /// it, since a magnitude scan of both operands costs a fifth of the product at
+    /// n = 64 (`docs/math.md`, "Products near the overflow threshold").
+    pub fn gemm_sums(&self) -> bool {
+        matches!(self, Spec::MatMul(..) | Spec::MatPoly(_))
+    }
+
     /// A bound on the norm of the Jacobian at `x` where the harness has no reference
     /// gradient and the coefficients of the configuration scale it: for `MatPoly`,
     /// `‖p'(A)‖ ≤ Σₖ k|cₖ|‖A‖₁ᵏ⁻¹` (a coefficient 10³⁰⁰ makes the gradient 10³⁰⁰·C̄).
