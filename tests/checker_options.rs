@@ -414,3 +414,22 @@ fn assert_precisions_panics_on_a_wrong_rule() {
     };
     Checker::new().assert_precisions(&off, &[point(3, 2, 17).view()]);
 }
+
+#[test]
+fn assert_precisions_tolerates_f32_errors_a_tight_f64_tolerance_would_fail() {
+    // sin(30x): f64's finite differences meet 1e-6 (their error is near 1e-11), f32's
+    // do not (near 1e-3, within f32's own 2e-2). assert_precisions must not carry the
+    // f64 tolerance over to f32.
+    let a = point(3, 2, 18) * 30.0;
+    let tol = 1e-6;
+    let a32 = a.mapv(|v| v as f32);
+    let r32 = Checker::new()
+        .tol(tol)
+        .check(&Map(Sin), &[a32.view()])
+        .unwrap();
+    assert!(!r32.passed(), "{r32}");
+    let r = Checker::new()
+        .tol(tol)
+        .assert_precisions(&Map(Sin), &[a.view()]);
+    assert!(r.passed() && r.tolerances.fd == tol, "{r}");
+}

@@ -1125,3 +1125,65 @@ pub(super) fn matrix_rel<T: Real>(a: ArrayView2<'_, T>, b: ArrayView2<'_, f64>) 
         d.sqrt()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn a_tangent_entry_counts_only_beyond_its_own_rounding_noise() {
+        let a = array![[1.0, 2.0], [0.0, 4.0]];
+        // Entry (0, 0) is off by 1e-3 within its noise 2e-3; the others are exact.
+        let b = array![[1.0 + 1e-3, 2.0], [0.0, 4.0]];
+        let noise = array![[2e-3, 0.0], [0.0, 0.0]];
+        assert_eq!(matrix_rel_floored(a.view(), b.view(), noise.view()), 0.0);
+        // Beyond it by 1e-3, relative to the larger Frobenius norm (|b| here).
+        let b = array![[1.0 + 3e-3, 2.0], [0.0, 4.0]];
+        let want = 1e-3 / (b.iter().map(|v| v * v).sum::<f64>()).sqrt();
+        let got = matrix_rel_floored(a.view(), b.view(), noise.view());
+        assert!((got - want).abs() <= 1e-12 * want, "{got} vs {want}");
+        // Another entry's noise hides nothing here.
+        let noise = array![[0.0, 1.0], [1.0, 1.0]];
+        let got = matrix_rel_floored(a.view(), b.view(), noise.view());
+        let want = 3e-3 / (b.iter().map(|v| v * v).sum::<f64>()).sqrt();
+        assert!((got - want).abs() <= 1e-12 * want, "{got} vs {want}");
+    }
+
+    #[test]
+    fn infinities_in_a_tangent_and_its_differences_are_no_agreement() {
+        // ∞ − ∞ is NaN, and NaN.max(0) would be 0: the comparison must see the NaN.
+        let inf = array![[f64::INFINITY, 1.0]];
+        let zero = Array2::<f64>::zeros((1, 2));
+        assert!(matrix_rel_floored(inf.view(), inf.view(), zero.view()).is_nan());
+        let ninf = array![[f64::NEG_INFINITY, 1.0]];
+        assert!(matrix_rel_floored(ninf.view(), ninf.view(), zero.view()).is_nan());
+    }
+
+    #[test]
+    fn a_tangent_of_another_shape_is_infinitely_wrong() {
+        let a = Array2::<f64>::ones((2, 3));
+        let b = Array2::<f64>::ones((3, 2));
+        assert_eq!(
+            matrix_rel_floored(a.view(), b.view(), Array2::zeros((3, 2)).view()),
+            f64::INFINITY
+        );
+        assert_eq!(
+            matrix_rel_floored(a.view(), a.view(), Array2::zeros((3, 2)).view()),
+            f64::INFINITY
+        );
+    }
+
+    #[test]
+    fn the_structure_error_is_relative_to_the_largest_entry() {
+        // Not symmetric by |1 − 3| = 2, largest entry 100.
+        let g = array![[0.0, 1.0], [3.0, 100.0]];
+        assert_eq!(structure_error(g.view(), Structure::Symmetric), 0.02);
+        assert_eq!(structure_error(g.view(), Structure::LowerTriangular), 0.01);
+        assert_eq!(structure_error(g.view(), Structure::General), 0.0);
+        assert_eq!(
+            structure_error(Array2::<f64>::zeros((2, 2)).view(), Structure::Symmetric),
+            0.0
+        );
+    }
+}

@@ -502,6 +502,25 @@ fn the_adjoint_error_is_relative_to_the_cauchy_schwarz_bound() {
 }
 
 #[test]
+fn the_adjoint_error_does_not_depend_on_the_scale_of_the_inputs() {
+    // For a bilinear product with both inputs scaled by s, ⟨C̄, Ċ⟩, Σᵢ⟨X̄ᵢ, Ẋᵢ⟩ and the
+    // bound ‖C̄‖‖Ċ‖ + Σᵢ‖X̄ᵢ‖‖Ẋᵢ‖ all scale alike for the same tangents and cotangent:
+    // the relative error must not move. A bound that added norms would shrink it a
+    // millionfold.
+    let (a, b) = point((3, 4), 5, 42);
+    let err = |s: f64| {
+        let (a, b) = (&a * s, &b * s);
+        Checker::new()
+            .check(&Faulty(Fault::JvpHalved), &[a.view(), b.view()])
+            .unwrap()
+            .adjoint_error
+    };
+    let (one, small) = (err(1.0), err(1e-6));
+    assert!(one > 1e-3, "{one}");
+    assert!((one - small).abs() <= 1e-9 * one, "{one} vs {small}");
+}
+
+#[test]
 fn a_rule_that_reads_its_write_buffer_fails_the_first_write_pass() {
     let r = run(&Faulty(Fault::ReadsWriteBuffer), (3, 4), 5);
     assert!(!r.passed(), "{r}");
