@@ -520,6 +520,95 @@ fn the_adjoint_error_does_not_depend_on_the_scale_of_the_inputs() {
     assert!((one - small).abs() <= 1e-9 * one, "{one} vs {small}");
 }
 
+/// [`Fault::JvpHalved`], recording the tangents of every JVP that moves both inputs
+/// and the cotangent of every VJP.
+struct Recorder {
+    tangents: std::cell::RefCell<Vec<(Array2<f64>, Array2<f64>)>>,
+    cotangents: std::cell::RefCell<Vec<Array2<f64>>>,
+}
+
+impl Rule<f64> for Recorder {
+    fn name(&self) -> &'static str {
+        "Recorder"
+    }
+    fn arity(&self) -> usize {
+        2
+    }
+    fn shapes(&self, x: &[Shape]) -> Result<Shapes> {
+        Rule::<f64>::shapes(&MM, x)
+    }
+    fn saves(&self, wanted: &[bool]) -> Saves {
+        Rule::<f64>::saves(&MM, wanted)
+    }
+    fn eval(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        y: &mut [ArrayViewMut2<'_, f64>],
+        ws: &mut [f64],
+    ) -> Result<()> {
+        MM.eval(x, y, ws)
+    }
+    fn pullback(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        y: &[ArrayView2<'_, f64>],
+        ybar: &Partials<'_, '_, f64>,
+        grads: &mut [Grad<'_, f64>],
+        ws: &mut [f64],
+    ) -> Result<()> {
+        self.cotangents.borrow_mut().push(ybar.view(0).to_owned());
+        MM.pullback(x, y, ybar, grads, ws)
+    }
+    fn pushforward(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        y: &[ArrayView2<'_, f64>],
+        xdot: &Partials<'_, '_, f64>,
+        ydot: &mut [ArrayViewMut2<'_, f64>],
+        ws: &mut [f64],
+    ) -> Result<()> {
+        if let (Some(a), Some(b)) = (xdot.get(0), xdot.get(1)) {
+            self.tangents
+                .borrow_mut()
+                .push((a.to_owned(), b.to_owned()));
+        }
+        Faulty(Fault::JvpHalved).pushforward(x, y, xdot, ydot, ws)
+    }
+}
+
+#[test]
+fn the_adjoint_error_is_the_gap_over_the_cauchy_schwarz_bound() {
+    // |⟨C̄, Ċ⟩ − Σᵢ⟨X̄ᵢ, Ẋᵢ⟩| / (‖C̄‖‖Ċ‖ + Σᵢ‖X̄ᵢ‖‖Ẋᵢ‖), recomputed here from the tangents
+    // and cotangent the checker used, for the product whose JVP is halved.
+    let (a, b) = point((3, 4), 5, 42);
+    let rec = Recorder {
+        tangents: Default::default(),
+        cotangents: Default::default(),
+    };
+    let r = Checker::new().check(&rec, &[a.view(), b.view()]).unwrap();
+    // Other passes move both inputs too (and may pass other cotangents): the reported
+    // error must be the formula's for one of the recorded pairs.
+    let inner = |x: &Array2<f64>, y: &Array2<f64>| (x * y).sum();
+    let norm = |x: &Array2<f64>| inner(x, x).sqrt();
+    let mut wants = vec![];
+    for (ad, bd) in rec.tangents.borrow().iter() {
+        for cbar in rec.cotangents.borrow().iter() {
+            let ydot = (ad.dot(&b) + a.dot(bd)) * 0.5;
+            let (ga, gb) = (cbar.dot(&b.t()), a.t().dot(cbar));
+            let lhs = inner(cbar, &ydot);
+            let rhs = inner(&ga, ad) + inner(&gb, bd);
+            let bound = norm(cbar) * norm(&ydot) + norm(&ga) * norm(ad) + norm(&gb) * norm(bd);
+            wants.push((lhs - rhs).abs() / bound);
+        }
+    }
+    let got = r.adjoint_error;
+    assert!(got > 1e-3, "{got}");
+    assert!(
+        wants.iter().any(|w| (got - w).abs() <= 1e-12 * w),
+        "{got} vs {wants:?}"
+    );
+}
+
 #[test]
 fn a_rule_that_reads_its_write_buffer_fails_the_first_write_pass() {
     let r = run(&Faulty(Fault::ReadsWriteBuffer), (3, 4), 5);
