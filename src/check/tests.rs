@@ -610,6 +610,13 @@ fn the_adjoint_error_is_the_gap_over_the_cauchy_schwarz_bound() {
 }
 
 #[test]
+fn the_report_gives_each_outputs_shape() {
+    let r = run(&MM, (3, 4), 5);
+    assert_eq!(r.output_shape(0), Some(Shape(3, 5)), "{r}");
+    assert_eq!(r.output_shape(1), None, "{r}");
+}
+
+#[test]
 fn a_rule_that_reads_its_write_buffer_fails_the_first_write_pass() {
     let r = run(&Faulty(Fault::ReadsWriteBuffer), (3, 4), 5);
     assert!(!r.passed(), "{r}");
