@@ -109,6 +109,30 @@ fn expm_reverse_rule_is_linear_in_a_huge_cotangent() {
     assert!(rel(&(g2 / 1e12), &g1) < 1e-15);
 }
 
+/// At `A = 709.5·I`, `e^A = e⁷⁰⁹·⁵I` is within a factor 1.4 of the largest `f64` and
+/// `L(A, E) = e⁷⁰⁹·⁵E` exactly (`A` commutes with every `E`). The rule evaluates the
+/// Fréchet derivative at the direction scaled to entries in `[½, 1)` (and scales back):
+/// at `[2, 4)` the two halves `e⁷⁰⁹·⁵E/2` of its last squaring would overflow here. The
+/// same through the reverse rule, `Ā = e⁷⁰⁹·⁵C̄`.
+#[test]
+fn expm_derivatives_near_the_overflow_threshold_are_finite_where_the_answer_is() {
+    let a = eye(4) * 709.5;
+    let mut rng = random::rng(152);
+    let e = random::randn::<f64>(4, 4, &mut rng);
+    // Largest entry 0.9: at [2, 4) it would be 3.6, and the last squaring's halves
+    // e⁷⁰⁹·⁵·3.6/2 overflow.
+    let e = &e * (0.9 / e.iter().fold(0.0f64, |m, v| m.max(v.abs())));
+    // Compared as L(A, E)/e⁷⁰⁹·⁵ against E: the squares in `rel` would overflow.
+    let big = 709.5f64.exp();
+    let got = frechet(&a, &e);
+    assert!(got.iter().all(|v| v.is_finite()), "{got}");
+    assert!(rel(&(got / big), &e) < 1e-12);
+    let c = Expm.apply([a.view()]).unwrap();
+    let [g] = c.backward(e.view()).unwrap();
+    assert!(g.iter().all(|v| v.is_finite()), "{g}");
+    assert!(rel(&(g / big), &e) < 1e-12);
+}
+
 #[test]
 fn expm_gives_the_same_results_on_strided_and_transposed_views() {
     for (k, &norm) in [0.5, 20.0].iter().enumerate() {

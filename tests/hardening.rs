@@ -1457,3 +1457,18 @@ fn a_triangular_solve_with_a_right_side_near_the_overflow_threshold_is_exact() {
         "{e}"
     );
 }
+
+/// A solve whose scaled solution overflows names the pivot of `A` itself, not of the
+/// scaled `2ᵉA`: `A = diag(2¹⁰⁰⁰, 1)` is scaled by `2⁻¹⁰⁰⁰` to `diag(1, 2⁻¹⁰⁰⁰)`, whose
+/// solve with `B = (1, 2¹⁰⁰)` overflows at the second pivot, which is `1` in `A`.
+#[test]
+fn an_overflowing_scaled_solve_names_the_pivot_of_the_unscaled_matrix() {
+    let a = array![[2f64.powi(1000), 0.0], [0.0, 1.0]];
+    let b = array![[1.0], [2f64.powi(100)]];
+    match LuSolve::new().forward(&[a.view(), b.view()]) {
+        Err(Error::IllConditioned { index, value, .. }) => {
+            assert_eq!((index, value), (1, 1.0));
+        }
+        r => panic!("{r:?}"),
+    }
+}
