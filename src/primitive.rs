@@ -68,13 +68,7 @@ impl Structure {
                     }
                 }
             }
-            Structure::LowerTriangular => {
-                for ((i, j), x) in u.indexed_iter_mut() {
-                    if j > i {
-                        *x = T::zero();
-                    }
-                }
-            }
+            Structure::LowerTriangular => crate::blas::Uplo::Lower.zero_outside(u),
         }
     }
     /// [`Structure::project_in_place`] on an owned matrix.

@@ -181,6 +181,36 @@ impl Uplo {
             Uplo::Upper => j >= i,
         }
     }
+    /// Zeroes the entries of `a` outside this triangle (the strict other triangle),
+    /// `a` square or not: row by row, or column by column where `a` is column-major,
+    /// so that each zeroed run is contiguous.
+    pub fn zero_outside<T: Clone + num_traits::Zero>(self, mut a: ArrayViewMut2<'_, T>) {
+        use ndarray::s;
+        let (m, n) = a.dim();
+        let by_columns = n > 1 && a.strides()[0] == 1;
+        match (self, by_columns) {
+            (Uplo::Lower, true) => {
+                for j in 1..n {
+                    a.slice_mut(s![..j.min(m), j]).fill(T::zero());
+                }
+            }
+            (Uplo::Lower, false) => {
+                for i in 0..m {
+                    a.slice_mut(s![i, (i + 1).min(n)..]).fill(T::zero());
+                }
+            }
+            (Uplo::Upper, true) => {
+                for j in 0..n {
+                    a.slice_mut(s![(j + 1).min(m).., j]).fill(T::zero());
+                }
+            }
+            (Uplo::Upper, false) => {
+                for i in 1..m {
+                    a.slice_mut(s![i, ..i.min(n)]).fill(T::zero());
+                }
+            }
+        }
+    }
 }
 
 /// A square matrix of which only one triangle is read: the operand of [`trsm`] and
@@ -510,12 +540,7 @@ fn tri_panels<T: Real>(
                 )?;
                 if zero_other {
                     c.slice_mut(s![outside, c0..c1]).fill(T::zero());
-                    let mut d = c.slice_mut(s![c0..c1, c0..c1]);
-                    for ((i, j), x) in d.indexed_iter_mut() {
-                        if !uplo.contains(i, j) {
-                            *x = T::zero();
-                        }
-                    }
+                    uplo.zero_outside(c.slice_mut(s![c0..c1, c0..c1]));
                 }
             }
             Accum::Add => {
@@ -598,11 +623,7 @@ fn tri_block<T: Real>(
         Accum::Replace => {
             gemm(diag.view_mut(), Accum::Replace, rows, cols, alpha)?;
             if zero_other {
-                for ((i, j), x) in diag.indexed_iter_mut() {
-                    if !uplo.contains(i, j) {
-                        *x = T::zero();
-                    }
-                }
+                uplo.zero_outside(diag);
             }
         }
         Accum::Add => {
@@ -629,12 +650,51 @@ fn tri_block<T: Real>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::Array2;
+    use ndarray::{Array2, ShapeBuilder};
 
     fn mat(m: usize, n: usize, seed: usize) -> Array2<f64> {
         Array2::from_shape_fn((m, n), |(i, j)| {
             ((i * 131 + j * 71 + seed * 29 + 1) as f64 * 0.7548776662).sin()
         })
+    }
+
+    /// Zeroing outside a triangle, on wide and tall matrices in both memory orders and
+    /// reversed: exactly the entries `contains` leaves out are zero, the rest untouched.
+    #[test]
+    fn zeroing_outside_a_triangle_clears_exactly_the_other_triangle() {
+        for (m, n) in [(5, 9), (9, 5), (7, 7), (1, 4), (4, 1), (0, 3)] {
+            let a = mat(m, n, m + n);
+            let make = |column_major: bool| {
+                let mut f = Array2::zeros(a.raw_dim().set_f(column_major));
+                f.assign(&a);
+                f
+            };
+            for column_major in [false, true] {
+                for uplo in [Uplo::Lower, Uplo::Upper] {
+                    let mut z = make(column_major);
+                    uplo.zero_outside(z.view_mut());
+                    // `r` holds `a` reversed; `rv`, negatively strided, reads it as `a`.
+                    let mut r = make(column_major);
+                    r.assign(&a.slice(ndarray::s![..;-1, ..;-1]));
+                    let mut rv = r.view_mut();
+                    rv.invert_axis(ndarray::Axis(0));
+                    rv.invert_axis(ndarray::Axis(1));
+                    uplo.zero_outside(rv);
+                    for ((i, j), &got) in z.indexed_iter() {
+                        let want = if uplo.contains(i, j) { a[(i, j)] } else { 0.0 };
+                        assert_eq!(
+                            got, want,
+                            "{m}x{n} column-major {column_major} {uplo:?} ({i}, {j})"
+                        );
+                        assert_eq!(
+                            r[(m - 1 - i, n - 1 - j)],
+                            want,
+                            "reversed {m}x{n} column-major {column_major} {uplo:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// Both ways of splitting a triangular product, whatever the thread count, against

@@ -62,7 +62,7 @@ pub use reverse::{backward_blocked, backward_blocked_in_place, backward_symbolic
 
 use super::square;
 use super::triangular::nonsingular;
-use crate::blas::{addressable, potrf_lower, trmm, trsm, Side, Tri};
+use crate::blas::{addressable, potrf_lower, trmm, trsm, Side, Tri, Uplo};
 use crate::error::{shape_of, Error, Result, Shape};
 use crate::primitive::{Grad, Partials, Rule, Saves, Shapes, Structure};
 use crate::Real;
@@ -226,7 +226,7 @@ fn blas_ready<T: Real>(x: ArrayView2<'_, T>) -> CowArray<'_, T, Ix2> {
 
 /// `Φ(X)` of a square `X`: zero the strict upper triangle, halve the diagonal.
 fn phi<T: Real>(mut x: ArrayViewMut2<'_, T>) {
-    reverse::zero_upper(x.view_mut());
+    Uplo::Lower.zero_outside(x.view_mut());
     x.diag_mut().mapv_inplace(|d| d * T::of(0.5));
 }
 

@@ -3,7 +3,7 @@
 //! (`docs/math.md`, Cholesky).
 
 use super::{blas_ready, cotangent_shape, factor_order, phi, positive_block, Convention, OP};
-use crate::blas::{addressable, copy, gemm, trmm, trsm, Accum, Side, Tri};
+use crate::blas::{addressable, copy, gemm, trmm, trsm, Accum, Side, Tri, Uplo};
 use crate::error::{shape_of, Error, Result};
 use crate::ops::triangular::scratch;
 use crate::primitive::Grad;
@@ -205,7 +205,7 @@ pub(super) fn symbolic_in_place<T: Real>(
     l: ArrayView2<'_, T>,
     mut g: ArrayViewMut2<'_, T>,
 ) -> Result<()> {
-    zero_upper(g.view_mut());
+    Uplo::Lower.zero_outside(g.view_mut());
     let l = Tri::lower(l);
     trmm(g.view_mut(), Side::Left, l.t(), T::one())?;
     phi(g.view_mut());
@@ -370,21 +370,6 @@ fn lower_update<T: Real>(
     )?;
     lower_update(c11, a.slice(s![..h, ..]), b.slice(s![.., ..h]), alpha)?;
     lower_update(c22, a.slice(s![h.., ..]), b.slice(s![.., h..]), alpha)
-}
-
-/// Zeroes the strict upper triangle of the square `g`, row by row (column by column
-/// for a column-major `g`), so that the zeros are contiguous runs.
-pub(super) fn zero_upper<T: Real>(mut g: ArrayViewMut2<'_, T>) {
-    let n = g.nrows();
-    if g.ncols() > 1 && g.strides()[0] == 1 {
-        for j in 1..n {
-            g.slice_mut(s![..j, j]).fill(T::zero());
-        }
-    } else {
-        for i in 0..n {
-            g.slice_mut(s![i, i + 1..]).fill(T::zero());
-        }
-    }
 }
 
 /// The scalar reverse loop of the row-by-row (Cholesky–Banachiewicz) factorisation, on
