@@ -21,6 +21,8 @@ struct Cube {
     /// Relative error of every `f32` result (forward and derivatives alike, so that the
     /// `f32` rule is self-consistent and only the comparison with `f64` sees it).
     f32_error: f64,
+    /// Factor on both derivative rules in `f32` only: 1 is right.
+    f32_slope: f64,
     evals: Cell<usize>,
 }
 
@@ -30,6 +32,7 @@ impl Cube {
             slope: 1.0,
             add_error: 0.0,
             f32_error: 0.0,
+            f32_slope: 1.0,
             evals: Cell::new(0),
         }
     }
@@ -38,6 +41,14 @@ impl Cube {
             1.0 + self.f32_error
         } else {
             1.0
+        })
+    }
+    /// The derivative rules' factor: `slope`, and `f32_slope` in `f32`.
+    fn slope<T: Real>(&self) -> T {
+        T::of(if T::NAME == "f32" {
+            3.0 * self.slope * self.f32_slope
+        } else {
+            3.0 * self.slope
         })
     }
 }
@@ -76,7 +87,7 @@ impl<T: Real> Rule<T> for Cube {
         grads: &mut [Grad<'_, T>],
         _ws: &mut [T],
     ) -> Result<()> {
-        let k = T::of(3.0 * self.slope) * self.factor::<T>();
+        let k = self.slope::<T>() * self.factor::<T>();
         let add = T::of(1.0 + self.add_error);
         let cbar = ybar.view(0);
         match &mut grads[0] {
@@ -100,7 +111,7 @@ impl<T: Real> Rule<T> for Cube {
         ydot: &mut [ArrayViewMut2<'_, T>],
         _ws: &mut [T],
     ) -> Result<()> {
-        let k = T::of(3.0 * self.slope) * self.factor::<T>();
+        let k = self.slope::<T>() * self.factor::<T>();
         Zip::from(&mut ydot[0])
             .and(&x[0])
             .and(&xdot.view(0))
@@ -403,6 +414,25 @@ fn assert_precisions_checks_f32_with_its_own_tolerances() {
         .tol(1e-4)
         .assert_precisions(&off, &[point(3, 2, 16).view()]);
     assert!(r.passed());
+}
+
+#[test]
+#[should_panic(expected = "Cube [f32]")]
+fn assert_precisions_checks_f32_with_its_own_step() {
+    // A step of 1e-8 suits f64's central differences, not f32's: under f32's rounding
+    // unit, x ± h rounds to x or its neighbours, and the differences' rounding floor
+    // hides an error of 10% in the f32 rule. assert_precisions must check f32 with its
+    // own step, and so fail there (rather than later, comparing f32 with f64).
+    let off = Cube {
+        f32_slope: 1.1,
+        ..Cube::right()
+    };
+    let a = point(3, 2, 19);
+    let a32 = a.mapv(|v| v as f32);
+    let h = 1e-8;
+    let r32 = Checker::new().step(h).check(&off, &[a32.view()]).unwrap();
+    assert!(r32.passed(), "the f64 step hides the error in f32");
+    Checker::new().step(h).assert_precisions(&off, &[a.view()]);
 }
 
 #[test]
