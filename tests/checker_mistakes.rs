@@ -307,6 +307,13 @@ fn a_reverse_rule_that_reads_an_undeclared_input_fails_the_saves_check() {
             .any(|f| f.contains("reads input A which it does not declare in saves")),
         "{r}"
     );
+    // The saves error is attributed to that read, and not reported a second time.
+    assert!(
+        !r.failures()
+            .iter()
+            .any(|f| f.contains("gradient with undeclared values replaced by NaN")),
+        "{r}"
+    );
 }
 
 #[test]

@@ -1186,4 +1186,21 @@ mod tests {
             0.0
         );
     }
+
+    #[test]
+    fn the_accumulation_error_is_relative_to_the_largest_part() {
+        // |A + B − S| = 1 against parts of 10⁸: relative error 10⁻⁸, whatever the sum.
+        let a = array![[1e8, -2.0], [3.0, 5e7]];
+        let b = array![[-1e8, 1.0], [1.0, 5e7]];
+        let s = array![[1.0, -1.0], [4.0, 1e8]];
+        assert_eq!(sum_error(a.view(), b.view(), s.view()), 1e-8);
+        // All zero: nothing to be relative to, and no error.
+        let z = Array2::<f64>::zeros((2, 2));
+        assert_eq!(sum_error(z.view(), z.view(), z.view()), 0.0);
+        // Not a sum of these shapes at all.
+        assert_eq!(
+            sum_error(a.view(), b.view(), Array2::zeros((2, 1)).view()),
+            f64::INFINITY
+        );
+    }
 }
