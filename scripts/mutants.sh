@@ -37,7 +37,7 @@ ops)
     tests=(--lib --test=giles_lu --test=giles_misc --test=giles_spectral
         --test=cholesky --test=cholesky_family --test=losses --test=matmul
         --test=ops_elementwise --test=ops_structural --test=naive_oracle
-        --test=properties --test=fuzz)
+        --test=properties --test=hardening --test=fuzz)
     ;;
 *)
     echo "usage: $0 check|ops [cargo-mutants arguments]" >&2
