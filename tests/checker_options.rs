@@ -285,6 +285,28 @@ fn directions_sets_how_many_directions_each_input_gets() {
 }
 
 #[test]
+fn diagnosing_a_1x1_gradient_tries_no_hypothesis_that_is_the_identity_there() {
+    // On a 1×1 input the transpose, the symmetric part and the lower triangle are the
+    // identity: once the scalar multiples are ruled out they could only repeat the
+    // failed comparison, each at the cost of finite differences. A gradient 1.3 times
+    // too large is unrecognised for no more forward passes than a right one passes.
+    let a = point(1, 1, 20);
+    let right = Cube::right();
+    check(Checker::new().full_jacobian(false), &right, &a).assert_passed();
+    let off = Cube {
+        slope: 1.3,
+        ..Cube::right()
+    };
+    let r = check(Checker::new().full_jacobian(false), &off, &a);
+    assert_eq!(
+        r.mistake(0),
+        Some(matgrad::check::Mistake::Unrecognised),
+        "{r}"
+    );
+    assert_eq!(off.evals.get(), right.evals.get(), "{r}");
+}
+
+#[test]
 fn full_jacobian_is_automatic_up_to_100_input_elements_and_can_be_forced() {
     let jac = |c: Checker, a: &Array2<f64>| check(c, &Cube::right(), a).inputs[0].jacobian;
     let at_limit = point(10, 10, 8);

@@ -66,7 +66,8 @@ pub struct Worst {
     pub abs_error: f64,
     /// The absolute error relative to the largest Jacobian entry, floored by the
     /// element's finite-difference rounding (`docs/math.md`, "Checking a rule"): the
-    /// element with the largest such error is the one named.
+    /// element with the largest such error is the one named, and among equal errors
+    /// the first, by output element and then input element in row-major order.
     pub error: f64,
 }
 

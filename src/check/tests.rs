@@ -1500,6 +1500,14 @@ fn an_input_the_output_does_not_depend_on_passes_with_zero_errors() {
     report.assert_passed();
     assert_eq!(report.inputs[1].vjp_error, 0.0, "{report}");
     assert_eq!(report.inputs[1].jvp_error, 0.0, "{report}");
+    // Every element's error is 0: the first is named.
+    let jacobian = report.inputs[1].jacobian.expect("full Jacobian ran");
+    assert_eq!(jacobian.error, 0.0, "{report}");
+    assert_eq!(
+        (jacobian.output, jacobian.output_index, jacobian.input_index),
+        (0, (0, 0), (0, 0)),
+        "{report}"
+    );
 }
 
 // ------------------------------------------------------------ random matrices
