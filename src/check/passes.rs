@@ -1203,4 +1203,36 @@ mod tests {
             f64::INFINITY
         );
     }
+
+    #[test]
+    fn a_buffer_error_is_relative_to_the_largest_expected_entry() {
+        // Off by 1 where the expected entries reach 10⁸: 10⁻⁸.
+        let expected = array![[1e8, -2.0], [3.0, 5e7]];
+        let got = array![[1e8 + 1.0, -2.0], [3.0, 5e7]];
+        assert_eq!(buffer_error(got.view(), expected.view()), 1e-8);
+        // Nothing to be relative to: the difference itself.
+        let z = Array2::<f64>::zeros((2, 2));
+        assert_eq!(buffer_error(z.view(), z.view()), 0.0);
+        assert_eq!(
+            buffer_error(array![[0.5, 0.0]].view(), array![[0.0, 0.0]].view()),
+            0.5
+        );
+        assert_eq!(
+            buffer_error(got.view(), Array2::zeros((1, 2)).view()),
+            f64::INFINITY
+        );
+    }
+
+    #[test]
+    fn two_zero_matrices_are_no_distance_apart() {
+        let z = Array2::<f64>::zeros((2, 3));
+        assert_eq!(matrix_rel(z.view(), z.view()), 0.0);
+        // Otherwise the Frobenius distance over the larger norm: 5 over 5 here.
+        let a = array![[3.0, 0.0], [0.0, 4.0]];
+        assert_eq!(matrix_rel(a.view(), Array2::zeros((2, 2)).view()), 1.0);
+        assert_eq!(
+            matrix_rel(z.view(), Array2::zeros((3, 2)).view()),
+            f64::INFINITY
+        );
+    }
 }
