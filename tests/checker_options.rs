@@ -307,6 +307,23 @@ fn diagnosing_a_1x1_gradient_tries_no_hypothesis_that_is_the_identity_there() {
 }
 
 #[test]
+fn the_diagnosis_is_as_tolerant_as_ten_finite_difference_tolerances() {
+    // A gradient 2.02 times the right one is "doubled" to within 1%: not to within the
+    // diagnosis's floor of 10⁻³ at f64's tolerance, but to within ten times a looser
+    // finite-difference tolerance of 5·10⁻³ (as f32's, 2·10⁻², is).
+    use matgrad::check::Mistake;
+    let a = point(3, 2, 21);
+    let off = Cube {
+        slope: 2.02,
+        ..Cube::right()
+    };
+    let r = check(Checker::new(), &off, &a);
+    assert_eq!(r.mistake(0), Some(Mistake::Unrecognised), "{r}");
+    let r = check(Checker::new().tol(5e-3), &off, &a);
+    assert_eq!(r.mistake(0), Some(Mistake::Doubled), "{r}");
+}
+
+#[test]
 fn full_jacobian_is_automatic_up_to_100_input_elements_and_can_be_forced() {
     let jac = |c: Checker, a: &Array2<f64>| check(c, &Cube::right(), a).inputs[0].jacobian;
     let at_limit = point(10, 10, 8);
