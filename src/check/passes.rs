@@ -1197,11 +1197,14 @@ mod tests {
         // All zero: nothing to be relative to, and no error.
         let z = Array2::<f64>::zeros((2, 2));
         assert_eq!(sum_error(z.view(), z.view(), z.view()), 0.0);
-        // Not a sum of these shapes at all.
+        // Not a sum of these shapes at all, whichever part is of another shape.
         assert_eq!(
             sum_error(a.view(), b.view(), Array2::zeros((2, 1)).view()),
             f64::INFINITY
         );
+        let narrow = Array2::<f64>::zeros((2, 1));
+        assert_eq!(sum_error(a.view(), narrow.view(), s.view()), f64::INFINITY);
+        assert_eq!(sum_error(narrow.view(), b.view(), s.view()), f64::INFINITY);
     }
 
     #[test]

@@ -812,6 +812,15 @@ fn a_correct_two_output_rule_passes_and_the_report_names_its_outputs() {
         "{text}"
     );
     assert!(text.contains("Σₖ⟨Ȳₖ,Ẏₖ⟩"), "{text}");
+    // Each output's row gives its errors, and nothing reads "not checked".
+    for name in ["S", "P"] {
+        let row = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no row for {name}\n{text}"));
+        assert!(row.contains("3×4") && row.contains("0.00e0"), "{row}");
+    }
+    assert!(!text.contains("not checked"), "{text}");
     assert_rule_precisions(&p, &[a.view(), b.view()]);
 }
 
