@@ -324,6 +324,30 @@ fn the_diagnosis_is_as_tolerant_as_ten_finite_difference_tolerances() {
 }
 
 #[test]
+fn the_jacobian_error_is_relative_to_the_largest_jacobian_entry() {
+    // A slope 1% off gives ∂Cᵢ/∂Aᵢ = 3.03·aᵢ² for 3·aᵢ²: the worst error is 0.03·aᵢ² over
+    // the largest entry 3.03·max aⱼ², whatever the scale of A; an absolute error would
+    // shrink a millionfold with A scaled by 10⁻³.
+    let off = Cube {
+        slope: 1.01,
+        ..Cube::right()
+    };
+    let a = point(2, 2, 8);
+    let at = |s: f64| {
+        let w = check(Checker::new().full_jacobian(true), &off, &(&a * s)).inputs[0]
+            .jacobian
+            .unwrap();
+        assert_eq!(w.input_index, w.output_index);
+        w.error
+    };
+    let (one, small) = (at(1.0), at(1e-3));
+    // At the largest aᵢ².
+    let want = 0.03 / 3.03;
+    assert!((one - want).abs() < 1e-6 * want, "{one} vs {want}");
+    assert!((small - want).abs() < 1e-6 * want, "{small} vs {want}");
+}
+
+#[test]
 fn full_jacobian_is_automatic_up_to_100_input_elements_and_can_be_forced() {
     let jac = |c: Checker, a: &Array2<f64>| check(c, &Cube::right(), a).inputs[0].jacobian;
     let at_limit = point(10, 10, 8);

@@ -1440,6 +1440,125 @@ fn a_gradient_left_unwritten_when_it_is_wanted_alone_is_caught() {
 
 /// `C = 3A`, with a second input `B` of another shape that the output does not depend
 /// on: `Ā = 3C̄`, `B̄ = 0`.
+/// `C = A ⊙ B + D`, three inputs: `Ā = C̄ ⊙ B` reads `B`, `B̄ = C̄ ⊙ A` reads `A`, `D̄ = C̄`
+/// reads nothing. With `b_for_a_with_another`, `saves` declares `B` for `Ā` only when
+/// another gradient is wanted too: wrong when `Ā` is wanted alone.
+struct ProductPlus {
+    b_for_a_with_another: bool,
+}
+
+impl Rule<f64> for ProductPlus {
+    fn name(&self) -> &'static str {
+        "ProductPlus"
+    }
+    fn arity(&self) -> usize {
+        3
+    }
+    fn shapes(&self, x: &[Shape]) -> Result<Shapes> {
+        Ok(smallvec![x[0]])
+    }
+    fn saves(&self, wanted: &[bool]) -> Saves {
+        let b = if self.b_for_a_with_another {
+            wanted[0] && (wanted[1] || wanted[2])
+        } else {
+            wanted[0]
+        };
+        let mut saves = Saves::NONE;
+        if b {
+            saves = saves.input(1);
+        }
+        if wanted[1] {
+            saves = saves.input(0);
+        }
+        saves
+    }
+    fn eval(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        y: &mut [ArrayViewMut2<'_, f64>],
+        _: &mut [f64],
+    ) -> Result<()> {
+        Zip::from(&mut y[0])
+            .and(x[0])
+            .and(x[1])
+            .and(x[2])
+            .for_each(|c, &a, &b, &d| *c = a * b + d);
+        Ok(())
+    }
+    fn pullback(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        _y: &[ArrayView2<'_, f64>],
+        ybar: &Partials<'_, '_, f64>,
+        grads: &mut [Grad<'_, f64>],
+        _: &mut [f64],
+    ) -> Result<()> {
+        let cbar = ybar.view(0);
+        for (i, other) in [(0, Some(1)), (1, Some(0)), (2, None)] {
+            if let Some((g, acc)) = grads[i].target() {
+                match other {
+                    Some(k) => Zip::from(g)
+                        .and(&cbar)
+                        .and(x[k])
+                        .for_each(|g, &c, &v| acc.store(g, c * v)),
+                    None => Zip::from(g).and(&cbar).for_each(|g, &c| acc.store(g, c)),
+                }
+            }
+        }
+        Ok(())
+    }
+    fn pushforward(
+        &self,
+        x: &[ArrayView2<'_, f64>],
+        _y: &[ArrayView2<'_, f64>],
+        xdot: &Partials<'_, '_, f64>,
+        ydot: &mut [ArrayViewMut2<'_, f64>],
+        _: &mut [f64],
+    ) -> Result<()> {
+        Zip::from(&mut ydot[0])
+            .and(x[0])
+            .and(x[1])
+            .and(xdot.view(0))
+            .and(xdot.view(1))
+            .for_each(|c, &a, &b, &da, &db| *c = da * b + a * db);
+        Zip::from(&mut ydot[0])
+            .and(xdot.view(2))
+            .for_each(|c, &dd| *c += dd);
+        Ok(())
+    }
+}
+
+#[test]
+fn each_gradient_wanted_alone_is_checked_for_undeclared_reads() {
+    // With three inputs, "each one alone" is not "all but one": a read undeclared only
+    // when Ā is wanted alone must be found, and named with that set of wanted gradients.
+    let mut r = rng(35);
+    let x: Vec<Array2<f64>> = (0..3).map(|_| randn::<f64>(3, 2, &mut r)).collect();
+    let views: Vec<ArrayView2<'_, f64>> = x.iter().map(|a| a.view()).collect();
+    let right = ProductPlus {
+        b_for_a_with_another: false,
+    };
+    Checker::new()
+        .check(&right, &views)
+        .unwrap()
+        .assert_passed();
+    let wrong = ProductPlus {
+        b_for_a_with_another: true,
+    };
+    let report = Checker::new().check(&wrong, &views).unwrap();
+    assert!(!report.passed(), "{report}");
+    let reads: Vec<(Option<Value>, Vec<bool>)> = report
+        .undeclared_reads
+        .iter()
+        .map(|u| (u.value, u.wanted.clone()))
+        .collect();
+    assert_eq!(
+        reads,
+        [(Some(Value::Input(1)), vec![true, false, false])],
+        "{report}"
+    );
+}
+
 struct IgnoresB;
 
 impl Rule<f64> for IgnoresB {
