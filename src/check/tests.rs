@@ -44,8 +44,9 @@ fn matmul_passes_in_both_precisions_with_every_pass_run() {
         r.assert_passed();
         assert!(r.inputs.iter().all(|x| x.jacobian.is_some()), "{r}");
         assert!(r.undeclared_reads.is_empty());
-        // With one output there is no other cotangent to leave out.
+        // With one output there is no other cotangent to leave out; and no residuals.
         assert_eq!(r.outputs[0].missing_cotangent_error, None, "{r}");
+        assert!(!r.to_string().contains("resid."), "{r}");
         assert_rule_precisions(&op, &[a.view(), b.view()]);
     }
 }
@@ -1162,6 +1163,7 @@ fn a_correct_rule_with_a_residual_passes_and_the_residual_is_not_differentiated(
         "{text}"
     );
     assert!(text.contains("R0"), "{text}");
+    assert!(text.contains("(not differentiated)"), "{text}");
     assert_rule_precisions(&p, &[a.view()]);
 }
 
