@@ -133,13 +133,16 @@ fn pow2_neg<T: Real>(s: u32) -> T {
 }
 
 /// The exponent `k` with `max|Eᵢⱼ|·2⁻ᵏ` in `[½, 1)`, kept where `2^±k` is a normal
-/// number of `T`; `0` for a zero or non-finite `E`.
+/// number of `T`; `0` for a zero `E` or one with an infinite entry (NaN entries are
+/// passed over: they reach the result whatever the scale).
 fn balance<T: Real>(e: ArrayView2<'_, T>) -> i32 {
     let m = e.iter().fold(0.0f64, |m, v| m.max(v.to64().abs()));
     if m == 0.0 || !m.is_finite() {
         return 0;
     }
-    let limit = T::max_value().to64().log2().floor() - 1.0;
+    // 2^±limit are the extreme normal powers of two: 2⁻¹⁰²² is the smallest normal f64
+    // (whose log₂ is exact, where log₂ of the largest rounds up to 1024).
+    let limit = -T::min_positive_value().to64().log2();
     (m.log2().floor() + 1.0).clamp(-limit, limit) as i32
 }
 
@@ -400,5 +403,45 @@ impl<T: Real> Rule<T> for Expm {
         finite(&a)?;
         let s = squarings(&a, ELL13);
         frechet_into(a, xdot.view(0), s, ydot[0].view_mut(), Accum::Replace, ws)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{array, Array2};
+
+    /// `balance` returns `k` with the largest `|Eᵢⱼ|·2⁻ᵏ` in `[½, 1)`: the Fréchet
+    /// derivative's halves in the last squaring are then at most `‖e^A‖/2`-sized, which
+    /// is what keeps `L(A, E)` finite next to an `e^A` near the overflow threshold.
+    #[test]
+    fn balance_scales_the_largest_entry_into_a_half_to_one() {
+        for (largest, k) in [
+            (0.9, 0),
+            (0.45, -1),
+            (0.5, 0),
+            (1.0, 1),
+            (3.0, 2),
+            (1e-3, -9),
+        ] {
+            let e = array![[0.25 * largest, -largest], [0.0, 0.5 * largest]];
+            let got = balance::<f64>(e.view());
+            assert_eq!(got, k, "largest entry {largest}");
+            let scaled = largest * (-f64::from(got)).exp2();
+            assert!((0.5..1.0).contains(&scaled), "largest entry {largest}");
+        }
+        // Zero and infinite directions are left alone; NaN entries are passed over.
+        assert_eq!(balance::<f64>(Array2::zeros((2, 3)).view()), 0);
+        assert_eq!(balance::<f64>(array![[1.0, f64::NEG_INFINITY]].view()), 0);
+        assert_eq!(balance::<f64>(array![[3.0, f64::NAN]].view()), 2);
+        // Clamped so that 2^±k stays a normal number: f64's max is below 2¹⁰²⁴, f32's
+        // below 2¹²⁸.
+        assert_eq!(balance::<f64>(array![[f64::MAX]].view()), 1022);
+        assert_eq!(
+            balance::<f64>(array![[f64::MIN_POSITIVE / 8.0]].view()),
+            -1022
+        );
+        assert_eq!(balance::<f32>(array![[f32::MAX]].view()), 126);
+        assert_eq!(balance::<f32>(array![[1e-40f32]].view()), -126);
     }
 }
