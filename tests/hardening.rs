@@ -374,6 +374,131 @@ fn forward_mode_rules_reject_a_singular_factor() {
     ));
 }
 
+/// The name a rule gives (`Rule::name`) is how checker reports, tape records and
+/// errors identify it: one name per primitive and variant, as documented, and the
+/// primitive named by its shape errors is that one (up to the parenthesised variant).
+#[test]
+fn every_primitive_and_variant_has_its_own_name_which_its_errors_carry() {
+    fn name<R: Rule<f64>>(r: R) -> &'static str {
+        r.name()
+    }
+    let (lo, up, left, right) = (Uplo::Lower, Uplo::Upper, Side::Left, Side::Right);
+    let (no, yes) = (Trans::No, Trans::Yes);
+    let names = [
+        (name(Add), "Add"),
+        (name(AddBias), "AddBias"),
+        (name(Hadamard), "Hadamard"),
+        (name(Map(Tanh)), "Tanh"),
+        (name(MatMul::nn()), "MatMul(A·B)"),
+        (name(MatMul::tn()), "MatMul(Aᵀ·B)"),
+        (name(MatMul::nt()), "MatMul(A·Bᵀ)"),
+        (name(MatMul::tt()), "MatMul(Aᵀ·Bᵀ)"),
+        (name(Sum), "Sum"),
+        (name(Mean), "Mean"),
+        (name(LogSumExp), "LogSumExp"),
+        (name(LogSoftmax), "LogSoftmax"),
+        (name(Trace), "Trace"),
+        (name(FrobeniusNorm), "FrobeniusNorm"),
+        (name(NuclearNorm), "NuclearNorm"),
+        (name(SpectralNorm), "SpectralNorm"),
+        (name(MatPoly::new([1.0, 2.0])), "MatPoly"),
+        (name(Expm), "Expm"),
+        (name(Svd), "Svd"),
+        (name(SymEig::new()), "SymEig(symmetric)"),
+        (
+            name(SymEig::new().convention(Convention::Lower)),
+            "SymEig(lower)",
+        ),
+        (name(Cholesky::new()), "Cholesky(symmetric)"),
+        (
+            name(Cholesky::new().convention(Convention::Lower)),
+            "Cholesky(lower)",
+        ),
+        (name(CholLogDet), "CholLogDet(2Σ log Lᵢᵢ)"),
+        (name(ChoSolve), "ChoSolve((LLᵀ)⁻¹·B)"),
+        (name(Inverse), "Inverse(A⁻¹)"),
+        (name(Det), "Det"),
+        (name(SlogDet), "SlogDet"),
+        (name(LuSolve::new()), "LuSolve(A⁻¹·B)"),
+        (name(LuSolve::transposed()), "LuSolve(A⁻ᵀ·B)"),
+        (name(TriSolve::new(left, no, lo)), "TriSolve(L⁻¹·B)"),
+        (name(TriSolve::new(left, yes, lo)), "TriSolve(L⁻ᵀ·B)"),
+        (name(TriSolve::new(left, no, up)), "TriSolve(U⁻¹·B)"),
+        (name(TriSolve::new(left, yes, up)), "TriSolve(U⁻ᵀ·B)"),
+        (name(TriSolve::new(right, no, lo)), "TriSolve(B·L⁻¹)"),
+        (name(TriSolve::new(right, yes, lo)), "TriSolve(B·L⁻ᵀ)"),
+        (name(TriSolve::new(right, no, up)), "TriSolve(B·U⁻¹)"),
+        (name(TriSolve::new(right, yes, up)), "TriSolve(B·U⁻ᵀ)"),
+        (
+            name(SoftmaxCrossEntropy::new(vec![0, 1])),
+            "SoftmaxCrossEntropy",
+        ),
+        (name(MeanSquaredError), "MeanSquaredError"),
+    ];
+    for (k, &(got, want)) in names.iter().enumerate() {
+        assert_eq!(got, want);
+        assert!(
+            names[..k].iter().all(|&(other, _)| other != got),
+            "{got} twice"
+        );
+    }
+    // A shape error from each primitive that has one names the primitive.
+    let (a23, a32, a22) = (randn(2, 3, 1), randn(3, 2, 2), randn(2, 2, 3));
+    let (a, b, sq) = (a23.view(), a32.view(), a22.view());
+    let errors: Vec<(&str, Error)> = vec![
+        (name(Add), Add.apply([a, b]).err().unwrap()),
+        (name(AddBias), AddBias.apply([a, b]).err().unwrap()),
+        (name(Hadamard), Hadamard.apply([a, b]).err().unwrap()),
+        (
+            name(MatMul::nn()),
+            MatMul::nn().apply([a, a]).err().unwrap(),
+        ),
+        (
+            name(MatMul::tt()),
+            MatMul::tt().apply([a, a]).err().unwrap(),
+        ),
+        (name(Trace), Trace.apply([a]).err().unwrap()),
+        (
+            name(MatPoly::new([1.0])),
+            MatPoly::new([1.0]).apply([a]).err().unwrap(),
+        ),
+        (name(Expm), Expm.apply([a]).err().unwrap()),
+        (name(SymEig::new()), SymEig::new().apply([a]).err().unwrap()),
+        (
+            name(Cholesky::new()),
+            Cholesky::new().apply([a]).err().unwrap(),
+        ),
+        (name(CholLogDet), CholLogDet.apply([a]).err().unwrap()),
+        (name(ChoSolve), ChoSolve.apply([a, b]).err().unwrap()),
+        (name(Inverse), Inverse.apply([a]).err().unwrap()),
+        (name(Det), Det.apply([a]).err().unwrap()),
+        (name(SlogDet), SlogDet.apply([a]).err().unwrap()),
+        (
+            name(LuSolve::new()),
+            LuSolve::new().apply([sq, b]).err().unwrap(),
+        ),
+        (
+            name(TriSolve::lower()),
+            TriSolve::lower().apply([sq, b]).err().unwrap(),
+        ),
+        (
+            name(SoftmaxCrossEntropy::new(vec![0])),
+            SoftmaxCrossEntropy::new(vec![0]).apply([a]).err().unwrap(),
+        ),
+        (
+            name(MeanSquaredError),
+            MeanSquaredError.apply([a, b]).err().unwrap(),
+        ),
+    ];
+    for (name, e) in errors {
+        let (stem, msg) = (name.split('(').next().unwrap_or(name), e.to_string());
+        assert!(
+            msg.starts_with(&format!("{name}: ")) || msg.starts_with(&format!("{stem}: ")),
+            "{name}: {msg}"
+        );
+    }
+}
+
 // ------------------------------------ finite answers where the answer is finite
 
 /// `X = L⁻¹B` by forward substitution with divisions, in f64.
