@@ -106,8 +106,19 @@ pub(crate) fn scratch_f<'w, T>(
         return Err(short(ws.len()));
     }
     let (head, rest) = ws.split_at_mut(r * c);
-    let view = ArrayViewMut2::from_shape((r, c).f(), head).map_err(|_| short(r * c))?;
-    Ok((view, rest))
+    Ok((fmat_mut(head, (r, c)), rest))
+}
+
+/// `buf`, of exactly `r·c` entries (as [`take`] gives them), as a column-major `r×c`
+/// view.
+pub(crate) fn fmat_mut<T>(buf: &mut [T], (r, c): (usize, usize)) -> ArrayViewMut2<'_, T> {
+    // The length is r·c by construction: the shape always fits.
+    ArrayViewMut2::from_shape((r, c).f(), buf).unwrap_or_else(|_| unreachable!())
+}
+
+/// `buf`, of exactly `r·c` entries, as a column-major `r×c` view.
+pub(crate) fn fmat<T>(buf: &[T], (r, c): (usize, usize)) -> ArrayView2<'_, T> {
+    ArrayView2::from_shape((r, c).f(), buf).unwrap_or_else(|_| unreachable!())
 }
 
 /// The first `len` elements of `ws`, and the rest.
@@ -445,26 +456,14 @@ impl<T: Real> Rule<T> for SymEig {
             } else if transposed {
                 v.view_mut().reversed_axes()
             } else {
-                ArrayViewMut2::from_shape((n, n).f(), &mut zbuf[..]).map_err(|_| {
-                    Error::Workspace {
-                        op,
-                        needed: n * n,
-                        got: 0,
-                    }
-                })?
+                fmat_mut(zbuf, (n, n))
             };
             Zip::indexed(z.view_mut())
                 .for_each(|(i, j), z| *z = if j <= i { a[(i, j)] } else { T::zero() });
             syevd(op, z.view_mut(), w, work, iwork)?;
         }
         if !direct && !transposed {
-            let z =
-                ArrayView2::from_shape((n, n).f(), &zbuf[..]).map_err(|_| Error::Workspace {
-                    op,
-                    needed: n * n,
-                    got: 0,
-                })?;
-            v.assign(&z);
+            v.assign(&fmat(zbuf, (n, n)));
         }
         if transposed {
             for i in 0..n {

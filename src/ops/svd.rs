@@ -41,14 +41,14 @@
 //!   `Pᵢᵢ = Pⱼⱼ` on a degenerate pair and `Pᵢᵢ = 0` on a zero singular value (where `ṡᵢ`
 //!   would be a one-sided derivative), else a typed error.
 
-use super::eigh::{expect_finite, fix_signs, max_abs, scratch_f, take, tolerance};
+use super::eigh::{expect_finite, fix_signs, fmat, fmat_mut, max_abs, scratch_f, take, tolerance};
 use super::triangular::scratch;
 use crate::blas::lapack::{gesdd, gesdd_workspace, int_scratch, ints_in, is_column_major};
 use crate::blas::{gemm, Accum};
 use crate::error::{Error, Result, Shape};
 use crate::primitive::{Grad, Partials, Rule, Saves, Shapes};
 use crate::Real;
-use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder, Zip};
+use ndarray::{ArrayView2, ArrayViewMut2, Zip};
 use smallvec::smallvec;
 
 const OP: &str = "Svd";
@@ -127,26 +127,24 @@ pub(crate) fn thin_svd<T: Real>(
     let (sbuf, work) = take(op, ws, k)?;
     let u_direct = is_column_major(&u.view());
     let vt_direct = is_column_major(&v.t());
-    let short = |needed| Error::Workspace { op, needed, got: 0 };
     {
         let mut uz = if u_direct {
             u.view_mut()
         } else {
-            ArrayViewMut2::from_shape((m, k).f(), &mut ubuf[..]).map_err(|_| short(m * k))?
+            fmat_mut(ubuf, (m, k))
         };
         let mut vz = if vt_direct {
             v.view_mut().reversed_axes()
         } else {
-            ArrayViewMut2::from_shape((k, n).f(), &mut vtbuf[..]).map_err(|_| short(k * n))?
+            fmat_mut(vtbuf, (k, n))
         };
         gesdd(op, copy, sbuf, uz.view_mut(), vz.view_mut(), work, iwork)?;
     }
     if !u_direct {
-        u.assign(&ArrayView2::from_shape((m, k).f(), &ubuf[..]).map_err(|_| short(m * k))?);
+        u.assign(&fmat(ubuf, (m, k)));
     }
     if !vt_direct {
-        let vt = ArrayView2::from_shape((k, n).f(), &vtbuf[..]).map_err(|_| short(k * n))?;
-        v.assign(&vt.t());
+        v.assign(&fmat(vtbuf, (k, n)).t());
     }
     fix_signs(u.view_mut(), Some(v.view_mut()));
     for (i, &x) in sbuf.iter().enumerate() {
