@@ -119,6 +119,18 @@ pub struct Applied<'a, P, T, const N: usize> {
     outputs: SmallVec<[ArcArray2<T>; 1]>,
 }
 
+/// The primitive by its name, then its inputs and every output (ndarray's `Debug`
+/// elides the middle of large matrices), so that `result.unwrap_err()` and `{:?}` work.
+impl<P: Primitive<T>, T: Real, const N: usize> std::fmt::Debug for Applied<'_, P, T, N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Applied")
+            .field("op", &self.op.name())
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .finish()
+    }
+}
+
 /// The typed layer of every primitive: `op.apply([a, b])`.
 ///
 /// `apply` takes the primitive by value, which copies the small `Copy` ones; for one
