@@ -499,6 +499,39 @@ fn every_primitive_and_variant_has_its_own_name_which_its_errors_carry() {
     }
 }
 
+/// The names of inputs and outputs (residuals included) are what errors and checker
+/// reports call them: the documented ones, one per slot.
+#[test]
+fn primitives_name_their_inputs_and_outputs_as_documented() {
+    fn slots<R: Rule<f64>>(r: R, inputs: &[&str], outputs: &[&str]) {
+        let name = r.name();
+        assert_eq!(r.arity(), inputs.len(), "{name}");
+        assert_eq!(r.outputs() + r.residuals(), outputs.len(), "{name}");
+        for (i, &want) in inputs.iter().enumerate() {
+            assert_eq!(r.input_name(i), want, "{name}: input {i}");
+        }
+        for (k, &want) in outputs.iter().enumerate() {
+            assert_eq!(r.output_name(k), want, "{name}: output {k}");
+        }
+    }
+    slots(Sum, &["A"], &["c"]);
+    slots(Mean, &["A"], &["c"]);
+    slots(LogSumExp, &["A"], &["c"]);
+    slots(AddBias, &["X", "b"], &["C"]);
+    slots(CholLogDet, &["L"], &["C"]);
+    slots(TriSolve::lower(), &["L", "B"], &["C"]);
+    slots(ChoSolve, &["L", "B"], &["C"]);
+    slots(LuSolve::new(), &["A", "B"], &["X", "LU", "ipiv"]);
+    slots(Det, &["A"], &["det", "LU", "ipiv"]);
+    slots(SlogDet, &["A"], &["sign", "logabsdet", "LU", "ipiv"]);
+    slots(SymEig::new(), &["A"], &["λ", "V"]);
+    slots(Svd, &["A"], &["U", "s", "V"]);
+    slots(NuclearNorm, &["A"], &["C", "U", "s", "V"]);
+    slots(SpectralNorm, &["A"], &["C", "u₁", "v₁", "σ₂"]);
+    slots(SoftmaxCrossEntropy::new(vec![0]), &["Z"], &["c", "P"]);
+    slots(MeanSquaredError, &["Y", "T"], &["c"]);
+}
+
 // ------------------------------------ finite answers where the answer is finite
 
 /// `X = L⁻¹B` by forward substitution with divisions, in f64.
