@@ -555,3 +555,31 @@ impl<T: Real> Rule<T> for SymEig {
         gemm(v_dot.view_mut(), Accum::Replace, v, p.view(), T::one())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{array, Array2};
+
+    /// `fold_into` reads only the lower triangle of `p` (the strict upper one holds 9s
+    /// here), and writes the convention's gradient: the mirrored `G`, or its lower
+    /// triangle with doubled off-diagonal entries and a zero strict upper triangle.
+    #[test]
+    fn fold_into_reads_only_the_lower_triangle() {
+        let p = array![[1.0, 9.0, 9.0], [2.0, 3.0, 9.0], [4.0, 5.0, 6.0]];
+        let mut g = Array2::from_elem((3, 3), 0.5);
+        fold_into(Convention::Lower, p.view(), g.view_mut(), Accum::Add);
+        assert_eq!(
+            g,
+            array![[1.5, 0.5, 0.5], [4.5, 3.5, 0.5], [8.5, 10.5, 6.5]]
+        );
+        let mut g = Array2::from_elem((3, 3), 0.5);
+        fold_into(
+            Convention::Symmetric,
+            p.view(),
+            g.view_mut(),
+            Accum::Replace,
+        );
+        assert_eq!(g, array![[1.0, 2.0, 4.0], [2.0, 3.0, 5.0], [4.0, 5.0, 6.0]]);
+    }
+}
