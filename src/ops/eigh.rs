@@ -39,14 +39,14 @@
 
 use super::cholesky::Convention;
 use super::square;
-use super::triangular::scratch;
+use super::workspace::{fmat, fmat_mut, rmat_mut, scratch, take};
 use crate::blas::copy::copy;
 use crate::blas::lapack::{int_scratch, ints_in, is_column_major, syevd, syevd_workspace};
 use crate::blas::{gemm, gemm_tri, gemm_tri_unzeroed, Accum, Uplo};
 use crate::error::{Error, Result, Shape};
 use crate::primitive::{Grad, Partials, Rule, Saves, Shapes, Structure};
 use crate::Real;
-use ndarray::{ArrayView2, ArrayViewMut2, Axis, ShapeBuilder, Zip};
+use ndarray::{ArrayView2, ArrayViewMut2, Axis, Zip};
 use smallvec::smallvec;
 
 /// Eigenvalues or singular values `i ≠ j` coincide, and a cotangent or tangent entry
@@ -88,53 +88,6 @@ pub(crate) fn expect_finite<T: Real>(
         }
     }
     Ok(())
-}
-
-/// The first `r·c` elements of `ws` as a column-major `r×c` matrix (for LAPACK), and
-/// the rest.
-pub(crate) fn scratch_f<'w, T>(
-    op: &'static str,
-    ws: &'w mut [T],
-    (r, c): (usize, usize),
-) -> Result<(ArrayViewMut2<'w, T>, &'w mut [T])> {
-    let short = |got| Error::Workspace {
-        op,
-        needed: r * c,
-        got,
-    };
-    if ws.len() < r * c {
-        return Err(short(ws.len()));
-    }
-    let (head, rest) = ws.split_at_mut(r * c);
-    Ok((fmat_mut(head, (r, c)), rest))
-}
-
-/// `buf`, of exactly `r·c` entries (as [`take`] gives them), as a column-major `r×c`
-/// view.
-pub(crate) fn fmat_mut<T>(buf: &mut [T], (r, c): (usize, usize)) -> ArrayViewMut2<'_, T> {
-    // The length is r·c by construction: the shape always fits.
-    ArrayViewMut2::from_shape((r, c).f(), buf).unwrap_or_else(|_| unreachable!())
-}
-
-/// `buf`, of exactly `r·c` entries, as a column-major `r×c` view.
-pub(crate) fn fmat<T>(buf: &[T], (r, c): (usize, usize)) -> ArrayView2<'_, T> {
-    ArrayView2::from_shape((r, c).f(), buf).unwrap_or_else(|_| unreachable!())
-}
-
-/// The first `len` elements of `ws`, and the rest.
-pub(crate) fn take<'w, T>(
-    op: &'static str,
-    ws: &'w mut [T],
-    len: usize,
-) -> Result<(&'w mut [T], &'w mut [T])> {
-    if ws.len() < len {
-        return Err(Error::Workspace {
-            op,
-            needed: len,
-            got: ws.len(),
-        });
-    }
-    Ok(ws.split_at_mut(len))
 }
 
 /// Fixes the sign of each eigen- or singular-vector pair, which LAPACK leaves free:
@@ -494,18 +447,25 @@ impl<T: Real> Rule<T> for SymEig {
         };
         let (lam, v) = (y[0].view(), y[1].view());
         let n = v.nrows();
-        let (mut s, ws) = scratch(op, ws, (n, n))?;
+        let (sbuf, ws) = take(op, ws, n * n)?;
         let (mut w, _) = scratch(op, ws, (n, n))?;
         match ybar.get(1) {
             Some(vbar) => {
-                gemm(s.view_mut(), Accum::Replace, v.t(), vbar, T::one())?;
-                let m = s.as_slice_mut().ok_or(Error::Workspace {
-                    op,
-                    needed: n * n,
-                    got: 0,
-                })?;
-                reverse_core(op, m, n, lam, ybar.get(0))?;
-                gemm(w.view_mut(), Accum::Replace, v, s.view(), T::one())?;
+                gemm(
+                    rmat_mut(sbuf, (n, n)),
+                    Accum::Replace,
+                    v.t(),
+                    vbar,
+                    T::one(),
+                )?;
+                reverse_core(op, sbuf, n, lam, ybar.get(0))?;
+                gemm(
+                    w.view_mut(),
+                    Accum::Replace,
+                    v,
+                    rmat_mut(sbuf, (n, n)).view(),
+                    T::one(),
+                )?;
             }
             None => {
                 let lbar = ybar.view(0);
@@ -520,7 +480,7 @@ impl<T: Real> Rule<T> for SymEig {
             }
             Accum::Add => {
                 gemm_tri(
-                    s.view_mut(),
+                    rmat_mut(sbuf, (n, n)),
                     Uplo::Lower,
                     Accum::Replace,
                     w.view(),
@@ -528,7 +488,7 @@ impl<T: Real> Rule<T> for SymEig {
                     T::one(),
                     &mut [],
                 )?;
-                fold_into(self.convention, s.view(), g, acc);
+                fold_into(self.convention, rmat_mut(sbuf, (n, n)).view(), g, acc);
             }
         }
         Ok(())

@@ -18,12 +18,13 @@
 //! ```
 
 use super::square;
+use super::workspace::{fmat_mut, take};
 use crate::blas::lapack::{getrf, getrs, pivot_len, pivots_in};
 use crate::blas::{gemm, Accum, Trans};
 use crate::error::{Error, Result, Shape};
 use crate::primitive::{Grad, Partials, Rule, Saves, Shapes};
 use crate::Real;
-use ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder, Zip};
+use ndarray::{ArrayView2, ArrayViewMut2, Zip};
 use smallvec::smallvec;
 
 const OP: &str = "Expm";
@@ -149,19 +150,11 @@ fn balance<T: Real>(e: ArrayView2<'_, T>) -> i32 {
 /// `n×n` column-major views over consecutive slices of `ws`.
 fn slots<T, const K: usize>(ws: &mut [T], n: usize) -> Result<[ArrayViewMut2<'_, T>; K]> {
     let nn = n * n;
-    if ws.len() < K * nn {
-        return Err(Error::Workspace {
-            op: OP,
-            needed: K * nn,
-            got: ws.len(),
-        });
-    }
-    let mut rest = ws;
+    let (mut rest, _) = take(OP, ws, K * nn)?;
     Ok(std::array::from_fn(|_| {
         let (head, tail) = std::mem::take(&mut rest).split_at_mut(nn);
         rest = tail;
-        // The length is n² by construction.
-        ArrayViewMut2::from_shape((n, n).f(), head).unwrap_or_else(|_| unreachable!())
+        fmat_mut(head, (n, n))
     }))
 }
 

@@ -58,6 +58,7 @@ pub mod svd;
 pub mod trace;
 pub mod transpose;
 pub mod triangular;
+mod workspace;
 
 /// An input of [`Apply::apply`]: a borrowed view, or a shared array (the output of an
 /// earlier [`Applied`]) whose reference count keeps it alive without a copy.

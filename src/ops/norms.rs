@@ -25,9 +25,9 @@
 //! the zero tolerance. Only the spectral norm with `σ₁ = σ₂ > 0` within tolerance has
 //! no such choice made: it is [`Error::DegenerateEigenvalues`] naming `(0, 1)`.
 
-use super::eigh::{expect_finite, max_abs, take, tolerance};
+use super::eigh::{expect_finite, max_abs, tolerance};
 use super::svd::{expect_lapack_dims, svd_workspace, thin_svd};
-use super::triangular::scratch;
+use super::workspace::{rmat_mut, scratch, take};
 use crate::blas::{gemm, Accum};
 use crate::error::{Error, Result, Shape};
 use crate::primitive::{Grad, Partials, Rule, Saves, Shapes};
@@ -384,10 +384,9 @@ impl<T: Real> Rule<T> for SpectralNorm {
         let (ubuf, ws) = take(op, ws, m * k)?;
         let (sbuf, ws) = take(op, ws, k)?;
         let (vbuf, ws) = take(op, ws, n * k)?;
-        let short = |needed| Error::Workspace { op, needed, got: 0 };
-        let mut u = ArrayViewMut2::from_shape((m, k), ubuf).map_err(|_| short(m * k))?;
-        let mut s = ArrayViewMut2::from_shape((k, 1), sbuf).map_err(|_| short(k))?;
-        let mut v = ArrayViewMut2::from_shape((n, k), vbuf).map_err(|_| short(n * k))?;
+        let mut u = rmat_mut(ubuf, (m, k));
+        let mut s = rmat_mut(sbuf, (k, 1));
+        let mut v = rmat_mut(vbuf, (n, k));
         thin_svd(op, a, u.view_mut(), s.view_mut(), v.view_mut(), ws)?;
         y[0][(0, 0)] = s[(0, 0)];
         y[1].assign(&u.column(0).insert_axis(ndarray::Axis(1)));

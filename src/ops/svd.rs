@@ -41,8 +41,8 @@
 //!   `Pᵢᵢ = Pⱼⱼ` on a degenerate pair and `Pᵢᵢ = 0` on a zero singular value (where `ṡᵢ`
 //!   would be a one-sided derivative), else a typed error.
 
-use super::eigh::{expect_finite, fix_signs, fmat, fmat_mut, max_abs, scratch_f, take, tolerance};
-use super::triangular::scratch;
+use super::eigh::{expect_finite, fix_signs, max_abs, tolerance};
+use super::workspace::{fmat, fmat_mut, scratch, scratch_f, take};
 use crate::blas::lapack::{gesdd, gesdd_workspace, int_scratch, ints_in, is_column_major};
 use crate::blas::{gemm, Accum};
 use crate::error::{Error, Result, Shape};

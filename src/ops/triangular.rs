@@ -26,6 +26,7 @@
 //! # Ok::<(), matgrad::Error>(())
 //! ```
 
+pub(crate) use super::workspace::scratch;
 use super::{all_finite, max_magnitude, rescale_exponent, scale_pow2, square};
 use crate::blas::{
     addressable, gemm_tri, gemm_tri_workspace, trmm, trsm, Accum, Side, Trans, Tri, Uplo,
@@ -378,25 +379,6 @@ pub(crate) fn solve_saves(wanted: &[bool]) -> Saves {
 /// at the first entry whose reciprocal overflows ([`super::invertible_diagonal`]).
 pub(crate) fn nonsingular<T: Real>(op: &'static str, l: &ArrayView2<'_, T>) -> Result<()> {
     super::invertible_diagonal(op, l)
-}
-
-/// The first `r·c` elements of `ws` as an `r×c` standard-layout matrix, and the rest.
-pub(crate) fn scratch<'w, T>(
-    op: &'static str,
-    ws: &'w mut [T],
-    (r, c): (usize, usize),
-) -> Result<(ArrayViewMut2<'w, T>, &'w mut [T])> {
-    let short = |got| Error::Workspace {
-        op,
-        needed: r * c,
-        got,
-    };
-    if ws.len() < r * c {
-        return Err(short(ws.len()));
-    }
-    let (head, rest) = ws.split_at_mut(r * c);
-    let view = ArrayViewMut2::from_shape((r, c), head).map_err(|_| short(r * c))?;
-    Ok((view, rest))
 }
 
 /// `B̄` of a solve, computed by `solve` in place on a copy of `X̄`, where it costs least:

@@ -1,12 +1,13 @@
 //! `c = det A` and `(sign det A, log|det A|)` through one LU, whose factors are residuals.
 
 use super::{
-    adjugate_t, all_finite, colmajor, determinant, factor, inverse_into, overflowed,
-    permutation_sign, residual_lu, residual_pivots, solvable, store_pivots, unscale, Pivots,
+    adjugate_t, all_finite, determinant, factor, inverse_into, overflowed, permutation_sign,
+    residual_lu, residual_pivots, solvable, store_pivots, unscale, Pivots,
 };
 use crate::blas::Trans;
 use crate::error::{Error, Result, Shape};
 use crate::ops::square;
+use crate::ops::workspace::scratch_f;
 use crate::primitive::{Grad, Partials, Rule, Saves, Shapes};
 use crate::Real;
 use ndarray::{ArrayView2, ArrayViewMut2, Zip};
@@ -36,7 +37,7 @@ fn factor_residuals<'w, T: Real>(
     ws: &'w mut [T],
 ) -> Result<(Pivots, Option<usize>, i32, ArrayViewMut2<'w, T>)> {
     let n = a.nrows();
-    let (mut lu, _) = colmajor(op, ws, (n, n))?;
+    let (mut lu, _) = scratch_f(op, ws, (n, n))?;
     let (piv, zero, e) = factor(op, a, lu.view_mut())?;
     res[0].assign(&lu);
     unscale(res[0].view_mut(), e);
@@ -130,7 +131,7 @@ impl<T: Real> Rule<T> for Det {
         };
         let piv = residual_pivots(DET, &y[2])?;
         let (lu, rest) = residual_lu(DET, y[1].view(), ws)?;
-        let (mut adj, _) = colmajor(DET, rest, lu.dim())?;
+        let (mut adj, _) = scratch_f(DET, rest, lu.dim())?;
         adjugate_t(DET, lu, &piv, adj.view_mut())?;
         let cbar = ybar.view(0)[(0, 0)];
         Zip::from(g)
@@ -148,7 +149,7 @@ impl<T: Real> Rule<T> for Det {
     ) -> Result<()> {
         let piv = residual_pivots(DET, &y[2])?;
         let (lu, rest) = residual_lu(DET, y[1].view(), ws)?;
-        let (mut adj, _) = colmajor(DET, rest, lu.dim())?;
+        let (mut adj, _) = scratch_f(DET, rest, lu.dim())?;
         adjugate_t(DET, lu, &piv, adj.view_mut())?;
         // A zero entry of Ȧ contributes zero, also where adj(A) overflows (∞·0 = NaN).
         ydot[0][(0, 0)] = Zip::from(&adj)
@@ -287,7 +288,7 @@ impl<T: Real> Rule<T> for SlogDet {
         };
         let piv = residual_pivots(SLOGDET, &y[3])?;
         let (lu, rest) = residual_lu(SLOGDET, y[2].view(), ws)?;
-        let (mut inv_t, _) = colmajor(SLOGDET, rest, lu.dim())?;
+        let (mut inv_t, _) = scratch_f(SLOGDET, rest, lu.dim())?;
         inverse_t(lu, &piv, inv_t.view_mut())?;
         Zip::from(g)
             .and(&inv_t)
@@ -304,7 +305,7 @@ impl<T: Real> Rule<T> for SlogDet {
     ) -> Result<()> {
         let piv = residual_pivots(SLOGDET, &y[3])?;
         let (lu, rest) = residual_lu(SLOGDET, y[2].view(), ws)?;
-        let (mut inv_t, _) = colmajor(SLOGDET, rest, lu.dim())?;
+        let (mut inv_t, _) = scratch_f(SLOGDET, rest, lu.dim())?;
         inverse_t(lu, &piv, inv_t.view_mut())?;
         ydot[0][(0, 0)] = T::zero();
         ydot[1][(0, 0)] = Zip::from(&inv_t)

@@ -1,9 +1,10 @@
 //! `C = A⁻¹` through LU.
 
-use super::{all_finite, colmajor, factor, inverse_into, is_colmajor, overflowed, solvable};
+use super::{all_finite, factor, inverse_into, is_colmajor, overflowed, solvable};
 use crate::blas::{gemm, Accum, Trans};
 use crate::error::{Error, Result, Shape};
 use crate::ops::square;
+use crate::ops::workspace::scratch_f;
 use crate::primitive::{Grad, Partials, Rule, Saves, Shapes};
 use crate::Real;
 use ndarray::{ArrayView2, ArrayViewMut2};
@@ -59,7 +60,7 @@ impl<T: Real> Rule<T> for Inverse {
         ws: &mut [T],
     ) -> Result<()> {
         let n = x[0].nrows();
-        let (mut lu, rest) = colmajor(OP, ws, (n, n))?;
+        let (mut lu, rest) = scratch_f(OP, ws, (n, n))?;
         let (piv, zero, e) = factor(OP, x[0].view(), lu.view_mut())?;
         if let Some(index) = zero {
             return Err(Error::Singular { op: OP, index });
@@ -73,7 +74,7 @@ impl<T: Real> Rule<T> for Inverse {
             // Cᵀ = A⁻ᵀ, column-major in a row-major buffer.
             inverse_into(OP, lu, &piv, Trans::Yes, c.reversed_axes())?;
         } else {
-            let (mut w, _) = colmajor(OP, rest, (n, n))?;
+            let (mut w, _) = scratch_f(OP, rest, (n, n))?;
             inverse_into(OP, lu, &piv, Trans::No, w.view_mut())?;
             y[0].assign(&w);
         }
@@ -97,7 +98,7 @@ impl<T: Real> Rule<T> for Inverse {
     ) -> Result<()> {
         if let Some((g, acc)) = grads[0].target() {
             let c = y[0].view();
-            let (mut w, _) = colmajor(OP, ws, c.dim())?;
+            let (mut w, _) = scratch_f(OP, ws, c.dim())?;
             gemm(w.view_mut(), Accum::Replace, ybar.view(0), c.t(), T::one())?;
             gemm(g, acc, c.t(), w.view(), -T::one())?;
         }
@@ -112,7 +113,7 @@ impl<T: Real> Rule<T> for Inverse {
         ws: &mut [T],
     ) -> Result<()> {
         let c = y[0].view();
-        let (mut w, _) = colmajor(OP, ws, c.dim())?;
+        let (mut w, _) = scratch_f(OP, ws, c.dim())?;
         gemm(w.view_mut(), Accum::Replace, xdot.view(0), c, T::one())?;
         gemm(ydot[0].view_mut(), Accum::Replace, c, w.view(), -T::one())
     }

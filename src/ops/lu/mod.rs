@@ -35,6 +35,7 @@ pub use det::{Det, SlogDet};
 pub use inverse::Inverse;
 pub use solve::LuSolve;
 
+use super::workspace::{fmat, fmat_mut, take};
 use crate::blas::{gemm, lapack, Accum, Trans};
 use crate::error::{Error, Result};
 use crate::ops::{max_magnitude, rescale_exponent, scale_pow2};
@@ -51,25 +52,6 @@ fn is_colmajor<T>(v: &ArrayView2<'_, T>) -> bool {
     let (r, c) = v.dim();
     let s = v.strides();
     (r <= 1 || s[0] == 1) && (c <= 1 || s[1] >= r.max(1) as isize)
-}
-
-/// The first `r·c` elements of `ws` as a column-major `r×c` matrix, and the rest.
-fn colmajor<'w, T>(
-    op: &'static str,
-    ws: &'w mut [T],
-    (r, c): (usize, usize),
-) -> Result<(ArrayViewMut2<'w, T>, &'w mut [T])> {
-    let short = |got| Error::Workspace {
-        op,
-        needed: r * c,
-        got,
-    };
-    if ws.len() < r * c {
-        return Err(short(ws.len()));
-    }
-    let (head, rest) = ws.split_at_mut(r * c);
-    let view = ArrayViewMut2::from_shape((r, c).f(), head).map_err(|_| short(r * c))?;
-    Ok((view, rest))
 }
 
 /// [`Error::NonFinite`] at the first NaN or infinity of `x` in row-major order: LAPACK
@@ -172,16 +154,10 @@ fn residual_lu<'a, T: Real>(
         return Ok((lu, ws));
     }
     let (r, c) = lu.dim();
-    let (mut w, _) = colmajor(op, ws, (r, c))?;
-    w.assign(&lu);
-    let (head, rest) = ws.split_at_mut(r * c);
+    let (head, rest) = take(op, ws, r * c)?;
+    fmat_mut(head, (r, c)).assign(&lu);
     let head: &'a [T] = head;
-    let view = ArrayView2::from_shape((r, c).f(), head).map_err(|_| Error::Workspace {
-        op,
-        needed: r * c,
-        got: r * c,
-    })?;
-    Ok((view, rest))
+    Ok((fmat(head, (r, c)), rest))
 }
 
 /// Errors unless every pivot `Uₖₖ` can be divided by: [`Error::Singular`] at the first

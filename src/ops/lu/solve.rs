@@ -1,11 +1,12 @@
 //! `X = A⁻¹B` or `X = A⁻ᵀB` through LU, whose factors are residuals.
 
 use super::{
-    all_finite, colmajor, expect_finite, factor, is_colmajor, overflowed, residual_lu,
-    residual_pivots, solvable, store_pivots, unscale,
+    all_finite, expect_finite, factor, is_colmajor, overflowed, residual_lu, residual_pivots,
+    solvable, store_pivots, unscale,
 };
 use crate::blas::{gemm, lapack, Accum, Trans};
 use crate::error::{Error, Result, Shape};
+use crate::ops::workspace::scratch_f;
 use crate::ops::{max_magnitude, rescale_exponent, scale_pow2, square};
 use crate::primitive::{Grad, Partials, Rule, Saves, Shapes};
 use crate::Real;
@@ -69,7 +70,7 @@ fn through_colmajor<T: Real>(
     if acc == Accum::Replace && is_colmajor(&out.view()) {
         return f(out);
     }
-    let (mut w, _) = colmajor(op, ws, out.dim())?;
+    let (mut w, _) = scratch_f(op, ws, out.dim())?;
     f(w.view_mut())?;
     acc.assign(out, w.view());
     Ok(())
@@ -127,7 +128,7 @@ impl<T: Real> Rule<T> for LuSolve {
     ) -> Result<()> {
         let op = Rule::<T>::name(self);
         let n = x[0].nrows();
-        let (mut lu, rest) = colmajor(op, ws, (n, n))?;
+        let (mut lu, rest) = scratch_f(op, ws, (n, n))?;
         let (piv, zero, e) = factor(op, x[0].view(), lu.view_mut())?;
         if let Some(index) = zero {
             return Err(Error::Singular { op, index });
@@ -183,7 +184,7 @@ impl<T: Real> Rule<T> for LuSolve {
             w.assign(&ybar.view(0));
             lapack::getrs(op, lu, &piv, self.trans.flip(), w)
         };
-        let (mut scratch, _) = colmajor(op, rest, y[0].dim())?;
+        let (mut scratch, _) = scratch_f(op, rest, y[0].dim())?;
         let bbar: ArrayView2<'_, T> = match gb {
             Grad::Write(b) if is_colmajor(&b.view()) => {
                 solve(b.view_mut())?;
