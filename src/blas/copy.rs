@@ -7,13 +7,22 @@
 //! read touches a new cache line, and at a power-of-two stride all of them fall into the
 //! same few cache sets and evict each other. [`copy`] then goes by 8×8 blocks aligned
 //! to the cache lines of both views, so that each line read or written is used whole,
-//! in [`TILE`]`×`[`TILE`] tiles: along 8-row strips, so that the destination's rows
-//! are written as streams, or down 8-column strips, so that the source's columns are
-//! read as streams, whichever side is not spaced by a multiple of 2 KiB (a power-of-two
-//! row length, whose rows share cache sets); when neither or both are, rows for a
-//! matrix of at most 1 MiB, which stays in the core's cache, and columns
-//! for a larger one. On x86-64 with AVX2 an 8×8 block of `f64` is transposed in
-//! registers.
+//! in [`TILE`]`×`[`TILE`] tiles, in one of three orders:
+//!
+//! - along 8-row strips, so that the destination's rows are written as streams, or down
+//!   8-column strips, so that the source's columns are read as streams, whichever side
+//!   is not spaced by a multiple of 2 KiB (a power-of-two row length, whose rows share
+//!   cache sets);
+//! - when both are, and the matrix is past the core's cache but small enough for the
+//!   shared one (1 to 4 MiB, such as 512×512 `f64`), through a tile-sized buffer: each
+//!   tile is transposed into the buffer, and the buffer's rows are then copied out
+//!   whole, so that the destination is written row segment by row segment while the
+//!   source is read down its columns (at 512×512, 45% of a copy's bandwidth where
+//!   either strip order reaches about 35%);
+//! - otherwise (neither or both spaced so, outside that range) rows for a matrix of at
+//!   most 1 MiB, which stays in the core's cache, and columns for a larger one.
+//!
+//! On x86-64 with AVX2 an 8×8 block of `f64` is transposed in registers.
 //!
 //! The choice was measured on shapes from 64² to 2048², powers of two and not, square
 //! and not, against a plain copy of the same bytes (`cargo run --release -p
@@ -25,14 +34,22 @@ use crate::Real;
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
 
 /// Order of the square tiles the transposing copy goes by.
-pub const TILE: usize = 128;
+pub const TILE: usize = 64;
 
 /// Bytes of a matrix up to which the transposing copy assumes it stays in the core's
 /// cache.
 const IN_CACHE: usize = 1 << 20;
 
+/// Bytes of a matrix up to which the transposing copy of two views spaced by
+/// multiples of 2 KiB goes through a tile-sized buffer (when past [`IN_CACHE`]).
+const BUFFERED: usize = 4 << 20;
+
 /// Entries per 8×8 block side; one 64-byte cache line of `f64`.
 const B: usize = 8;
+
+/// One tile, aligned to a cache line: the buffer of the buffered order.
+#[repr(C, align(64))]
+struct Buffer<T>([T; TILE * TILE]);
 
 /// `dst ← src` (`Replace`, `dst` not read) or `dst ← dst + src` (`Add`), entrywise, for
 /// two views of the same shape with any strides. A view with contiguous rows paired
@@ -105,7 +122,7 @@ fn transpose_tiles<T: Real>(mut dst: ArrayViewMut2<'_, T>, src: ArrayView2<'_, T
                 Accum::Add => avx2::tiles_f64::<true>(v, m, n),
             };
         }
-        tiles(v, m, n, accum, Scalar(accum));
+        tiles(v, m, n, accum, Scalar(accum), Scalar(Accum::Replace));
     }
 }
 
@@ -149,7 +166,9 @@ impl<T: Real> Block<T> for Scalar {
     }
 }
 
-/// The m×n transposing copy by tiles, `block` copying each whole 8×8 block.
+/// The m×n transposing copy by tiles, `block` copying each whole 8×8 block (and
+/// `fill`, which must write, never add, each whole 8×8 block into the buffer of the
+/// buffered order).
 ///
 /// Blocks start where `dst`'s row 0 and `src`'s column 0 start a cache line (for `f64`;
 /// 8 entries in general); the strips before those points and the edges of the tiles are
@@ -159,29 +178,41 @@ impl<T: Real> Block<T> for Scalar {
 ///
 /// # Safety
 /// `v` describes two m×n views as in [`transpose_tiles`]; `block` copies exactly the
-/// 8×8 block at the origin it is given.
+/// 8×8 block at the origin it is given, `fill` likewise with `Accum::Replace`.
 #[inline(always)]
-unsafe fn tiles<T: Real>(v: Views<T>, m: usize, n: usize, accum: Accum, block: impl Block<T>) {
+unsafe fn tiles<T: Real>(
+    v: Views<T>,
+    m: usize,
+    n: usize,
+    accum: Accum,
+    block: impl Block<T>,
+    fill: impl Block<T>,
+) {
     // A block row spans `line` bytes: one cache line of f64.
     let size = std::mem::size_of::<T>();
     let line = B * size;
     let lead = |p: usize| ((line - p % line) % line / size).min(B - 1);
     let j0 = lead(v.d as usize).min(n);
     let i0 = lead(v.s as usize).min(m);
-    scalar_block(v, (0, m), (0, j0), accum);
-    scalar_block(v, (0, i0), (j0, n), accum);
     // Rows or columns a multiple of 2 KiB apart share a few cache sets. When only one
     // side's are, stream that side: along 8-row strips of each column of tiles when it
     // is the destination (each of its rows is then written as a stream), down 8-column
-    // strips of each tile when it is the source. Otherwise rows for a matrix that stays
-    // in the core's cache, and columns, read as streams, for a larger one.
+    // strips of each tile when it is the source. When both are, a matrix in the shared
+    // cache goes through a buffer. Otherwise rows for a matrix that stays in the core's
+    // cache, and columns, read as streams, for a larger one.
     let aliased = |stride: isize| (stride.unsigned_abs() * size) % 2048 == 0;
     let (dst_aliased, src_aliased) = (aliased(v.dr), aliased(v.sc));
+    let bytes = m * n * size;
+    if dst_aliased && src_aliased && bytes > IN_CACHE && bytes <= BUFFERED {
+        return buffered(v, (0, m), (0, n), accum, fill);
+    }
     let by_rows = if dst_aliased != src_aliased {
         dst_aliased
     } else {
-        m * n * size <= IN_CACHE
+        bytes <= IN_CACHE
     };
+    scalar_block(v, (0, m), (0, j0), accum);
+    scalar_block(v, (0, i0), (j0, n), accum);
     if by_rows {
         let ie = i0 + (m - i0) / B * B;
         for tj in (j0..n).step_by(TILE) {
@@ -216,6 +247,61 @@ unsafe fn tiles<T: Real>(v: Views<T>, m: usize, n: usize, accum: Accum, block: i
     }
 }
 
+/// Rows `r` and columns `c` of the transposing copy through a tile-sized buffer: the
+/// whole 8×8 blocks of each tile are transposed by `fill` into the buffer (rows
+/// [`TILE`] entries apart), whose rows then go to `dst` whole; the tile's edges go
+/// entry by entry. Blocks start at the views' first entries, aligned or not: the
+/// buffer is aligned whatever the views are, and leading strips that align the source
+/// measured no faster.
+///
+/// # Safety
+/// As for [`tiles`]; every `(i, j)` in the ranges is an entry of both views.
+#[inline(always)]
+unsafe fn buffered<T: Real>(
+    v: Views<T>,
+    r: (usize, usize),
+    c: (usize, usize),
+    accum: Accum,
+    fill: impl Block<T>,
+) {
+    let mut buf = Buffer([T::zero(); TILE * TILE]);
+    let b = buf.0.as_mut_ptr();
+    for ti in (r.0..r.1).step_by(TILE) {
+        let ti1 = (ti + TILE).min(r.1);
+        let ie = ti + (ti1 - ti) / B * B;
+        for tj in (c.0..c.1).step_by(TILE) {
+            let tj1 = (tj + TILE).min(c.1);
+            let je = tj + (tj1 - tj) / B * B;
+            for j in (tj..je).step_by(B) {
+                for i in (ti..ie).step_by(B) {
+                    let src = v.at(i, j).s;
+                    let at = ((i - ti) * TILE + (j - tj)) as isize;
+                    fill.block(Views {
+                        d: b.offset(at),
+                        dr: TILE as isize,
+                        s: src,
+                        sc: v.sc,
+                    });
+                }
+            }
+            for i in ti..ie {
+                let row = v.at(i, tj).d;
+                let from = b.add((i - ti) * TILE);
+                match accum {
+                    Accum::Replace => std::ptr::copy_nonoverlapping(from, row, je - tj),
+                    Accum::Add => {
+                        for k in 0..je - tj {
+                            *row.add(k) += *from.add(k);
+                        }
+                    }
+                }
+            }
+            scalar_block(v, (ie, ti1), (tj, tj1), accum);
+            scalar_block(v, (ti, ie), (je, tj1), accum);
+        }
+    }
+}
+
 /// Rows `r` and columns `c` of the transposing copy, entry by entry.
 ///
 /// # Safety
@@ -243,7 +329,7 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn tiles_f64<const ADD: bool>(v: Views<f64>, m: usize, n: usize) {
         let accum = if ADD { Accum::Add } else { Accum::Replace };
-        tiles(v, m, n, accum, Avx2::<ADD>);
+        tiles(v, m, n, accum, Avx2::<ADD>, Avx2::<false>);
     }
 
     /// The 8×8 block in AVX2 registers.
@@ -451,6 +537,54 @@ mod tests {
         // Past the in-cache bound: down column strips, at an odd and a power-of-two order.
         agrees::<f64>(727, 730);
         agrees::<f64>(1024, 520);
+    }
+
+    /// Both views spaced by a power of two (rows of `dst`, columns of `src`), 1 to
+    /// 4 MiB: the buffered order, with leading strips (views that start inside a
+    /// cache line) and tiles cut short at both edges, in both modes, against ndarray.
+    fn buffered_agrees<T: Real>(stride: usize, (m, n): (usize, usize)) {
+        let (si, sj, di, dj) = (3, 5, 7, 1);
+        let owner_src = mat::<T>(n + sj + 2, stride, 6);
+        let src = owner_src.t().slice_move(s![si..si + m, sj..sj + n]);
+        assert_eq!(
+            (src.dim(), src.strides()),
+            ((m, n), &[1, stride as isize][..])
+        );
+        let start = mat::<T>(m, n, 7);
+        for accum in [Accum::Replace, Accum::Add] {
+            let fill = if accum == Accum::Add {
+                T::one()
+            } else {
+                T::nan()
+            };
+            let mut o = Array2::from_elem((m + di + 3, stride), fill);
+            let mut d = o.slice_mut(s![di..di + m, dj..dj + n]);
+            assert_eq!(d.strides(), [stride as isize, 1]);
+            let mut want = start.clone();
+            if accum == Accum::Add {
+                d.assign(&start);
+                want += &src;
+            } else {
+                want.assign(&src);
+            }
+            copy(d.view_mut(), src, accum).unwrap();
+            assert!(d == want, "{m}×{n} {accum:?}");
+            // Nothing outside the view is written.
+            let outside = o.iter().filter(|x| **x == fill || x.is_nan()).count();
+            assert_eq!(outside, o.len() - m * n, "{m}×{n} {accum:?}");
+        }
+    }
+
+    #[test]
+    fn power_of_two_strides_in_the_shared_cache_copy_exactly_through_the_buffer() {
+        let bytes = |m: usize, n: usize, size: usize| m * n * size;
+        for (stride, shape) in [(512, (500, 509)), (1024, (512, 512)), (1024, (300, 1000))] {
+            let b = bytes(shape.0, shape.1, 8);
+            assert!(b > IN_CACHE && b <= BUFFERED, "{shape:?}");
+            buffered_agrees::<f64>(stride, shape);
+        }
+        assert!(bytes(700, 900, 4) > IN_CACHE);
+        buffered_agrees::<f32>(1024, (700, 900));
     }
 
     #[test]
