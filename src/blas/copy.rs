@@ -104,8 +104,9 @@ fn transpose_tiles<T: Real>(mut dst: ArrayViewMut2<'_, T>, src: ArrayView2<'_, T
     // SAFETY: `dst` and `src` are live views of shape m×n; `tiles` only forms the
     // offsets `i·dr + j` (dst) and `i + j·sc` (src) for i < m, j < n, the addresses
     // ndarray gives entry (i, j), and `dst` is a unique mutable view, so its writes
-    // alias neither `src` nor each other. The AVX2 path runs only for `T = f64` on a
-    // CPU that has AVX2.
+    // alias neither `src` nor each other; the buffered order's other writes go to its
+    // own stack buffer, at offsets `r·TILE + c` for r, c < TILE. The AVX2 path runs
+    // only for `T = f64` on a CPU that has AVX2.
     unsafe {
         #[cfg(target_arch = "x86_64")]
         if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f64>()
