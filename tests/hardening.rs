@@ -1474,6 +1474,80 @@ fn lu_primitives_factor_a_matrix_of_subnormal_numbers() {
     assert_eq!(Det.apply([a32.view()]).unwrap().value()[(0, 0)], 0.0);
 }
 
+#[test]
+fn lu_primitives_keep_small_entries_of_a_matrix_with_huge_ones() {
+    // A = P·U with U's diagonal 2¹⁰⁰⁰, 2¹⁰⁰⁰, 1.5·2⁻⁹⁷⁷: det A = −1.5·2¹⁰²³ is finite
+    // and A is invertible, though A scaled by 2⁻¹⁰⁰⁰ (to bring its largest entry near
+    // 1) has an entry of 1.5·2⁻¹⁹⁷⁷, which is zero in f64.
+    let (p, t) = (pow2(1000), 1.5 * pow2(-977));
+    let a = array![[0.0, p, 0.75], [p, 3.25, -1.5], [0.0, 0.0, t]];
+    let d = Det.apply([a.view()]).unwrap();
+    assert_eq!(d.value()[(0, 0)], -1.5 * pow2(1000) * pow2(23));
+    let s = SlogDet.apply([a.view()]).unwrap();
+    assert_eq!(s.outputs()[0][(0, 0)], -1.0);
+    let want = 1.5f64.ln() + 1023.0 * std::f64::consts::LN_2;
+    assert!(((s.outputs()[1][(0, 0)] - want) / want).abs() < 1e-15);
+    // A⁻¹ by back substitution on U, rows of P·U swapped back: exact in binary.
+    let inv = Inverse.apply([a.view()]).unwrap();
+    let (ip, it) = (pow2(-1000), 1.0 / t);
+    let u_inv = array![
+        [ip, -3.25 * ip * ip, (3.25 * ip * 0.75 + 1.5) * ip * it],
+        [0.0, ip, -0.75 * ip * it],
+        [0.0, 0.0, it]
+    ];
+    let want = array![
+        [u_inv[(0, 1)], u_inv[(0, 0)], u_inv[(0, 2)]],
+        [u_inv[(1, 1)], u_inv[(1, 0)], u_inv[(1, 2)]],
+        [u_inv[(2, 1)], u_inv[(2, 0)], u_inv[(2, 2)]]
+    ];
+    assert!(
+        worst_rel(&inv.value().to_owned(), &want) < 4.0 * f64::EPSILON,
+        "{:?}",
+        inv.value()
+    );
+    // X = A⁻¹B with B = A·X₀ for an X₀ of moderate entries.
+    let x0 = randn(3, 2, 67);
+    let b = a.dot(&x0);
+    let x = LuSolve::new().apply([a.view(), b.view()]).unwrap();
+    assert!(
+        normwise(&x.value().to_owned(), &x0) < 1e-12,
+        "{:?}",
+        x.value()
+    );
+}
+
+#[test]
+fn an_lu_solve_keeps_columns_of_b_far_smaller_than_its_largest() {
+    // B's first column is near 2¹⁰⁰⁰, its second near 2⁻¹⁰⁰⁰: each column of X = A⁻¹B
+    // is its own solve, and B scaled by 2⁻¹⁰⁰⁰ as a whole would flush the second to 0.
+    let a = randn(4, 4, 68) + Array2::<f64>::eye(4) * 3.0;
+    let c = randn(4, 2, 69);
+    let mut b = c.clone();
+    b.column_mut(0).mapv_inplace(|v| v * pow2(1000));
+    b.column_mut(1).mapv_inplace(|v| v * pow2(-1000));
+    for solve in [LuSolve::new(), LuSolve::transposed()] {
+        let x = solve
+            .apply([a.view(), b.view()])
+            .unwrap()
+            .value()
+            .to_owned();
+        let xc = solve
+            .apply([a.view(), c.view()])
+            .unwrap()
+            .value()
+            .to_owned();
+        for (j, k) in [(0, 1000), (1, -1000)] {
+            let got = x.column(j).mapv(|v| v * pow2(-k));
+            let want = xc.column(j).to_owned();
+            let err = normwise(
+                &got.insert_axis(ndarray::Axis(1)),
+                &want.insert_axis(ndarray::Axis(1)),
+            );
+            assert!(err < 1e-14, "{solve:?} column {j}: {err:e} {x:?}");
+        }
+    }
+}
+
 // ------------------------------------------------- entries near the overflow threshold
 
 /// `x` scaled so that its largest magnitude is `top`, rounded to `f32`.
@@ -1616,16 +1690,26 @@ fn a_triangular_solve_with_a_right_side_near_the_overflow_threshold_is_exact() {
     );
 }
 
-/// A solve whose scaled solution overflows names the pivot of `A` itself, not of the
-/// scaled `2ᵉA`: `A = diag(2¹⁰⁰⁰, 1)` is scaled by `2⁻¹⁰⁰⁰` to `diag(1, 2⁻¹⁰⁰⁰)`, whose
-/// solve with `B = (1, 2¹⁰⁰)` overflows at the second pivot, which is `1` in `A`.
+/// A matrix with a huge entry beside small ones is factored as it is, so a solve whose
+/// answer is representable returns it: `A = diag(2¹⁰⁰⁰, 1)` scaled by `2⁻¹⁰⁰⁰` would be
+/// `diag(1, 2⁻¹⁰⁰⁰)`, whose solve with `B = (1, 2¹⁰⁰)` overflows at the second pivot.
+/// When the factors do overflow and so are taken of the scaled matrix, and the scaled
+/// solve overflows too, the error names the pivot of `A` itself, not of `2ᵉA`.
 #[test]
 fn an_overflowing_scaled_solve_names_the_pivot_of_the_unscaled_matrix() {
     let a = array![[2f64.powi(1000), 0.0], [0.0, 1.0]];
     let b = array![[1.0], [2f64.powi(100)]];
+    let x = LuSolve::new().apply([a.view(), b.view()]).unwrap();
+    assert_eq!(x.value(), array![[2f64.powi(-1000)], [2f64.powi(100)]]);
+    // U₂₂ = 2t overflows unscaled; scaled by 2⁻¹⁰⁰⁰, the third pivot is 2⁻¹⁰⁰⁰ and the
+    // solve for B₃ = 2¹⁰⁰ reaches 2¹¹⁰⁰ before the scale is taken back. (X = 2¹⁰⁰e₃ is
+    // representable: a limit of the scaled solve, typed rather than an infinity.)
+    let t = 1.5e308;
+    let a = array![[t, t, 0.0], [-t, t, 0.0], [0.0, 0.0, 1.0]];
+    let b = array![[0.0], [0.0], [2f64.powi(100)]];
     match LuSolve::new().forward(&[a.view(), b.view()]) {
         Err(Error::IllConditioned { index, value, .. }) => {
-            assert_eq!((index, value), (1, 1.0));
+            assert_eq!((index, value), (2, 1.0));
         }
         r => panic!("{r:?}"),
     }

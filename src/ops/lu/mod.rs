@@ -76,7 +76,11 @@ fn expect_finite<T: Real>(
 /// `aᵢⱼ − lᵢₖuₖⱼ` overflow for entries near the overflow threshold where the factors
 /// are finite; so a matrix whose largest entry lies outside the band of
 /// [`rescale_exponent`] is scaled by an exact power of two `2ᵉ` that brings it near 1,
-/// and `e = 0` for any other. The caller accounts for the scale:
+/// and `e = 0` for any other. Scaling down also moves the smallest entries of a matrix
+/// with huge ones towards zero, where they lose digits or vanish (`1.5·2⁻⁹⁷⁷` beside
+/// `2¹⁰⁰⁰` does), so a matrix with huge entries is first factored as it is, and scaled
+/// only if those factors overflow (an overflow anywhere in getrf leaves an infinity or
+/// NaN in the factors). The caller accounts for the scale:
 /// `det A = 2⁻ⁿᵉ det(2ᵉA)`, `A⁻¹ = 2ᵉ(2ᵉA)⁻¹`, and [`unscale`] before the factors are
 /// kept as residuals.
 fn factor<T: Real>(
@@ -86,9 +90,16 @@ fn factor<T: Real>(
 ) -> Result<(Pivots, Option<usize>, i32)> {
     expect_finite(op, "A", &a)?;
     let e = rescale_exponent(max_magnitude(&a));
-    lu.assign(&a);
-    scale_pow2(lu.view_mut(), e);
     let mut piv: Pivots = smallvec![0; a.nrows()];
+    lu.assign(&a);
+    if e < 0 {
+        let zero = lapack::getrf(op, lu.view_mut(), &mut piv)?;
+        if all_finite(&lu.view()) {
+            return Ok((piv, zero, 0));
+        }
+        lu.assign(&a);
+    }
+    scale_pow2(lu.view_mut(), e);
     let zero = lapack::getrf(op, lu, &mut piv)?;
     Ok((piv, zero, e))
 }

@@ -142,12 +142,24 @@ impl<T: Real> Rule<T> for LuSolve {
         let lu = lu.view();
         // The factors are those of 2ᵉA, and B is scaled on its own (its entries may be
         // near the overflow threshold where A's are not): X = 2ᵉ⁻ᶠ·op(2ᵉA)⁻¹(2ᶠB).
-        let f = rescale_exponent(max_magnitude(&x[1]));
-        through_colmajor(op, out[0].view_mut(), Accum::Replace, rest, |mut w| {
-            w.assign(&x[1]);
-            scale_pow2(w.view_mut(), f);
-            lapack::getrs(op, lu, &piv, self.trans, w)
-        })?;
+        // Scaling a tiny B up loses nothing; scaling a huge one down would flush a
+        // column far smaller than the largest to zero, though each column is a solve of
+        // its own, so as for A that happens only if the solve with B as it is
+        // overflows.
+        let mut solve = |f: i32, out: ArrayViewMut2<'_, T>| {
+            through_colmajor(op, out, Accum::Replace, &mut *rest, |mut w| {
+                w.assign(&x[1]);
+                scale_pow2(w.view_mut(), f);
+                lapack::getrs(op, lu, &piv, self.trans, w)
+            })
+        };
+        let scale = rescale_exponent(max_magnitude(&x[1]));
+        let mut f = scale.max(0);
+        solve(f, out[0].view_mut())?;
+        if scale < 0 && !all_finite(&out[0].view()) {
+            f = scale;
+            solve(f, out[0].view_mut())?;
+        }
         if !all_finite(&out[0].view()) {
             return Err(overflowed(op, &lu, e));
         }
