@@ -811,6 +811,18 @@ fn operations_are_ordered_so_that_they_overflow_only_when_the_answer_does() {
         &array![[1.0]],
         &[a.clone(), b.clone()],
     );
+    // A sum whose huge entries cancel, though their partial sums overflow: summed
+    // again at an exact scale, its small entries must come back whole, not flushed
+    // below the normal range (3·10⁻⁹⁰ and 10⁻⁹⁰ are 2⁻²⁹⁷ and 2⁻²⁹⁹).
+    let m = f64::MAX;
+    let a = array![[m, m, -m], [-m, 3e-90, 1e-90]];
+    let sum = Sum.apply([a.view()]).unwrap().value()[(0, 0)];
+    assert!((sum - 4e-90).abs() <= 4e-90 * f64::EPSILON, "{sum:e}");
+    let mean = Mean.apply([a.view()]).unwrap().value()[(0, 0)];
+    assert!(
+        (mean - 4e-90 / 6.0).abs() <= 4e-90 * f64::EPSILON,
+        "{mean:e}"
+    );
     // det diag(10³⁰, 10³⁰, 10⁻³⁰) = 10³⁰, whose partial product 10⁶⁰ overflows.
     let d = array![[1e30, 0.0, 0.0], [0.0, 1e30, 0.0], [0.0, 0.0, 1e-30]];
     agrees_in_f32(
