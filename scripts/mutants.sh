@@ -14,8 +14,12 @@
 # `--iterate` re-runs only the mutants of that kind not caught last time.
 #
 # Every mutant rebuilds the crate and its test binaries: src/check is some 500 mutants
-# and src/ops some 1700, each a minute or more on a small machine, so shard them
+# and src/ops some 1900, each half a minute or more on a small machine, so shard them
 # (--shard k/N; --sharding round-robin makes a shard a uniform sample) or name files.
+# Shards partition the mutant list of one tree: a change that adds or removes mutants
+# shifts every later mutant to another shard, so the shards of one sample belong on
+# one commit (a worktree checked out at it), or their results must be matched by
+# mutant, not added up.
 #
 # The run happens in a copy of the tree under target/mutants-check/tree or
 # target/mutants-ops/tree (so the working tree is never edited, and a check run and an
