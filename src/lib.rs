@@ -54,7 +54,7 @@ pub mod tape;
 pub use blas::{Accum, Trans};
 pub use error::{Error, Shape};
 pub use ops::{Applied, Apply, Arg};
-pub use primitive::{Grad, Partials, Primitive, Rule, Saves, Shapes, Structure};
+pub use primitive::{Grad, Partials, Pass, Primitive, Rule, Saves, Shapes, Structure};
 pub use runtime::{runtime, set_threads, Runtime};
 pub use scalar::Real;
 
@@ -91,7 +91,7 @@ pub mod prelude {
     pub use crate::ops::transpose::Transpose;
     pub use crate::ops::triangular::TriSolve;
     pub use crate::ops::{Applied, Apply, Arg};
-    pub use crate::primitive::{Grad, Partials, Primitive, Rule, Saves, Shapes, Structure};
+    pub use crate::primitive::{Grad, Partials, Pass, Primitive, Rule, Saves, Shapes, Structure};
     pub use crate::tape::{Gradients, Recorded, Tape, Var};
     pub use crate::Real;
     pub use smallvec::smallvec;

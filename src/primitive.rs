@@ -78,6 +78,17 @@ impl Structure {
     }
 }
 
+/// A pass of a rule, for [`Rule::pass_workspace`].
+#[derive(Clone, Copy, Debug)]
+pub enum Pass<'p, 'a, T> {
+    /// The forward pass, [`Rule::eval`].
+    Eval,
+    /// The reverse pass, [`Rule::pullback`], with the gradient buffers it is given.
+    Pullback(&'p [Grad<'a, T>]),
+    /// Forward mode, [`Rule::pushforward`].
+    Pushforward,
+}
+
 /// Where the reverse rule puts the gradient of one input.
 #[derive(Debug)]
 pub enum Grad<'a, T> {
@@ -284,6 +295,15 @@ pub trait Rule<T: Real> {
     fn workspace(&self, _inputs: &[Shape]) -> usize {
         0
     }
+    /// Elements of scratch space one pass uses at these input shapes, at most
+    /// [`Rule::workspace`]: the size of the workspace the library allocates for that
+    /// pass when the caller passes none. A rule that needs its workspace only in some
+    /// passes, or only for some gradient buffers (say, not when it works in place in a
+    /// first-write buffer), says so here, and a large workspace it would not touch is
+    /// never allocated. Default: all of [`Rule::workspace`].
+    fn pass_workspace(&self, inputs: &[Shape], _pass: Pass<'_, '_, T>) -> usize {
+        self.workspace(inputs)
+    }
     /// Forward pass: writes every output, residuals included, into `y`, whose previous
     /// contents it must not read.
     fn eval(
@@ -351,6 +371,9 @@ macro_rules! forward_rule {
             }
             fn workspace(&self, inputs: &[Shape]) -> usize {
                 (**self).workspace(inputs)
+            }
+            fn pass_workspace(&self, inputs: &[Shape], pass: Pass<'_, '_, T>) -> usize {
+                (**self).pass_workspace(inputs, pass)
             }
             fn eval(
                 &self,
@@ -431,7 +454,9 @@ pub trait Primitive<T: Real>: Rule<T> + sealed::Sealed<T> {
                 shape_of(b),
             )?;
         }
-        with_workspace(self, &xs, ws, |ws| self.eval(x, y, ws))
+        with_workspace(self, &xs, ws, self.pass_workspace(&xs, Pass::Eval), |ws| {
+            self.eval(x, y, ws)
+        })
     }
 
     /// Forward pass into new arrays, one per output, residuals included (last).
@@ -440,7 +465,13 @@ pub trait Primitive<T: Real>: Rule<T> + sealed::Sealed<T> {
         let mut out = alloc_all(self.name(), &ys)?;
         let mut views: SmallVec<[ArrayViewMut2<'_, T>; 4]> =
             out.iter_mut().map(|o| o.view_mut()).collect();
-        with_workspace(self, &xs, None, |ws| self.eval(x, &mut views, ws))?;
+        with_workspace(
+            self,
+            &xs,
+            None,
+            self.pass_workspace(&xs, Pass::Eval),
+            |ws| self.eval(x, &mut views, ws),
+        )?;
         drop(views);
         Ok(out)
     }
@@ -552,9 +583,13 @@ pub trait Primitive<T: Real>: Rule<T> + sealed::Sealed<T> {
             return Ok(());
         }
         let partials = Partials::new(&xdot, &xs);
-        with_workspace(self, &xs, ws, |ws| {
-            self.pushforward(x, y, &partials, ydot, ws)
-        })
+        with_workspace(
+            self,
+            &xs,
+            ws,
+            self.pass_workspace(&xs, Pass::Pushforward),
+            |ws| self.pushforward(x, y, &partials, ydot, ws),
+        )
     }
 
     /// Forward mode into new arrays, one tangent per differentiable output.
@@ -617,7 +652,8 @@ pub(crate) fn run_pullback<T: Real, R: Rule<T> + ?Sized>(
         return Ok(());
     }
     let partials = Partials::new(&ybar, ys);
-    with_workspace(r, xs, ws, |ws| r.pullback(x, y, &partials, grads, ws))
+    let own = r.pass_workspace(xs, Pass::Pullback(grads));
+    with_workspace(r, xs, ws, own, |ws| r.pullback(x, y, &partials, grads, ws))
 }
 
 /// The largest dimension matgrad accepts: BLAS and LAPACK take dimensions and leading
@@ -754,12 +790,14 @@ pub(crate) fn check_workspace<T: Real, R: Rule<T> + ?Sized>(
     }
 }
 
-/// Runs `f` with the caller's workspace, or with a new one when none was given (its
-/// size checked by [`fits_memory`] first).
+/// Runs `f` with the caller's workspace (at least [`Rule::workspace`]), or with a new
+/// one of `own` elements, what this pass uses ([`Rule::pass_workspace`]), when none was given (its size checked by
+/// [`fits_memory`] first).
 pub(crate) fn with_workspace<T: Real, R: Rule<T> + ?Sized>(
     r: &R,
     xs: &[Shape],
     ws: Option<&mut [T]>,
+    own: usize,
     f: impl FnOnce(&mut [T]) -> Result<()>,
 ) -> Result<()> {
     let need = r.workspace(xs);
@@ -770,10 +808,10 @@ pub(crate) fn with_workspace<T: Real, R: Rule<T> + ?Sized>(
             needed: need,
             got: ws.len(),
         }),
-        None if need == 0 => f(&mut []),
+        None if own == 0 => f(&mut []),
         None => {
-            fits_memory::<T>(r.name(), "the workspace", need as u128)?;
-            f(&mut vec![T::zero(); need])
+            fits_memory::<T>(r.name(), "the workspace", own as u128)?;
+            f(&mut vec![T::zero(); own])
         }
     }
 }

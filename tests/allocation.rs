@@ -436,3 +436,66 @@ fn a_short_workspace_is_an_error_even_where_the_rule_has_nothing_to_do() {
         );
     }
 }
+
+/// A rule allocates for a pass only the workspace that pass uses: Cholesky's forward
+/// and forward-mode passes use none, and its reverse pass runs in place in a first-write
+/// buffer BLAS can address. An `n×n` workspace there would cost a fill of `8n²` bytes
+/// (or page faults) per call for nothing.
+#[test]
+fn a_pass_allocates_only_the_workspace_it_uses() {
+    let n = 40;
+    let mut rng = random::rng(19);
+    let k = random::spd::<f64>(n, &mut rng);
+    let kdot = random::randn::<f64>(n, n, &mut rng);
+    let lbar = random::lower::<f64>(n, &mut rng);
+    let matrix = n * n * std::mem::size_of::<f64>();
+    let chol = Cholesky::new();
+    let l = chol.forward(&[k.view()]).unwrap().remove(0);
+    assert_eq!(Rule::<f64>::workspace(&chol, &[shape(&k)]), n * n);
+
+    let mut l2 = Array2::zeros((n, n));
+    let (_, bytes) = counted(|| {
+        chol.forward_into(&[k.view()], &mut [l2.view_mut()], None)
+            .unwrap();
+    });
+    assert!(bytes < matrix, "forward_into allocated {bytes} bytes");
+    assert_eq!(l2, l);
+    let (_, bytes) = counted(|| {
+        chol.jvp(&[k.view()], &[l.view()], &[Some(kdot.view())])
+            .unwrap();
+    });
+    assert!(bytes < 2 * matrix, "jvp allocated {bytes} bytes");
+
+    let backward = |g: Grad<'_, f64>| {
+        let mut grads = [g];
+        counted(|| {
+            chol.backward_into(
+                &[k.view()],
+                &[l.view()],
+                &[Some(lbar.view())],
+                &mut grads,
+                None,
+            )
+            .unwrap();
+        })
+        .1
+    };
+    let mut kbar = Array2::zeros((n, n));
+    let bytes = backward(Grad::Write(kbar.view_mut()));
+    assert!(
+        bytes < matrix,
+        "a first write in place allocated {bytes} bytes"
+    );
+    let written = kbar.clone();
+    // Adding, or writing into a buffer BLAS cannot address, needs the workspace.
+    let bytes = backward(Grad::Add(kbar.view_mut()));
+    assert!(bytes >= matrix, "adding allocated only {bytes} bytes");
+    assert_eq!(kbar, &written * 2.0);
+    let mut wide = Array2::zeros((n, 2 * n));
+    let bytes = backward(Grad::Write(wide.slice_mut(ndarray::s![.., ..;2])));
+    assert!(
+        bytes >= matrix,
+        "a stepped first write allocated only {bytes} bytes"
+    );
+    assert_eq!(wide.slice(ndarray::s![.., ..;2]), written);
+}

@@ -154,7 +154,13 @@ pub trait Apply<T: Real>: Primitive<T> + Sized {
         for o in outs.iter_mut() {
             y.push(o.view_mut());
         }
-        with_workspace(&self, &xs, None, |ws| self.eval(&views, &mut y, ws))?;
+        with_workspace(
+            &self,
+            &xs,
+            None,
+            self.pass_workspace(&xs, crate::primitive::Pass::Eval),
+            |ws| self.eval(&views, &mut y, ws),
+        )?;
         drop((views, y));
         let mut outputs = SmallVec::new();
         for o in outs {

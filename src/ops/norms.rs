@@ -30,7 +30,7 @@ use super::svd::{expect_lapack_dims, svd_workspace, thin_svd};
 use super::workspace::{rmat_mut, scratch, take};
 use crate::blas::{gemm, Accum};
 use crate::error::{Error, Result, Shape};
-use crate::primitive::{Grad, Partials, Rule, Saves, Shapes};
+use crate::primitive::{Grad, Partials, Pass, Rule, Saves, Shapes};
 use crate::Real;
 use ndarray::{ArrayView2, ArrayViewMut2, Zip};
 use smallvec::smallvec;
@@ -236,6 +236,13 @@ impl<T: Real> Rule<T> for NuclearNorm {
         let Shape(m, n) = x[0];
         svd_workspace::<T>(m, n).max(m.saturating_mul(m.min(n)))
     }
+    /// The reverse pass works from the saved factors alone.
+    fn pass_workspace(&self, x: &[Shape], pass: Pass<'_, '_, T>) -> usize {
+        match pass {
+            Pass::Pullback(_) => 0,
+            Pass::Eval | Pass::Pushforward => Rule::<T>::workspace(self, x),
+        }
+    }
     fn eval(
         &self,
         x: &[ArrayView2<'_, T>],
@@ -362,6 +369,13 @@ impl<T: Real> Rule<T> for SpectralNorm {
             .iter()
             .fold(0usize, |a, &b| a.saturating_add(b));
         factors.saturating_add(svd_workspace::<T>(m, n)).max(m)
+    }
+    /// The reverse pass works from the saved factors alone.
+    fn pass_workspace(&self, x: &[Shape], pass: Pass<'_, '_, T>) -> usize {
+        match pass {
+            Pass::Pullback(_) => 0,
+            Pass::Eval | Pass::Pushforward => Rule::<T>::workspace(self, x),
+        }
     }
     fn eval(
         &self,

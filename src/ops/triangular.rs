@@ -32,7 +32,7 @@ use crate::blas::{
     addressable, gemm_tri, gemm_tri_workspace, trmm, trsm, Accum, Side, Trans, Tri, Uplo,
 };
 use crate::error::{Error, Result, Shape};
-use crate::primitive::{Grad, Partials, Rule, Saves, Shapes, Structure};
+use crate::primitive::{Grad, Partials, Pass, Rule, Saves, Shapes, Structure};
 use crate::Real;
 use ndarray::{s, ArrayView2, ArrayViewMut2};
 use smallvec::smallvec;
@@ -289,6 +289,13 @@ impl<T: Real> Rule<T> for TriSolve {
     }
     fn workspace(&self, x: &[Shape]) -> usize {
         (x[1].0 * x[1].1 + gemm_tri_workspace(x[0].0)).max(x[0].0 * x[0].0)
+    }
+    /// Forward mode solves in its output buffer.
+    fn pass_workspace(&self, x: &[Shape], pass: Pass<'_, '_, T>) -> usize {
+        match pass {
+            Pass::Pushforward => 0,
+            Pass::Eval | Pass::Pullback(_) => Rule::<T>::workspace(self, x),
+        }
     }
     fn eval(
         &self,

@@ -64,7 +64,7 @@ use super::square;
 use super::triangular::nonsingular;
 use crate::blas::{addressable, potrf_lower, trmm, trsm, Side, Tri, Uplo};
 use crate::error::{shape_of, Error, Result, Shape};
-use crate::primitive::{Grad, Partials, Rule, Saves, Shapes, Structure};
+use crate::primitive::{Grad, Partials, Pass, Rule, Saves, Shapes, Structure};
 use crate::Real;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, CowArray, Ix2, Zip};
 use reverse::Algorithm;
@@ -297,6 +297,16 @@ impl<T: Real> Rule<T> for Cholesky {
     }
     fn workspace(&self, x: &[Shape]) -> usize {
         x[0].0 * x[0].0
+    }
+    /// Only the reverse pass uses the workspace, and not when it runs in place in a
+    /// first-write buffer BLAS can address.
+    fn pass_workspace(&self, x: &[Shape], pass: Pass<'_, '_, T>) -> usize {
+        match pass {
+            Pass::Pullback([Grad::Skip]) => 0,
+            Pass::Pullback([Grad::Write(g)]) if addressable(&g.view()) => 0,
+            Pass::Pullback(_) => Rule::<T>::workspace(self, x),
+            Pass::Eval | Pass::Pushforward => 0,
+        }
     }
     fn eval(
         &self,
