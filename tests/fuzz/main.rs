@@ -22,7 +22,8 @@
 //!
 //! Options: `--seconds N`, `--cases N`, `--seed S` (of the run), `--replay SEED` (one
 //! case, verbosely, as printed with a failure), `--f32` or `--f64` only, `--strict`
-//! (the known failures listed below fail the run too).
+//! (the known failures listed below fail the run too), `--threads N` (one per core
+//! unless given; the cases are shared out among them).
 
 // `!(error <= allowed)` is the point: a NaN error must fail every comparison.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
@@ -36,6 +37,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Failures found and not yet fixed: (primitive, failure class, method, value class of
@@ -81,6 +83,7 @@ struct Options {
     replay: Option<u64>,
     only: Option<&'static str>,
     strict: bool,
+    threads: Option<usize>,
 }
 
 fn parse() -> Option<Options> {
@@ -91,6 +94,7 @@ fn parse() -> Option<Options> {
         replay: None,
         only: None,
         strict: false,
+        threads: None,
     };
     let mut args = std::env::args().skip(1);
     let num = |s: Option<String>| -> u64 {
@@ -107,6 +111,7 @@ fn parse() -> Option<Options> {
                 o.seconds = Some(args.next().and_then(|s| s.parse().ok()).expect("seconds"))
             }
             "--cases" => o.cases = Some(num(args.next())),
+            "--threads" => o.threads = Some(num(args.next()).max(1) as usize),
             "--seed" => o.seed = num(args.next()),
             "--replay" => o.replay = Some(num(args.next())),
             "--f32" => o.only = Some("f32"),
@@ -153,13 +158,117 @@ fn run_one(seed: u64, prec: &str, verbose: bool) -> Result<run::Case, (String, S
     })
 }
 
+/// Failures of one kind: how many, and the first case (by index in the run) that
+/// showed it.
 struct Group {
     count: u64,
+    first: u64,
     seed: u64,
     prec: &'static str,
     spec: String,
     detail: String,
     known: bool,
+}
+
+/// What the cases a thread ran found.
+#[derive(Default)]
+struct Tally {
+    cases: u64,
+    calls: u64,
+    outcomes: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    groups: BTreeMap<(String, &'static str, String), Group>,
+    scenarios: BTreeMap<&'static str, u64>,
+}
+
+impl Tally {
+    /// Counts case `i` of the run, of this seed and precision.
+    fn add(
+        &mut self,
+        i: u64,
+        seed: u64,
+        prec: &'static str,
+        result: Result<run::Case, (String, String)>,
+    ) {
+        self.cases += 1;
+        match result {
+            Ok(case) => {
+                self.calls += case.calls;
+                *self.scenarios.entry(case.scenario).or_default() += 1;
+                let per = self.outcomes.entry(case.prim.clone()).or_default();
+                for oc in &case.outcomes {
+                    *per.entry(oc).or_default() += 1;
+                }
+                for f in case.failures {
+                    *per.entry("FAILED").or_default() += 1;
+                    let key = (case.prim.clone(), f.what, f.method.to_string());
+                    let known = known(&case.prim, f.what, f.method, &case.classes);
+                    let g = self.groups.entry(key).or_insert_with(|| Group {
+                        count: 0,
+                        first: i,
+                        seed,
+                        prec,
+                        spec: format!(
+                            "{} shapes {:?} classes {:?} layouts {:?} [{}]",
+                            case.spec, case.shapes, case.classes, case.layouts, case.scenario
+                        ),
+                        detail: f.detail.clone(),
+                        known,
+                    });
+                    g.count += 1;
+                }
+            }
+            Err((loc, msg)) => {
+                self.calls += 1;
+                let harness = loc.contains("tests/fuzz");
+                let what = if harness {
+                    "panic in the harness"
+                } else {
+                    "panic"
+                };
+                let (prim, spec) = run::describe(seed);
+                let key = (prim, what, loc.clone());
+                let g = self.groups.entry(key).or_insert_with(|| Group {
+                    count: 0,
+                    first: i,
+                    seed,
+                    prec,
+                    spec,
+                    detail: format!("{loc}: {msg}"),
+                    known: false,
+                });
+                g.count += 1;
+            }
+        }
+    }
+
+    /// Both tallies in one; of a kind of failure both saw, the first case of the run
+    /// is the one reported.
+    fn merge(mut self, other: Tally) -> Tally {
+        self.cases += other.cases;
+        self.calls += other.calls;
+        for (prim, per) in other.outcomes {
+            let mine = self.outcomes.entry(prim).or_default();
+            for (k, v) in per {
+                *mine.entry(k).or_default() += v;
+            }
+        }
+        for (k, v) in other.scenarios {
+            *self.scenarios.entry(k).or_default() += v;
+        }
+        for (key, g) in other.groups {
+            match self.groups.get_mut(&key) {
+                Some(mine) if mine.first < g.first => mine.count += g.count,
+                Some(mine) => {
+                    let count = mine.count + g.count;
+                    *mine = Group { count, ..g };
+                }
+                None => {
+                    self.groups.insert(key, g);
+                }
+            }
+        }
+        self
+    }
 }
 
 fn main() {
@@ -205,79 +314,60 @@ fn main() {
     } else {
         DEFAULT_CASES
     });
-    // The case being run, for a process that dies without returning.
-    let marker = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-current-case");
-    let mut marker_file = std::fs::File::create(&marker).ok();
+    // The cases are shared out among one thread per core, each taking the next case
+    // index as it finishes one; the tallies are merged by case index, so that a run of
+    // a given number of cases reports the same whatever the number of threads.
+    let threads = o
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let next = AtomicU64::new(0);
     let start = Instant::now();
-    let mut calls = 0u64;
-    let mut cases = 0u64;
-    let mut outcomes: BTreeMap<String, BTreeMap<&'static str, u64>> = BTreeMap::new();
-    let mut groups: BTreeMap<(String, &'static str, String), Group> = BTreeMap::new();
-    let mut scenarios: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let mut i = 0u64;
-    while cases < max_cases && deadline.map_or(true, |d| start.elapsed() < d) {
-        let seed = splitmix(o.seed ^ i.wrapping_mul(0x2545_f491_4f6c_dd1d));
-        i += 1;
-        let prec = precision(seed, o.only);
-        if let Some(f) = marker_file.as_mut() {
-            use std::io::Seek;
-            let _ = f.seek(std::io::SeekFrom::Start(0));
-            let _ = writeln!(f, "--replay {seed:#018x}");
-        }
-        cases += 1;
-        match run_one(seed, prec, false) {
-            Ok(case) => {
-                calls += case.calls;
-                *scenarios.entry(case.scenario).or_default() += 1;
-                let per = outcomes.entry(case.prim.clone()).or_default();
-                for oc in &case.outcomes {
-                    *per.entry(oc).or_default() += 1;
-                }
-                for f in case.failures {
-                    *per.entry("FAILED").or_default() += 1;
-                    let key = (case.prim.clone(), f.what, f.method.to_string());
-                    let known = known(&case.prim, f.what, f.method, &case.classes);
-                    let g = groups.entry(key).or_insert_with(|| Group {
-                        count: 0,
-                        seed,
-                        prec,
-                        spec: format!(
-                            "{} shapes {:?} classes {:?} layouts {:?} [{}]",
-                            case.spec, case.shapes, case.classes, case.layouts, case.scenario
-                        ),
-                        detail: f.detail.clone(),
-                        known,
-                    });
-                    g.count += 1;
-                }
-            }
-            Err((loc, msg)) => {
-                calls += 1;
-                let harness = loc.contains("tests/fuzz");
-                let what = if harness {
-                    "panic in the harness"
-                } else {
-                    "panic"
-                };
-                let (prim, spec) = run::describe(seed);
-                let key = (prim, what, loc.clone());
-                let g = groups.entry(key).or_insert_with(|| Group {
-                    count: 0,
-                    seed,
-                    prec,
-                    spec,
-                    detail: format!("{loc}: {msg}"),
-                    known: false,
-                });
-                g.count += 1;
-            }
-        }
-    }
+    let tallies: Vec<Tally> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let next = &next;
+                scope.spawn(move || {
+                    // The case each thread is running, for a process that dies
+                    // without returning.
+                    let marker = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+                        .join(format!("fuzz-current-case-{t}"));
+                    let mut marker_file = std::fs::File::create(&marker).ok();
+                    let mut tally = Tally::default();
+                    while deadline.map_or(true, |d| start.elapsed() < d) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= max_cases {
+                            break;
+                        }
+                        let seed = splitmix(o.seed ^ i.wrapping_mul(0x2545_f491_4f6c_dd1d));
+                        let prec = precision(seed, o.only);
+                        if let Some(f) = marker_file.as_mut() {
+                            use std::io::Seek;
+                            let _ = f.seek(std::io::SeekFrom::Start(0));
+                            let _ = writeln!(f, "--replay {seed:#018x}");
+                        }
+                        tally.add(i, seed, prec, run_one(seed, prec, false));
+                    }
+                    let _ = std::fs::remove_file(&marker);
+                    tally
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a fuzz thread panicked outside a case"))
+            .collect()
+    });
+    let Tally {
+        cases,
+        calls,
+        outcomes,
+        groups,
+        scenarios,
+    } = tallies.into_iter().fold(Tally::default(), Tally::merge);
     let secs = start.elapsed().as_secs_f64();
-    let _ = std::fs::remove_file(&marker);
 
     println!(
-        "fuzz: {cases} cases, {calls} calls in {secs:.1} s ({:.0} calls per minute), run seed {:#x}",
+        "fuzz: {cases} cases, {calls} calls in {secs:.1} s on {threads} threads ({:.0} calls per minute), run seed {:#x}",
         calls as f64 / secs * 60.0,
         o.seed
     );
