@@ -41,7 +41,7 @@ ops)
     tests=(--lib --test=giles_lu --test=giles_misc --test=giles_spectral
         --test=cholesky --test=cholesky_family --test=losses --test=matmul
         --test=ops_elementwise --test=ops_structural --test=naive_oracle
-        --test=properties --test=hardening --test=fuzz)
+        --test=properties --test=hardening --test=fuzz --test=allocation)
     ;;
 *)
     echo "usage: $0 check|ops [cargo-mutants arguments]" >&2

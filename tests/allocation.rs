@@ -499,3 +499,66 @@ fn a_pass_allocates_only_the_workspace_it_uses() {
     );
     assert_eq!(wide.slice(ndarray::s![.., ..;2]), written);
 }
+
+/// With the caller's workspace, a reverse pass allocates nothing when the right-hand
+/// side's (or the factored matrix's) gradient is first-written into a buffer BLAS
+/// cannot address (every other column of a wider array): the solve goes through the
+/// workspace, not through a copy the BLAS layer would make of that buffer.
+#[test]
+fn first_writes_into_stepped_buffers_use_the_callers_workspace() {
+    let (n, k) = (7, 5);
+    let mut rng = random::rng(23);
+    let spd = random::spd::<f64>(n, &mut rng);
+    let l = Cholesky::new().forward(&[spd.view()]).unwrap().remove(0);
+    let b = random::randn::<f64>(n, k, &mut rng);
+    type Case = (Box<dyn Primitive<f64>>, Vec<Array2<f64>>);
+    let cases: Vec<Case> = vec![
+        (Box::new(TriSolve::lower()), vec![l.clone(), b.clone()]),
+        (Box::new(ChoSolve), vec![l.clone(), b.clone()]),
+        (Box::new(Cholesky::new()), vec![spd.clone()]),
+    ];
+    for (p, x) in &cases {
+        let xv: Vec<ArrayView2<'_, f64>> = x.iter().map(|a| a.view()).collect();
+        let shapes: Vec<Shape> = x.iter().map(shape).collect();
+        let y = p.forward(&xv).unwrap();
+        let yv: Vec<ArrayView2<'_, f64>> = y.iter().map(|a| a.view()).collect();
+        let ybar: Vec<Array2<f64>> = y
+            .iter()
+            .take(p.outputs())
+            .map(|a| random::randn::<f64>(a.nrows(), a.ncols(), &mut rng))
+            .collect();
+        let ybar: Vec<Option<ArrayView2<'_, f64>>> = ybar.iter().map(|a| Some(a.view())).collect();
+        let want = p.backward(&xv, &yv, &ybar).unwrap();
+        let mut ws = vec![0.0; p.workspace(&shapes)];
+        let mut wide: Vec<Array2<f64>> = x
+            .iter()
+            .map(|a| Array2::from_elem((a.nrows(), 2 * a.ncols()), f64::NAN))
+            .collect();
+        let last = x.len() - 1;
+        let mut grads: Vec<Grad<'_, f64>> = wide
+            .iter_mut()
+            .enumerate()
+            .map(|(i, w)| match i == last {
+                true => Grad::Write(w.slice_mut(ndarray::s![.., ..;2])),
+                false => Grad::Skip,
+            })
+            .collect();
+        let (allocations, bytes) = counted(|| {
+            p.backward_into(&xv, &yv, &ybar, &mut grads, Some(&mut ws))
+                .unwrap();
+        });
+        drop(grads);
+        assert_eq!(
+            (allocations, bytes),
+            (0, 0),
+            "{} allocated into stepped buffers",
+            p.name()
+        );
+        assert_eq!(
+            wide[last].slice(ndarray::s![.., ..;2]),
+            want[last],
+            "{}",
+            p.name()
+        );
+    }
+}
