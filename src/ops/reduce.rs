@@ -126,12 +126,9 @@ fn wide_sum<'a, T: Real, I: Iterator<Item = &'a T> + Clone>(v: I) -> (f64, i32) 
     (v.fold(0.0f64, |acc, &x| acc + x.to64() * f), E)
 }
 
-/// `v·2ᵉ`, in two steps so that `2ᵉ` itself need not be finite.
+/// `v·2ᵉ` for the exponents of [`wide_sum`] (0 or ±600), whose `2ᵉ` is finite and exact.
 fn pow2(v: f64, e: i32) -> f64 {
-    if e == 0 {
-        return v;
-    }
-    v * 2f64.powi(e / 2) * 2f64.powi(e - e / 2)
+    v * 2f64.powi(e)
 }
 
 /// The number of entries of `a`, as the divisor of a mean.
