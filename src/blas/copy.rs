@@ -22,7 +22,12 @@
 //! - otherwise (neither or both spaced so, outside that range) rows for a matrix of at
 //!   most 1 MiB, which stays in the core's cache, and columns for a larger one.
 //!
-//! On x86-64 with AVX2 an 8×8 block of `f64` is transposed in registers.
+//! On x86-64 with AVX2 an 8×8 block of `f64` is transposed in registers. Past 4 MiB,
+//! where the matrix leaves the core's caches, a replacing copy whose destination rows
+//! are a whole number of cache lines apart writes each block's rows with non-temporal
+//! stores: whole lines go to memory without first being read into the cache, where an
+//! ordinary store reads every line it is about to overwrite (as the plain copy the
+//! report compares against does).
 //!
 //! The choice was measured on shapes from 64² to 2048², powers of two and not, square
 //! and not, against a plain copy of the same bytes (`cargo run --release -p
@@ -43,6 +48,11 @@ const IN_CACHE: usize = 1 << 20;
 /// Bytes of a matrix up to which the transposing copy of two views spaced by
 /// multiples of 2 KiB goes through a tile-sized buffer (when past [`IN_CACHE`]).
 const BUFFERED: usize = 4 << 20;
+
+/// Bytes of a matrix past which the transposing copy of `f64` (replacing, with AVX2)
+/// writes the destination with non-temporal stores, when its rows are a whole number of
+/// cache lines apart so that every block's rows are whole lines.
+const STREAM_ABOVE: usize = 4 << 20;
 
 /// Entries per 8×8 block side; one 64-byte cache line of `f64`.
 const B: usize = 8;
@@ -118,7 +128,10 @@ fn transpose_tiles<T: Real>(mut dst: ArrayViewMut2<'_, T>, src: ArrayView2<'_, T
                 s: v.s.cast::<f64>(),
                 sc: v.sc,
             };
+            let stream = m * n * std::mem::size_of::<f64>() > STREAM_ABOVE
+                && (v.dr.unsigned_abs() * std::mem::size_of::<f64>()) % 64 == 0;
             return match accum {
+                Accum::Replace if stream => avx2::tiles_f64_stream(v, m, n),
                 Accum::Replace => avx2::tiles_f64::<false>(v, m, n),
                 Accum::Add => avx2::tiles_f64::<true>(v, m, n),
             };
@@ -333,6 +346,32 @@ mod avx2 {
         tiles(v, m, n, accum, Avx2::<ADD>, Avx2::<false>);
     }
 
+    /// The tiled transposing copy of `f64` writing the destination with non-temporal
+    /// stores.
+    ///
+    /// # Safety
+    /// As for `tiles`, on a CPU that has AVX2, with the destination's row stride a whole
+    /// number of cache lines.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn tiles_f64_stream(v: Views<f64>, m: usize, n: usize) {
+        tiles(v, m, n, Accum::Replace, Stream, Avx2::<false>);
+        _mm_sfence();
+    }
+
+    /// The 8×8 block in AVX2 registers, written with non-temporal stores.
+    struct Stream;
+
+    impl Block<f64> for Stream {
+        /// `tiles` starts the blocks where `dst`'s rows start a cache line, and the rows
+        /// share that alignment: every store is to a 32-byte boundary, as
+        /// `_mm256_stream_pd` requires.
+        #[inline(always)]
+        unsafe fn block(&self, v: Views<f64>) {
+            debug_assert_eq!(v.d as usize % 64, 0);
+            block_with::<false, true>(v);
+        }
+    }
+
     /// The 8×8 block in AVX2 registers.
     struct Avx2<const ADD: bool>;
 
@@ -359,7 +398,10 @@ mod avx2 {
     }
 
     #[inline(always)]
-    unsafe fn put<const ADD: bool>(p: *mut f64, x: __m256d) {
+    unsafe fn put<const ADD: bool, const NT: bool>(p: *mut f64, x: __m256d) {
+        if NT {
+            return _mm256_stream_pd(p, x);
+        }
         let x = if ADD {
             _mm256_add_pd(_mm256_loadu_pd(p), x)
         } else {
@@ -372,6 +414,11 @@ mod avx2 {
     /// aligned), transposed in registers, and the eight destination rows written whole.
     #[inline(always)]
     unsafe fn block<const ADD: bool>(v: Views<f64>) {
+        block_with::<ADD, false>(v)
+    }
+
+    #[inline(always)]
+    unsafe fn block_with<const ADD: bool, const NT: bool>(v: Views<f64>) {
         let mut lo = [_mm256_setzero_pd(); 8];
         let mut hi = [_mm256_setzero_pd(); 8];
         for c in 0..8 {
@@ -386,22 +433,22 @@ mod avx2 {
         let [l4, l5, l6, l7] = t4(hi[0], hi[1], hi[2], hi[3]);
         let [r4, r5, r6, r7] = t4(hi[4], hi[5], hi[6], hi[7]);
         let row = |r: isize| v.d.offset(r * v.dr);
-        put::<ADD>(row(0), l0);
-        put::<ADD>(row(0).add(4), r0);
-        put::<ADD>(row(1), l1);
-        put::<ADD>(row(1).add(4), r1);
-        put::<ADD>(row(2), l2);
-        put::<ADD>(row(2).add(4), r2);
-        put::<ADD>(row(3), l3);
-        put::<ADD>(row(3).add(4), r3);
-        put::<ADD>(row(4), l4);
-        put::<ADD>(row(4).add(4), r4);
-        put::<ADD>(row(5), l5);
-        put::<ADD>(row(5).add(4), r5);
-        put::<ADD>(row(6), l6);
-        put::<ADD>(row(6).add(4), r6);
-        put::<ADD>(row(7), l7);
-        put::<ADD>(row(7).add(4), r7);
+        put::<ADD, NT>(row(0), l0);
+        put::<ADD, NT>(row(0).add(4), r0);
+        put::<ADD, NT>(row(1), l1);
+        put::<ADD, NT>(row(1).add(4), r1);
+        put::<ADD, NT>(row(2), l2);
+        put::<ADD, NT>(row(2).add(4), r2);
+        put::<ADD, NT>(row(3), l3);
+        put::<ADD, NT>(row(3).add(4), r3);
+        put::<ADD, NT>(row(4), l4);
+        put::<ADD, NT>(row(4).add(4), r4);
+        put::<ADD, NT>(row(5), l5);
+        put::<ADD, NT>(row(5).add(4), r5);
+        put::<ADD, NT>(row(6), l6);
+        put::<ADD, NT>(row(6).add(4), r6);
+        put::<ADD, NT>(row(7), l7);
+        put::<ADD, NT>(row(7).add(4), r7);
     }
 }
 
@@ -540,10 +587,11 @@ mod tests {
         agrees::<f64>(1024, 520);
     }
 
-    /// Both views spaced by a power of two (rows of `dst`, columns of `src`), 1 to
-    /// 4 MiB: the buffered order, with leading strips (views that start inside a
+    /// Rows of `dst` and columns of `src` `stride` entries apart (1 to 4 MiB at a power
+    /// of two: the buffered order; past 4 MiB with `stride` a multiple of 8, streaming
+    /// stores), with leading strips (views that start inside a
     /// cache line) and tiles cut short at both edges, in both modes, against ndarray.
-    fn buffered_agrees<T: Real>(stride: usize, (m, n): (usize, usize)) {
+    fn strided_agrees<T: Real>(stride: usize, (m, n): (usize, usize)) {
         let (si, sj, di, dj) = (3, 5, 7, 1);
         let owner_src = mat::<T>(n + sj + 2, stride, 6);
         let src = owner_src.t().slice_move(s![si..si + m, sj..sj + n]);
@@ -582,10 +630,21 @@ mod tests {
         for (stride, shape) in [(512, (500, 509)), (1024, (512, 512)), (1024, (300, 1000))] {
             let b = bytes(shape.0, shape.1, 8);
             assert!(b > IN_CACHE && b <= BUFFERED, "{shape:?}");
-            buffered_agrees::<f64>(stride, shape);
+            strided_agrees::<f64>(stride, shape);
         }
         assert!(bytes(700, 900, 4) > IN_CACHE);
-        buffered_agrees::<f32>(1024, (700, 900));
+        strided_agrees::<f32>(1024, (700, 900));
+    }
+
+    /// Past [`STREAM_ABOVE`], destination rows a whole number of cache lines apart: the
+    /// blocks are written with non-temporal stores, at a power-of-two stride and another,
+    /// from views starting inside a line.
+    #[test]
+    fn large_copies_with_streaming_stores_copy_exactly() {
+        for (stride, shape) in [(1024, (600, 1000)), (1032, (520, 1020))] {
+            assert!(shape.0 * shape.1 * 8 > STREAM_ABOVE && (stride * 8) % 64 == 0);
+            strided_agrees::<f64>(stride, shape);
+        }
     }
 
     #[test]
