@@ -595,6 +595,19 @@ fn repeated_and_zero_singular_values_follow_the_same_policy() {
         matches!(err, Error::DegenerateEigenvalues { i: 0, j: 1, .. }),
         "{err}"
     );
+    // A tangent that keeps the pair together has a forward derivative: along Ȧ = A,
+    // which scales every singular value, UᵀȦV = S has equal entries at (0, 0) and
+    // (1, 1), and d/dt SVD((1 + t)A) is Ṡ = s, U̇ = 0, V̇ = 0.
+    let [du, ds, dv] = <[Array2<f64>; 3]>::try_from(svd.jvp_all(&[Some(a.view())]).unwrap())
+        .unwrap_or_else(|_| panic!("three tangents"));
+    assert_close(ds.view(), svd.outputs()[1].view(), 1e-13, "Ṡ = s");
+    for (name, d) in [("U̇", du), ("V̇", dv)] {
+        let worst = d.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+        assert!(
+            worst <= 1e-13,
+            "{name} = 0 along Ȧ = A: largest entry {worst:e}"
+        );
+    }
     // And Σs matches finite differences there (the nuclear norm is smooth at full rank).
     let nuc = |x: &Array2<f64>| Svd.apply([x.view()]).unwrap().outputs()[1].sum();
     for seed in 0..2 {
