@@ -14,7 +14,7 @@ mod support {
 use matgrad::check::{assert_rule_precisions, check_precision, random, Checker};
 use matgrad::ops::eigh::DEGENERACY;
 use matgrad::prelude::*;
-use ndarray::{array, Array1, Array2, ArrayView2};
+use ndarray::{array, Array1, Array2, ArrayView2, Axis};
 use support::views::assert_same_on_views;
 
 // ------------------------------------------------------------------ helpers
@@ -601,6 +601,16 @@ fn repeated_and_zero_singular_values_follow_the_same_policy() {
     let [du, ds, dv] = <[Array2<f64>; 3]>::try_from(svd.jvp_all(&[Some(a.view())]).unwrap())
         .unwrap_or_else(|_| panic!("three tangents"));
     assert_close(ds.view(), svd.outputs()[1].view(), 1e-13, "Ṡ = s");
+    // One that splits it, even with no off-diagonal part (UᵀȦV = diag(1, 0, 0)), is.
+    let split = u
+        .column(0)
+        .insert_axis(Axis(1))
+        .dot(&v.column(0).insert_axis(Axis(0)));
+    let err = svd.jvp_all(&[Some(split.view())]).unwrap_err();
+    assert!(
+        matches!(err, Error::DegenerateEigenvalues { i: 0, j: 1, .. }),
+        "{err}"
+    );
     for (name, d) in [("U̇", du), ("V̇", dv)] {
         let worst = d.iter().fold(0.0f64, |m, x| m.max(x.abs()));
         assert!(

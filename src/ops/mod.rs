@@ -447,3 +447,29 @@ pub(crate) fn same_shape(
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::scale_pow2;
+    use ndarray::{array, s};
+
+    /// Exponents past what one power of two holds (2¹²⁷ in `f32`, 2¹⁰²³ in `f64`) go in
+    /// steps: the smallest `f32` subnormal times 2²⁰⁰ is 2⁵¹, and 2¹²⁰ times 2⁻²⁰⁰ is
+    /// 2⁻⁸⁰, exactly; in `f64`, 2⁻¹⁰⁷⁴ times 2²⁰⁰⁰ is 2⁹²⁶.
+    #[test]
+    fn scaling_by_large_powers_of_two_is_exact_in_f32_and_f64() {
+        let p = |e: i32| 2f64.powi(e);
+        let mut x = array![
+            [p(-149) as f32, 1.5 * p(-130) as f32],
+            [p(120) as f32, -3.0]
+        ];
+        scale_pow2(x.slice_mut(s![..1, ..]), 200);
+        scale_pow2(x.slice_mut(s![1.., ..1]), -200);
+        let want = array![[p(51) as f32, 1.5 * p(70) as f32], [p(-80) as f32, -3.0]];
+        assert_eq!(x, want);
+        let mut y = array![[p(-1074), p(1000)]];
+        scale_pow2(y.slice_mut(s![.., ..1]), 2000);
+        scale_pow2(y.slice_mut(s![.., 1..]), -2000);
+        assert_eq!(y, array![[p(926), p(-1000)]]);
+    }
+}
