@@ -658,7 +658,7 @@ fn the_empty_matrix_has_an_empty_factor_and_gradient() {
 /// `gemm_tri` took its place, and is checked here the same way.
 #[test]
 fn triangular_and_rank_k_wrappers_match_dense_products() {
-    use matgrad::blas::{gemm_tri, gemm_tri_workspace, trmm, trsm, Side, Tri, Uplo};
+    use matgrad::blas::{gemm_tri, trmm, trsm, Side, Tri, Uplo, GEMM_TRI_LEAF};
     let (m, n) = (5, 3);
     let mut rng = random::rng(95);
     let b = random::randn::<f64>(m, n, &mut rng);
@@ -704,11 +704,10 @@ fn triangular_and_rank_k_wrappers_match_dense_products() {
     let wrong = trsm(b.clone().view_mut(), Side::Left, Tri::lower(b.view()), 1.0);
     assert!(matches!(wrong, Err(Error::NotSquare { .. })), "{wrong:?}");
 
-    // m = 70 spans two diagonal blocks of gemm_tri.
-    for m in [m, 70] {
+    // Orders of one diagonal block of gemm_tri and of several (`GEMM_TRI_LEAF`).
+    for m in [m, 70, GEMM_TRI_LEAF + 30] {
         let b = random::randn::<f64>(m, n, &mut rng);
         let expected = b.dot(&b.t());
-        let mut tile = vec![f64::NAN; gemm_tri_workspace(m)];
         for ta in [Trans::No, Trans::Yes] {
             let a = if ta == Trans::No {
                 b.clone()
@@ -729,7 +728,6 @@ fn triangular_and_rank_k_wrappers_match_dense_products() {
                     lhs,
                     rhs,
                     1.0,
-                    &mut tile,
                 )
                 .unwrap();
                 for i in 0..m {
@@ -755,7 +753,6 @@ fn triangular_and_rank_k_wrappers_match_dense_products() {
                     lhs,
                     rhs,
                     1.0,
-                    &mut [],
                 )
                 .unwrap();
                 for i in 0..m {

@@ -8,7 +8,7 @@ mod support {
     pub mod views;
 }
 
-use matgrad::blas::GEMM_TRI_BLOCK;
+use matgrad::blas::GEMM_TRI_LEAF;
 use matgrad::check::{assert_rule_precisions, random, Checker};
 use matgrad::ops::cholesky::cholesky;
 use matgrad::prelude::*;
@@ -107,12 +107,12 @@ fn trisolve_passes_the_checker_for_every_side_trans_and_triangle() {
     }
 }
 
-/// Past one block of the triangular gradient product (`blas::GEMM_TRI_BLOCK`). A random
-/// triangular matrix this large is badly conditioned; a Cholesky factor of a
-/// well-conditioned matrix is not.
+/// Past one diagonal block of the triangular gradient product (`blas::GEMM_TRI_LEAF`),
+/// so that it goes by halves. A random triangular matrix this large is badly conditioned; a Cholesky
+/// factor of a well-conditioned matrix is not.
 #[test]
 fn rules_hold_for_factors_spanning_several_blocks() {
-    let n = 2 * GEMM_TRI_BLOCK + 5;
+    let n = GEMM_TRI_LEAF + 5;
     let mut rng = random::rng(400);
     let l = cholesky(random::spd::<f64>(n, &mut rng).view()).unwrap();
     for op in all_trisolves() {

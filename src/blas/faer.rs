@@ -13,6 +13,7 @@
 //! records on every call, and a training loop with its own buffers should allocate
 //! nothing.
 
+use super::gemmt::{mat, mat_mut};
 use super::{Accum, Side, TriKind, Uplo};
 use crate::error::{Error, Result};
 use crate::Real;
@@ -94,24 +95,6 @@ fn accum(a: Accum) -> ::faer::Accum {
         Accum::Replace => ::faer::Accum::Replace,
         Accum::Add => ::faer::Accum::Add,
     }
-}
-
-/// The view as faer sees it: same memory, same strides.
-fn mat<'a, T>(a: ArrayView2<'a, T>) -> MatRef<'a, T> {
-    let (r, c) = a.dim();
-    let (rs, cs) = (a.strides()[0], a.strides()[1]);
-    // SAFETY: pointer (to element (0, 0)), dimensions and element strides are those of a
-    // live ndarray view, which stays borrowed for 'a.
-    unsafe { MatRef::from_raw_parts(a.as_ptr(), r, c, rs, cs) }
-}
-
-/// The mutable view as faer sees it.
-fn mat_mut<'a, T>(mut a: ArrayViewMut2<'a, T>) -> MatMut<'a, T> {
-    let (r, c) = a.dim();
-    let (rs, cs) = (a.strides()[0], a.strides()[1]);
-    // SAFETY: as for `mat`; the view is unique (ndarray forbids overlapping mutable
-    // views), and it is consumed, so the faer view is the only access for 'a.
-    unsafe { MatMut::from_raw_parts_mut(a.as_mut_ptr(), r, c, rs, cs) }
 }
 
 /// `C ← alpha·A·B` or `C ← C + alpha·A·B` for checked, non-empty shapes.

@@ -7,8 +7,9 @@ use super::TriKind;
 use cblas_sys as cb;
 
 /// The typed BLAS/LAPACK routines matgrad calls. Sealed: its module is private, so
-/// only `f32` and `f64` implement it.
-pub trait Ffi: Sized {
+/// only `f32` and `f64` implement it. A faer real field too, for the triangular-output
+/// product BLAS lacks (`super::gemmt`).
+pub trait Ffi: ::faer::traits::RealField {
     /// # Safety
     /// Pointers, sizes and leading dimensions must describe valid matrices as CBLAS expects.
     #[allow(clippy::too_many_arguments)]

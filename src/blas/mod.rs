@@ -23,6 +23,7 @@ pub mod copy;
 pub(crate) mod faer;
 #[cfg(all(feature = "cblas", not(feature = "faer")))]
 pub(crate) mod ffi;
+mod gemmt;
 pub mod lapack;
 #[cfg(all(feature = "cblas", not(feature = "faer")))]
 pub(crate) mod openblas;
@@ -379,28 +380,16 @@ pub fn addressable<T>(a: &ArrayView2<'_, T>) -> bool {
     contiguous(c, r, s[1], s[0]) || contiguous(r, c, s[0], s[1])
 }
 
-/// Order of the diagonal blocks of [`gemm_tri`].
-pub const GEMM_TRI_BLOCK: usize = 32;
-
-/// Scratch elements [`gemm_tri`] needs in [`Accum::Add`] mode for an `n×n`
-/// destination: one diagonal tile (none is needed for [`Accum::Replace`]).
-pub fn gemm_tri_workspace(n: usize) -> usize {
-    let b = n.min(GEMM_TRI_BLOCK);
-    b * b
-}
-
 /// `C ← alpha·A·B` on the `uplo` triangle (with the diagonal) of the square `C` only.
 /// `Replace` writes that triangle and zeroes the other one, without reading `C`; `Add`
 /// adds to that triangle and leaves the other one untouched. Pass `a.t()` for `Aᵀ`.
 ///
 /// BLAS has no triangular-output GEMM (gemmt is a vendor extension), so this goes by
-/// halves: the off-diagonal quarter inside the triangle is one GEMM straight into `C`,
-/// and each diagonal half recurses, down to diagonal blocks of at most
-/// [`GEMM_TRI_BLOCK`], each one GEMM into `C` itself (`Replace`, after which the other
-/// triangle of the block is zeroed) or into `tile` (`Add`, after which its triangle is
-/// added). That is half the flops of a full product, mostly in GEMMs of order `n/2`,
-/// `n/4`, …, and allocates nothing: `tile` must hold [`gemm_tri_workspace`]`(n)`
-/// elements for `Add` and may be empty for `Replace`.
+/// halves: the off-diagonal quarter inside the triangle is one GEMM straight into `C`
+/// (on the backend's threads), and each diagonal half recurses down to diagonal blocks
+/// of order at most [`GEMM_TRI_LEAF`], which faer's triangular matmul computes on the
+/// calling thread, only their triangle. That is half the flops of a full product,
+/// mostly in GEMMs of order `n/2`, `n/4`, …, and allocates nothing.
 pub fn gemm_tri<T: Real>(
     c: ArrayViewMut2<'_, T>,
     uplo: Uplo,
@@ -408,7 +397,6 @@ pub fn gemm_tri<T: Real>(
     a: ArrayView2<'_, T>,
     b: ArrayView2<'_, T>,
     alpha: T,
-    tile: &mut [T],
 ) -> Result<()> {
     const OP: &str = "gemm_tri";
     let (m, k) = a.dim();
@@ -439,23 +427,13 @@ pub fn gemm_tri<T: Real>(
             got: Shape(c.nrows(), c.ncols()),
         });
     }
-    let need = gemm_tri_workspace(m);
-    let short = |got| Error::Workspace {
-        op: OP,
-        needed: need,
-        got,
-    };
-    if accum == Accum::Add && tile.len() < need {
-        return Err(short(tile.len()));
-    }
-    tri_split(c, uplo, accum, a, b, alpha, tile, true)
+    tri_product(c, uplo, accum, a, b, alpha, true)
 }
 
 /// [`gemm_tri`] with [`Accum::Replace`] that leaves the other triangle of `C` as it
-/// finds it or as the diagonal blocks' GEMMs leave it (not zeroed): for a caller that
-/// overwrites that triangle next, as the symmetric folds of the eigen- and
-/// singular-value rules do. Only sizes are checked: `a` is `n×k`, `b` is `k×n`, `c` is
-/// `n×n`.
+/// finds it (not zeroed): for a caller that overwrites that triangle next, as the
+/// symmetric folds of the eigen- and singular-value rules do. Only sizes are checked:
+/// `a` is `n×k`, `b` is `k×n`, `c` is `n×n`.
 pub(crate) fn gemm_tri_unzeroed<T: Real>(
     c: ArrayViewMut2<'_, T>,
     uplo: Uplo,
@@ -473,124 +451,52 @@ pub(crate) fn gemm_tri_unzeroed<T: Real>(
             got: Shape(c.nrows(), c.ncols()),
         });
     }
-    tri_split(c, uplo, Accum::Replace, a, b, alpha, &mut [], false)
+    tri_product(c, uplo, Accum::Replace, a, b, alpha, false)
 }
 
-/// Width of the column panels [`gemm_tri`] goes by when BLAS runs on several threads.
-pub const GEMM_TRI_PANEL: usize = 128;
+/// Largest diagonal block [`gemm_tri`] computes by faer's triangular matmul: past it,
+/// the halves are GEMMs, which the backend threads.
+pub const GEMM_TRI_LEAF: usize = 128;
 
-/// [`gemm_tri`] after its checks, by halves ([`tri_halves`]) on one thread and by
-/// column panels [`GEMM_TRI_PANEL`] wide ([`tri_panels`]) on several: each call costs a
-/// synchronisation of the BLAS threads, and halving makes many calls whose GEMMs are
-/// too small to share well, where each panel is one tall GEMM that both threads share,
-/// at the cost of its full diagonal block (`GEMM_TRI_PANEL/n` more flops).
-#[allow(clippy::too_many_arguments)]
-fn tri_split<T: Real>(
-    c: ArrayViewMut2<'_, T>,
-    uplo: Uplo,
-    accum: Accum,
-    a: ArrayView2<'_, T>,
-    b: ArrayView2<'_, T>,
-    alpha: T,
-    tile: &mut [T],
-    zero_other: bool,
-) -> Result<()> {
-    if backend::threads() > 1 && c.nrows() > GEMM_TRI_PANEL {
-        tri_panels(c, uplo, accum, a, b, alpha, tile, zero_other)
-    } else {
-        tri_halves(c, uplo, accum, a, b, alpha, tile, zero_other)
-    }
-}
-
-/// [`gemm_tri`] by column panels: each panel's part inside the triangle is one GEMM
-/// with its diagonal block (`Replace`, after which the other triangle of that block is
-/// zeroed if `zero_other`), or the rectangle off the diagonal block and the block by
-/// [`tri_halves`] (`Add`, whose tile holds only a small block). The part of the panel
-/// outside the triangle is zeroed (`Replace` with `zero_other`) or left.
-#[allow(clippy::too_many_arguments)]
-fn tri_panels<T: Real>(
+/// [`gemm_tri`] after its checks, by halves down to blocks of [`GEMM_TRI_LEAF`]; with
+/// `Replace` and `zero_other` the strict other triangle is zeroed, else left as it
+/// is. An empty inner dimension makes the product zero.
+fn tri_product<T: Real>(
     mut c: ArrayViewMut2<'_, T>,
     uplo: Uplo,
     accum: Accum,
     a: ArrayView2<'_, T>,
     b: ArrayView2<'_, T>,
     alpha: T,
-    tile: &mut [T],
-    zero_other: bool,
-) -> Result<()> {
-    use ndarray::s;
-    let n = c.nrows();
-    for c0 in (0..n).step_by(GEMM_TRI_PANEL) {
-        let c1 = (c0 + GEMM_TRI_PANEL).min(n);
-        // Rows of the panel inside the triangle (with the diagonal block), outside it,
-        // and inside it below or above the diagonal block.
-        let (inside, outside, off) = match uplo {
-            Uplo::Lower => (c0..n, 0..c0, c1..n),
-            Uplo::Upper => (0..c1, c1..n, 0..c0),
-        };
-        let bp = b.slice(s![.., c0..c1]);
-        match accum {
-            Accum::Replace => {
-                gemm(
-                    c.slice_mut(s![inside.clone(), c0..c1]),
-                    accum,
-                    a.slice(s![inside, ..]),
-                    bp,
-                    alpha,
-                )?;
-                if zero_other {
-                    c.slice_mut(s![outside, c0..c1]).fill(T::zero());
-                    uplo.zero_outside(c.slice_mut(s![c0..c1, c0..c1]));
-                }
-            }
-            Accum::Add => {
-                gemm(
-                    c.slice_mut(s![off.clone(), c0..c1]),
-                    accum,
-                    a.slice(s![off, ..]),
-                    bp,
-                    alpha,
-                )?;
-                tri_halves(
-                    c.slice_mut(s![c0..c1, c0..c1]),
-                    uplo,
-                    accum,
-                    a.slice(s![c0..c1, ..]),
-                    bp,
-                    alpha,
-                    tile,
-                    zero_other,
-                )?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// [`gemm_tri`] after its checks: the off-diagonal quarter of `C` inside the triangle is
-/// one GEMM of half the order, the other one is zeroed (`Replace`) or left, and each
-/// diagonal half recurses down to blocks of at most [`GEMM_TRI_BLOCK`]. Large GEMMs run
-/// nearer the machine's rate (and thread better) than a row of thin block products.
-#[allow(clippy::too_many_arguments)]
-fn tri_halves<T: Real>(
-    mut c: ArrayViewMut2<'_, T>,
-    uplo: Uplo,
-    accum: Accum,
-    a: ArrayView2<'_, T>,
-    b: ArrayView2<'_, T>,
-    alpha: T,
-    tile: &mut [T],
     zero_other: bool,
 ) -> Result<()> {
     use ndarray::Axis;
     let m = c.nrows();
-    if m <= GEMM_TRI_BLOCK {
-        return tri_block(c, uplo, accum, a, b, alpha, tile, zero_other);
+    let zero = accum == Accum::Replace && zero_other;
+    if m <= GEMM_TRI_LEAF {
+        if m == 0 {
+            return Ok(());
+        }
+        if a.ncols() == 0 {
+            if accum == Accum::Replace {
+                for ((i, j), x) in c.indexed_iter_mut() {
+                    if zero_other || uplo.contains(i, j) {
+                        *x = T::zero();
+                    }
+                }
+            }
+            return Ok(());
+        }
+        gemmt::gemmt(c.view_mut(), uplo, accum, a, b, alpha);
+        if zero {
+            uplo.zero_outside(c);
+        }
+        return Ok(());
     }
     let h = m / 2;
     let (a1, a2) = a.split_at(Axis(0), h);
     let (b1, b2) = b.split_at(Axis(1), h);
-    let (top, bottom) = c.view_mut().split_at(Axis(0), h);
+    let (top, bottom) = c.split_at(Axis(0), h);
     let (c11, c12) = top.split_at(Axis(1), h);
     let (c21, c22) = bottom.split_at(Axis(1), h);
     let (inside, mut outside, p, q) = match uplo {
@@ -598,53 +504,11 @@ fn tri_halves<T: Real>(
         Uplo::Upper => (c12, c21, a1, b2),
     };
     gemm(inside, accum, p, q, alpha)?;
-    if accum == Accum::Replace && zero_other {
+    if zero {
         outside.fill(T::zero());
     }
-    tri_halves(c11, uplo, accum, a1, b1, alpha, tile, zero_other)?;
-    tri_halves(c22, uplo, accum, a2, b2, alpha, tile, zero_other)
-}
-
-/// A diagonal block of [`gemm_tri`]: one GEMM into `C` itself (`Replace`, after which
-/// the other triangle is zeroed) or into `tile` (`Add`, after which its triangle is
-/// added).
-#[allow(clippy::too_many_arguments)]
-fn tri_block<T: Real>(
-    mut diag: ArrayViewMut2<'_, T>,
-    uplo: Uplo,
-    accum: Accum,
-    rows: ArrayView2<'_, T>,
-    cols: ArrayView2<'_, T>,
-    alpha: T,
-    tile: &mut [T],
-    zero_other: bool,
-) -> Result<()> {
-    match accum {
-        Accum::Replace => {
-            gemm(diag.view_mut(), Accum::Replace, rows, cols, alpha)?;
-            if zero_other {
-                uplo.zero_outside(diag);
-            }
-        }
-        Accum::Add => {
-            let w = diag.nrows();
-            let short = |got| Error::Workspace {
-                op: "gemm_tri",
-                needed: w * w,
-                got,
-            };
-            let have = tile.len();
-            let t = tile.get_mut(..w * w).ok_or(short(have))?;
-            let mut t = ArrayViewMut2::from_shape((w, w), t).map_err(|_| short(w * w))?;
-            gemm(t.view_mut(), Accum::Replace, rows, cols, alpha)?;
-            for ((i, j), x) in diag.indexed_iter_mut() {
-                if uplo.contains(i, j) {
-                    *x += t[(i, j)];
-                }
-            }
-        }
-    }
-    Ok(())
+    tri_product(c11, uplo, accum, a1, b1, alpha, zero_other)?;
+    tri_product(c22, uplo, accum, a2, b2, alpha, zero_other)
 }
 
 #[cfg(test)]
@@ -697,49 +561,88 @@ mod tests {
         }
     }
 
-    /// Both ways of splitting a triangular product, whatever the thread count, against
-    /// the full product: the triangle written or added, the other one zeroed, left as
-    /// it was, or (unzeroed) not looked at; at an order with uneven panels and halves.
+    /// The triangular product, by halves (an order that halves into uneven blocks past
+    /// [`GEMM_TRI_LEAF`]) and as one faer block, against the full product: the triangle
+    /// written (over NaN, which must not be read) or added, the other one zeroed or
+    /// left exactly as it was; with one factor stepped and transposed, and the other
+    /// row-major or column-major.
     #[test]
-    fn triangular_products_by_halves_and_by_panels_agree_with_the_full_one() {
-        let (n, k) = (251, 37);
-        let (p, q) = (mat(n, k, 1), mat(k, n, 2));
-        let full = p.dot(&q);
-        let start = mat(n, n, 3);
-        let mut tile = vec![0.0; gemm_tri_workspace(n)];
-        for uplo in [Uplo::Lower, Uplo::Upper] {
-            for accum in [Accum::Replace, Accum::Add] {
-                for zero_other in [true, false] {
-                    for panels in [false, true] {
-                        let mut c = start.clone();
-                        let split = if panels { tri_panels } else { tri_halves };
-                        split(
-                            c.view_mut(),
-                            uplo,
-                            accum,
-                            p.view(),
-                            q.view(),
-                            -2.0,
-                            &mut tile,
-                            zero_other,
-                        )
-                        .unwrap();
-                        for ((i, j), &got) in c.indexed_iter() {
-                            let want = match (uplo.contains(i, j), accum) {
-                                (true, Accum::Replace) => -2.0 * full[(i, j)],
-                                (true, Accum::Add) => start[(i, j)] - 2.0 * full[(i, j)],
-                                (false, Accum::Replace) if zero_other => 0.0,
-                                (false, Accum::Replace) => continue,
-                                (false, Accum::Add) => start[(i, j)],
-                            };
-                            assert!(
-                                (got - want).abs() < 1e-12,
-                                "{uplo:?} {accum:?} zero_other {zero_other} panels {panels} ({i}, {j}): {got} vs {want}"
-                            );
+    fn triangular_products_agree_with_the_full_one() {
+        use ndarray::{s, ShapeBuilder};
+        let k = 37;
+        for (n, whole) in [(2 * GEMM_TRI_LEAF + 89, false), (GEMM_TRI_LEAF - 5, true)] {
+            let p = mat(n, k, 1);
+            let qt = mat(n, 2 * k, 2);
+            let q = qt.slice(s![.., ..;2]).reversed_axes(); // k×n, stepped, transposed
+            let mut pf = Array2::zeros((n, k).f());
+            pf.assign(&p);
+            let full = p.dot(&q);
+            let start = mat(n, n, 3);
+            for uplo in [Uplo::Lower, Uplo::Upper] {
+                for accum in [Accum::Replace, Accum::Add] {
+                    for zero_other in [true, false] {
+                        for lhs in [p.view(), pf.view()] {
+                            let mut c = start.clone();
+                            if accum == Accum::Replace {
+                                for ((i, j), x) in c.indexed_iter_mut() {
+                                    if uplo.contains(i, j) {
+                                        *x = f64::NAN;
+                                    }
+                                }
+                            }
+                            if whole {
+                                gemmt::gemmt(c.view_mut(), uplo, accum, lhs, q, -2.0);
+                                if accum == Accum::Replace && zero_other {
+                                    uplo.zero_outside(c.view_mut());
+                                }
+                            } else {
+                                let c = c.view_mut();
+                                tri_product(c, uplo, accum, lhs, q, -2.0, zero_other).unwrap();
+                            }
+                            for ((i, j), &got) in c.indexed_iter() {
+                                let want = match (uplo.contains(i, j), accum) {
+                                    (true, Accum::Replace) => -2.0 * full[(i, j)],
+                                    (true, Accum::Add) => start[(i, j)] - 2.0 * full[(i, j)],
+                                    (false, Accum::Replace) if zero_other => 0.0,
+                                    (false, _) => start[(i, j)],
+                                };
+                                assert!(
+                                    (got - want).abs() < 1e-12,
+                                    "n {n} {uplo:?} {accum:?} zero_other {zero_other} ({i}, {j}): {got} vs {want}"
+                                );
+                            }
                         }
                     }
                 }
             }
         }
+    }
+
+    /// An empty inner dimension: a zero product, written or added.
+    #[test]
+    fn a_triangular_product_over_an_empty_inner_dimension_is_zero() {
+        let (p, q) = (Array2::<f64>::zeros((4, 0)), Array2::<f64>::zeros((0, 4)));
+        let start = mat(4, 4, 5);
+        let mut c = start.clone();
+        gemm_tri(
+            c.view_mut(),
+            Uplo::Lower,
+            Accum::Add,
+            p.view(),
+            q.view(),
+            1.0,
+        )
+        .unwrap();
+        assert_eq!(c, start);
+        gemm_tri(
+            c.view_mut(),
+            Uplo::Lower,
+            Accum::Replace,
+            p.view(),
+            q.view(),
+            1.0,
+        )
+        .unwrap();
+        assert!(c.iter().all(|&x| x == 0.0));
     }
 }

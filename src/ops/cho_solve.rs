@@ -19,7 +19,7 @@
 //! ```
 
 use super::triangular::{nonsingular, scratch, solve_saves, solve_shapes, with_bbar, TriSolve};
-use crate::blas::{gemm_tri, gemm_tri_workspace, trmm, Accum, Side, Tri, Uplo};
+use crate::blas::{gemm_tri, trmm, Accum, Side, Tri, Uplo};
 use crate::error::{Result, Shape};
 use crate::primitive::{Grad, Partials, Rule, Saves, Shapes, Structure};
 use crate::Real;
@@ -40,8 +40,8 @@ const OP: &str = "ChoSolve";
 /// `LᵀB̄` again would make 6, and the `n×n` product `(B̄Xᵀ + XB̄ᵀ)L` would cost `n³`.
 ///
 /// The reverse rule reads `L` (whenever a gradient is wanted) and `X` (only for `L̄`).
-/// Its workspace, `3nk` elements and one tile, holds `Z`, `B̄` when its buffer is not a
-/// first write, `Y` and the tile of the triangular GEMM. Input 0 is
+/// Its workspace, `3nk` elements, holds `Z`, `B̄` when its buffer is not a first write,
+/// and `Y`. Input 0 is
 /// [`Structure::LowerTriangular`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
 pub struct ChoSolve;
@@ -61,8 +61,8 @@ impl ChoSolve {
 /// `L̄ ← −tril(B̄Yᵀ + XZᵀ)` with `Y = LᵀX` and `Z = LᵀB̄ = L⁻¹X̄`, the same as
 /// `−tril((B̄Xᵀ + XB̄ᵀ)L)` without the `n×n` product. `Z` is the half-way point of the
 /// solve for `B̄` and is passed in; `Y` is one TRMM on a copy of `X` in `ws` (`nk`
-/// elements, followed by the tile of [`gemm_tri`]). Then two triangular GEMMs, the first
-/// replacing or adding as `accum` says, the second adding.
+/// elements). Then two triangular GEMMs, the first replacing or adding as `accum` says,
+/// the second adding.
 #[allow(clippy::too_many_arguments)]
 fn backward_l<T: Real>(
     l: ArrayView2<'_, T>,
@@ -73,19 +73,11 @@ fn backward_l<T: Real>(
     accum: Accum,
     ws: &mut [T],
 ) -> Result<()> {
-    let (mut y, tile) = scratch(OP, ws, x.dim())?;
+    let (mut y, _) = scratch(OP, ws, x.dim())?;
     y.assign(&x);
     trmm(y.view_mut(), Side::Left, Tri::lower(l).t(), T::one())?;
-    gemm_tri(
-        lbar.view_mut(),
-        Uplo::Lower,
-        accum,
-        bbar,
-        y.t(),
-        -T::one(),
-        tile,
-    )?;
-    gemm_tri(lbar, Uplo::Lower, Accum::Add, x, z.t(), -T::one(), tile)
+    gemm_tri(lbar.view_mut(), Uplo::Lower, accum, bbar, y.t(), -T::one())?;
+    gemm_tri(lbar, Uplo::Lower, Accum::Add, x, z.t(), -T::one())
 }
 
 impl<T: Real> Rule<T> for ChoSolve {
@@ -112,7 +104,7 @@ impl<T: Real> Rule<T> for ChoSolve {
         solve_saves(wanted)
     }
     fn workspace(&self, x: &[Shape]) -> usize {
-        3 * x[1].0 * x[1].1 + gemm_tri_workspace(x[0].0)
+        3 * x[1].0 * x[1].1
     }
     fn eval(
         &self,

@@ -486,7 +486,6 @@ impl<T: Real> Rule<T> for SymEig {
                     w.view(),
                     v.t(),
                     T::one(),
-                    &mut [],
                 )?;
                 fold_into(self.convention, rmat_mut(sbuf, (n, n)).view(), g, acc);
             }

@@ -28,9 +28,7 @@
 
 pub(crate) use super::workspace::scratch;
 use super::{all_finite, max_magnitude, rescale_exponent, scale_pow2, square};
-use crate::blas::{
-    addressable, gemm_tri, gemm_tri_workspace, trmm, trsm, Accum, Side, Trans, Tri, Uplo,
-};
+use crate::blas::{addressable, gemm_tri, trmm, trsm, Accum, Side, Trans, Tri, Uplo};
 use crate::error::{Error, Result, Shape};
 use crate::primitive::{Grad, Partials, Pass, Rule, Saves, Shapes, Structure};
 use crate::Real;
@@ -65,8 +63,7 @@ const OP: &str = "TriSolve";
 ///
 /// The reverse rule reads `L` (whenever a gradient is wanted) and `X` (only for `L̄`),
 /// never `B`. Its workspace holds `B̄` when `B̄`'s buffer is not a first write (TRSM has
-/// no beta) and one tile for an accumulated `L̄`; the forward pass's, a scaled copy of
-/// `L` (`n²`).
+/// no beta); the forward pass's, a scaled copy of `L` (`n²`).
 ///
 /// Input 0 declares [`Structure::LowerTriangular`] for `Uplo::Lower`. For `Uplo::Upper`
 /// it declares [`Structure::General`]: the strict lower triangle gets a zero gradient
@@ -226,14 +223,12 @@ impl TriSolve {
 
     /// `L̄ ← op(Ā)` on the `uplo` triangle, `Ā = −B̄Xᵀ` (left) or `−XᵀB̄` (right), replacing
     /// (the other triangle is zeroed) or adding (the other triangle is left as it is).
-    /// `tile` holds [`gemm_tri_workspace`]`(n)` elements when adding.
     pub fn backward_l<T: Real>(
         &self,
         x: ArrayView2<'_, T>,
         bbar: ArrayView2<'_, T>,
         lbar: ArrayViewMut2<'_, T>,
         accum: Accum,
-        tile: &mut [T],
     ) -> Result<()> {
         let (p, q) = match self.side {
             Side::Left => (bbar, x.t()),
@@ -244,15 +239,7 @@ impl TriSolve {
             Trans::No => self.uplo,
             Trans::Yes => self.uplo.flip(),
         };
-        gemm_tri(
-            self.trans.view_mut(lbar),
-            uplo,
-            accum,
-            p,
-            q,
-            -T::one(),
-            tile,
-        )
+        gemm_tri(self.trans.view_mut(lbar), uplo, accum, p, q, -T::one())
     }
 }
 
@@ -288,7 +275,7 @@ impl<T: Real> Rule<T> for TriSolve {
         solve_saves(wanted)
     }
     fn workspace(&self, x: &[Shape]) -> usize {
-        (x[1].0 * x[1].1 + gemm_tri_workspace(x[0].0)).max(x[0].0 * x[0].0)
+        (x[1].0 * x[1].1).max(x[0].0 * x[0].0)
     }
     /// Forward mode solves in its output buffer.
     fn pass_workspace(&self, x: &[Shape], pass: Pass<'_, '_, T>) -> usize {
@@ -317,12 +304,11 @@ impl<T: Real> Rule<T> for TriSolve {
         nonsingular(OP, &l)?;
         let (gl, gb) = grads.split_at_mut(1);
         let (gl, gb) = (&mut gl[0], &mut gb[0]);
-        let (bws, tile) = ws.split_at_mut(x[1].len());
         let solve = |v: ArrayViewMut2<'_, T>| self.adjoint_in_place(l, v);
         let lbar = gl.target().map(|(g, acc)| {
-            move |bbar: ArrayView2<'_, T>| self.backward_l(y[0].view(), bbar, g, acc, tile)
+            move |bbar: ArrayView2<'_, T>| self.backward_l(y[0].view(), bbar, g, acc)
         });
-        with_bbar(OP, ybar.view(0), gb, bws, solve, lbar)
+        with_bbar(OP, ybar.view(0), gb, ws, solve, lbar)
     }
     fn pushforward(
         &self,
@@ -479,31 +465,12 @@ mod tests {
     fn gemm_tri_writes_or_adds_only_its_triangle() {
         let (p, q) = (mat(150, 7, 1), mat(150, 7, 2));
         let full = p.dot(&q.t());
-        let mut tile = vec![0.0; gemm_tri_workspace(150)];
         for uplo in [Uplo::Lower, Uplo::Upper] {
             let start = mat(150, 150, 3);
             let mut add = start.clone();
-            gemm_tri(
-                add.view_mut(),
-                uplo,
-                Accum::Add,
-                p.view(),
-                q.t(),
-                2.0,
-                &mut tile,
-            )
-            .unwrap();
+            gemm_tri(add.view_mut(), uplo, Accum::Add, p.view(), q.t(), 2.0).unwrap();
             let mut write = Array2::from_elem((150, 150), f64::NAN);
-            gemm_tri(
-                write.view_mut(),
-                uplo,
-                Accum::Replace,
-                p.view(),
-                q.t(),
-                2.0,
-                &mut [],
-            )
-            .unwrap();
+            gemm_tri(write.view_mut(), uplo, Accum::Replace, p.view(), q.t(), 2.0).unwrap();
             for ((i, j), &o) in add.indexed_iter() {
                 let inside = uplo.contains(i, j);
                 let want = if inside {
@@ -520,18 +487,22 @@ mod tests {
             }
         }
         let mut out = Array2::zeros((150, 150));
-        assert!(matches!(
-            gemm_tri(
-                out.view_mut(),
-                Uplo::Lower,
-                Accum::Add,
-                p.view(),
-                q.t(),
-                1.0,
-                &mut []
-            ),
-            Err(Error::Workspace { .. })
+        let mut small = Array2::zeros((149, 150));
+        let (lo, add) = (Uplo::Lower, Accum::Add);
+        let r = |e: Result<()>| e.unwrap_err();
+        let inner = r(gemm_tri(out.view_mut(), lo, add, p.view(), q.view(), 1.0));
+        assert!(matches!(inner, Error::ShapeMismatch { .. }), "{inner}");
+        let sq = r(gemm_tri(
+            out.view_mut(),
+            lo,
+            add,
+            p.view(),
+            mat(7, 9, 4).view(),
+            1.0,
         ));
+        assert!(matches!(sq, Error::NotSquare { .. }), "{sq}");
+        let c = r(gemm_tri(small.view_mut(), lo, add, p.view(), q.t(), 1.0));
+        assert!(matches!(c, Error::WrongShape { .. }), "{c}");
     }
 
     #[test]
