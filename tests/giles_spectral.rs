@@ -601,6 +601,23 @@ fn repeated_and_zero_singular_values_follow_the_same_policy() {
     let [du, ds, dv] = <[Array2<f64>; 3]>::try_from(svd.jvp_all(&[Some(a.view())]).unwrap())
         .unwrap_or_else(|_| panic!("three tangents"));
     assert_close(ds.view(), svd.outputs()[1].view(), 1e-13, "Ṡ = s");
+    // So does one outside U's range, where UᵀȦV is exactly 0 (nothing to measure a
+    // split against): at A = diag(2, −2, 1) stacked on zeros, U's columns are unit
+    // vectors, and Ȧ in the last two rows gives U̇ = ȦVS⁻¹, Ṡ = 0, V̇ = 0.
+    let mut d = Array2::<f64>::zeros((5, 3));
+    d[(0, 0)] = 2.0;
+    d[(1, 1)] = -2.0;
+    d[(2, 2)] = 1.0;
+    let dsvd = Svd.apply([d.view()]).unwrap();
+    let mut out = Array2::<f64>::zeros((5, 3));
+    out.slice_mut(ndarray::s![3.., ..])
+        .assign(&random::randn::<f64>(2, 3, &mut rng));
+    let [ou, os, ov] = <[Array2<f64>; 3]>::try_from(dsvd.jvp_all(&[Some(out.view())]).unwrap())
+        .unwrap_or_else(|_| panic!("three tangents"));
+    let (v, sv) = (&dsvd.outputs()[2], &dsvd.outputs()[1]);
+    let want = out.dot(v) / &sv.t();
+    assert_close(ou.view(), want.view(), 1e-14, "U̇ = ȦVS⁻¹ outside U's range");
+    assert!(os.iter().chain(ov.iter()).all(|&x| x == 0.0), "{os} {ov}");
     // One that splits it, even with no off-diagonal part (UᵀȦV = diag(1, 0, 0)), is.
     let split = u
         .column(0)

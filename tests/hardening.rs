@@ -1011,6 +1011,23 @@ fn the_step_is_scaled_by_the_entries_a_structured_input_reads() {
     assert!(matches!(e, Error::NonFinite { row: 2, col: 1, .. }), "{e}");
 }
 
+/// The first non-finite entry in row-major order is the one named, whatever order the
+/// matrix and the output buffer are stored in: with both column-major, (1, 1) comes
+/// before (2, 0) although (2, 0) is met first in memory.
+#[test]
+fn the_first_non_finite_entry_is_named_in_row_major_order_for_column_major_buffers() {
+    let mut a = random::spd::<f64>(4, &mut random::rng(131));
+    a[(2, 0)] = f64::NAN;
+    a[(1, 1)] = f64::INFINITY;
+    let mut af = Array2::<f64>::zeros((4, 4).f());
+    af.assign(&a);
+    let mut l = Array2::<f64>::zeros((4, 4).f());
+    let e = Cholesky::new()
+        .forward_into(&[af.view()], &mut [l.view_mut()], None)
+        .unwrap_err();
+    assert!(matches!(e, Error::NonFinite { row: 1, col: 1, .. }), "{e}");
+}
+
 #[test]
 fn derivatives_near_zero_have_an_absolute_floor() {
     // At entries of 10⁻²², (x²)' = 2x is far below what differences of (x ± h)² ≈ h²

@@ -207,6 +207,12 @@ fn mask_backward_and_jvp_are_the_same_mask() {
     );
     let zero_one = array![[1., 0., 0., 1.], [0., 1., 1., 0.], [1., 1., 0., 0.]];
     assert_eq!(Mask::nonzero(zero_one.view()), mask);
+    // `keeps` reads the mask, and keeps nothing outside it.
+    let kept: Vec<bool> = [(0, 0), (0, 1), (1, 2), (2, 3), (3, 0), (0, 4)]
+        .iter()
+        .map(|&(i, j)| mask.keeps(i, j))
+        .collect();
+    assert_eq!(kept, [true, false, true, false, false, false]);
 }
 
 #[test]
