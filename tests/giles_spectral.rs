@@ -615,7 +615,7 @@ fn repeated_and_zero_singular_values_follow_the_same_policy() {
     let [ou, os, ov] = <[Array2<f64>; 3]>::try_from(dsvd.jvp_all(&[Some(out.view())]).unwrap())
         .unwrap_or_else(|_| panic!("three tangents"));
     let (v, sv) = (&dsvd.outputs()[2], &dsvd.outputs()[1]);
-    let want = out.dot(v) / &sv.t();
+    let want = out.dot(v) / sv.t();
     assert_close(ou.view(), want.view(), 1e-14, "U̇ = ȦVS⁻¹ outside U's range");
     assert!(os.iter().chain(ov.iter()).all(|&x| x == 0.0), "{os} {ov}");
     // One that splits it, even with no off-diagonal part (UᵀȦV = diag(1, 0, 0)), is.
