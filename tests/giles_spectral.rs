@@ -530,6 +530,30 @@ fn an_eigenvector_loss_inside_a_repeated_eigenspace_is_a_typed_error() {
         "{err}"
     );
     assert_eq!(DEGENERACY, 1e3);
+
+    // The tolerance is inclusive: a skew (VᵀV̄)₀₁ − (VᵀV̄)₁₀ of exactly
+    // τ = DEGENERACY·ε·max|VᵀV̄| counts as zero, the next number up does not. At
+    // A = diag(1, 1, 3) the eigenvectors are signed unit vectors, so V̄ = V·M gives
+    // VᵀV̄ = M to the last bit.
+    let d = Array2::from_diag(&ndarray::arr1(&[1.0f64, 1.0, 3.0]));
+    let eig = SymEig::new().apply([d.view()]).unwrap();
+    let v = eig.outputs()[1].to_owned();
+    assert!(v.iter().all(|&x| x == 0.0 || x.abs() == 1.0), "{v}");
+    let tau = DEGENERACY * f64::EPSILON;
+    for (skew, ok) in [(tau, true), (tau * (1.0 + f64::EPSILON), false)] {
+        let mut m = Array2::<f64>::zeros((3, 3));
+        m[(2, 2)] = 1.0;
+        m[(0, 1)] = skew;
+        let vbar = v.dot(&m);
+        let got = eig.backward_all(&[None, Some(vbar.view())]);
+        match ok {
+            true => assert!(got.unwrap()[0].iter().all(|&x| x == 0.0)),
+            false => assert!(
+                matches!(got, Err(Error::DegenerateEigenvalues { i: 0, j: 1, .. })),
+                "{got:?}"
+            ),
+        }
+    }
 }
 
 /// The pair an error names is the first offending one in row order, `(i, j)` with

@@ -13,7 +13,7 @@
 //! records on every call, and a training loop with its own buffers should allocate
 //! nothing.
 
-use super::gemmt::{mat, mat_mut};
+use super::gemmt::{accum, mat, mat_mut};
 use super::{Accum, Side, TriKind, Uplo};
 use crate::error::{Error, Result};
 use crate::Real;
@@ -88,13 +88,6 @@ pub fn threads() -> usize {
 /// Runs later calls on `n` threads of rayon's pool (1: sequentially, 0: all of them).
 pub fn set_threads(n: usize) {
     THREADS.store(n, Ordering::Relaxed);
-}
-
-fn accum(a: Accum) -> ::faer::Accum {
-    match a {
-        Accum::Replace => ::faer::Accum::Replace,
-        Accum::Add => ::faer::Accum::Add,
-    }
 }
 
 /// `C ← alpha·A·B` or `C ← C + alpha·A·B` for checked, non-empty shapes.

@@ -31,6 +31,14 @@ pub(crate) fn mat_mut<'a, T>(mut a: ArrayViewMut2<'a, T>) -> MatMut<'a, T> {
     unsafe { MatMut::from_raw_parts_mut(a.as_mut_ptr(), r, c, rs, cs) }
 }
 
+/// faer's name for the same choice.
+pub(crate) fn accum(a: Accum) -> ::faer::Accum {
+    match a {
+        Accum::Replace => ::faer::Accum::Replace,
+        Accum::Add => ::faer::Accum::Add,
+    }
+}
+
 /// `C ← alpha·A·B` (`Replace`, `C` not read) or `C ← C + alpha·A·B` (`Add`) on the
 /// `uplo` triangle of the square `C`, with the diagonal, on the calling thread; the
 /// other triangle is neither read nor written. Shapes are checked by the caller.
@@ -50,14 +58,10 @@ pub(crate) fn gemmt<T: Real>(
         Uplo::Lower => BlockStructure::TriangularLower,
         Uplo::Upper => BlockStructure::TriangularUpper,
     };
-    let beta = match acc {
-        Accum::Replace => ::faer::Accum::Replace,
-        Accum::Add => ::faer::Accum::Add,
-    };
     matmul(
         mat_mut(c),
         structure,
-        beta,
+        accum(acc),
         mat(a),
         BlockStructure::Rectangular,
         mat(b),
