@@ -3,7 +3,7 @@
 //! (`docs/math.md`, Cholesky).
 
 use super::{blas_ready, cotangent_shape, factor_order, phi, positive_block, Convention, OP};
-use crate::blas::{addressable, copy, gemm, trmm, trsm, Accum, Side, Tri, Uplo};
+use crate::blas::{addressable, copy, gemm, gemm_tri, trmm, trsm, Accum, Side, Tri, Uplo};
 use crate::error::{shape_of, Error, Result};
 use crate::ops::triangular::scratch;
 use crate::primitive::Grad;
@@ -28,9 +28,6 @@ const DIAG_BLOCK: usize = 32;
 
 /// Order up to which the recursive pass runs the symbolic rule instead of halving.
 const RECURSION_LEAF: usize = 32;
-
-/// Order up to which [`lower_update`] is one GEMM on its whole square.
-const LOWER_UPDATE_LEAF: usize = 32;
 
 /// Order of the diagonal blocks of `L` that [`solve_right_lower`] inverts: OpenBLAS's
 /// TRSM with a narrow triangle on the right runs at a fifth of the GEMM rate, its TRMM
@@ -261,7 +258,7 @@ pub(super) fn blocked_in_place<T: Real>(
 /// `L₂₂ = chol(Â₂₂)`. The reverse pass undoes the four steps from the last: the recursion
 /// on the trailing half leaves the full symmetric `Ā₂₂`, then `L̄₂₁ −= Ā₂₂ L₂₁` (one GEMM),
 /// `Ā₂₁ = L̄₂₁ L₁₁⁻¹` ([`solve_right_lower`]), `L̄₁₁ −= Ā₂₁ᵀ L₂₁` on the lower triangle only
-/// ([`lower_update`]), and the recursion on the leading half. Each of the three updates
+/// ([`gemm_tri`]), and the recursion on the leading half. Each of the three updates
 /// costs `n³/8` at the top (`n³/4` for the GEMM), `(2/3)n³` flops in all, the same as the
 /// blocked pass; but here half of them are in one GEMM of order `n/2` and a quarter in
 /// another, the calls that run near the GEMM rate and that BLAS threads well, where the
@@ -295,7 +292,7 @@ pub(super) fn recursive_in_place<T: Real>(
     // Forward: L₂₁ = A₂₁ L₁₁⁻ᵀ. From here on g₂₁ holds Ā₂₁ = (S + Sᵀ)₂₁.
     solve_right_lower(g21.view_mut(), l11)?;
     // The rule of the leading half reads only the lower triangle of its L̄.
-    lower_update(g11.view_mut(), g21.t(), l21, minus)?;
+    gemm_tri(g11.view_mut(), Uplo::Lower, Accum::Add, g21.t(), l21, minus)?;
     recursive_in_place(l11, g11, full)?;
     if full {
         // The transposing copy by cache-aligned tiles (registers on AVX2).
@@ -343,33 +340,6 @@ fn solve_by_inverse<T: Real>(x: ArrayViewMut2<'_, T>, l: ArrayView2<'_, T>) -> R
     inv.diag_mut().fill(T::one());
     trsm(inv.view_mut(), Side::Left, Tri::lower(l), T::one())?;
     trmm(x, Side::Right, Tri::lower(inv.view()), T::one())
-}
-
-/// `C += alpha·A·B` on the lower triangle of the square `C` and its diagonal, in half the
-/// flops of one GEMM: the square is halved into one GEMM below the diagonal and two
-/// smaller squares, down to [`LOWER_UPDATE_LEAF`]. The strict upper triangle of those
-/// last squares receives the rest of their product; the caller must not read it.
-fn lower_update<T: Real>(
-    mut c: ArrayViewMut2<'_, T>,
-    a: ArrayView2<'_, T>,
-    b: ArrayView2<'_, T>,
-    alpha: T,
-) -> Result<()> {
-    let n = c.nrows();
-    if n <= LOWER_UPDATE_LEAF {
-        return gemm(c, Accum::Add, a, b, alpha);
-    }
-    let h = n / 2;
-    let (c11, c21, c22) = c.multi_slice_mut((s![..h, ..h], s![h.., ..h], s![h.., h..]));
-    gemm(
-        c21,
-        Accum::Add,
-        a.slice(s![h.., ..]),
-        b.slice(s![.., ..h]),
-        alpha,
-    )?;
-    lower_update(c11, a.slice(s![..h, ..]), b.slice(s![.., ..h]), alpha)?;
-    lower_update(c22, a.slice(s![h.., ..]), b.slice(s![.., h..]), alpha)
 }
 
 /// The scalar reverse loop of the row-by-row (Cholesky–Banachiewicz) factorisation, on
