@@ -708,6 +708,30 @@ fn first_writes_into_nan_with_a_caller_workspace_match_backward() {
     assert!(matches!(e, Error::Workspace { .. }), "{e}");
 }
 
+/// An accumulating `B̄` into a column-major buffer, the layout getrs could run in, goes
+/// through the workspace and adds: what the buffer held is kept.
+#[test]
+fn adding_into_a_column_major_buffer_keeps_what_it_held() {
+    let (n, k) = (9, 4);
+    let a = square(n, 114);
+    let b = random::randn::<f64>(n, k, &mut random::rng(115));
+    let xbar = random::randn::<f64>(n, k, &mut random::rng(116));
+    let held = random::randn::<f64>(k, n, &mut random::rng(117));
+    for op in [LuSolve::new(), LuSolve::transposed()] {
+        let out = op.apply([a.view(), b.view()]).unwrap();
+        let [_, want_b] = out.backward(xbar.view()).unwrap();
+        let mut gb = held.clone();
+        out.backward_into(
+            &[Some(xbar.view())],
+            &mut [Grad::Skip, Grad::Add(gb.view_mut().reversed_axes())],
+            None,
+        )
+        .unwrap();
+        let want = &held.t() + &want_b;
+        assert_close(gb.t(), &want, 1e-13, "held + B̄");
+    }
+}
+
 #[test]
 fn large_orders_factor_on_a_thread_with_the_default_stack() {
     // OpenBLAS's threaded getrf overflows a 2 MiB thread stack from order 100 (f64) and

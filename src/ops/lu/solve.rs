@@ -57,22 +57,21 @@ impl LuSolve {
     }
 }
 
-/// Runs `f` on a column-major `r×c` view, then leaves its result in `out` as `acc`
-/// says: `f` runs in `out` itself when that is a first write LAPACK can address,
-/// otherwise in the front of `ws`, which is then written or added into `out`.
+/// Runs `f` on a column-major `r×c` view whose result is written into `out` (not read):
+/// `f` runs in `out` itself when LAPACK can address it, otherwise in the front of `ws`,
+/// which is then copied into `out`.
 fn through_colmajor<T: Real>(
     op: &'static str,
-    out: ArrayViewMut2<'_, T>,
-    acc: Accum,
+    mut out: ArrayViewMut2<'_, T>,
     ws: &mut [T],
     f: impl FnOnce(ArrayViewMut2<'_, T>) -> Result<()>,
 ) -> Result<()> {
-    if acc == Accum::Replace && is_colmajor(&out.view()) {
+    if is_colmajor(&out.view()) {
         return f(out);
     }
     let (mut w, _) = scratch_f(op, ws, out.dim())?;
     f(w.view_mut())?;
-    acc.assign(out, w.view());
+    out.assign(&w);
     Ok(())
 }
 
@@ -147,7 +146,7 @@ impl<T: Real> Rule<T> for LuSolve {
         // its own, so as for A that happens only if the solve with B as it is
         // overflows.
         let mut solve = |f: i32, out: ArrayViewMut2<'_, T>| {
-            through_colmajor(op, out, Accum::Replace, &mut *rest, |mut w| {
+            through_colmajor(op, out, &mut *rest, |mut w| {
                 w.assign(&x[1]);
                 scale_pow2(w.view_mut(), f);
                 lapack::getrs(op, lu, &piv, self.trans, w)
@@ -232,7 +231,7 @@ impl<T: Real> Rule<T> for LuSolve {
         let (lu, rest) = residual_lu(op, y[1].view(), ws)?;
         solvable(op, &lu)?;
         let x = y[0].view();
-        through_colmajor(op, ydot[0].view_mut(), Accum::Replace, rest, |mut w| {
+        through_colmajor(op, ydot[0].view_mut(), rest, |mut w| {
             // Ḃ − op(Ȧ)X, then op(A)⁻¹ of it.
             match xdot.get(0) {
                 Some(ad) => {
