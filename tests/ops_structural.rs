@@ -268,6 +268,28 @@ fn reshape_reads_and_writes_in_its_order() {
     );
 }
 
+/// `Reshape` hashes its shape and order (by hand: `ndarray::Order` is not `Hash`), so
+/// reshapes that differ in any of them, kept as keys of a map, do not all collide.
+#[test]
+fn reshapes_hash_their_shape_and_order() {
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let hash = |r: Reshape| BuildHasherDefault::<DefaultHasher>::default().hash_one(r);
+    let all = [
+        Reshape::row_major(3, 2),
+        Reshape::row_major(2, 3),
+        Reshape::col_major(3, 2),
+        Reshape::col_major(2, 3),
+        Reshape::row_major(6, 1),
+    ];
+    let hashes: HashSet<u64> = all.iter().map(|&r| hash(r)).collect();
+    assert_eq!(hashes.len(), all.len(), "{all:?}");
+    assert_eq!(
+        hash(Reshape::col_major(3, 2)),
+        hash(Reshape::new(3, 2, Order::ColumnMajor))
+    );
+}
+
 #[test]
 fn transpose_add_and_bias_by_hand() {
     let a = array![[1., 2., 3.], [4., 5., 6.]];
