@@ -628,6 +628,37 @@ fn lu_solve_reverse_reuses_the_factorisation_and_never_reads_a_or_b() {
     }
 }
 
+/// A determinant in the subnormal range, `±2⁻¹⁰⁶⁵`, is exact: the product of the pivots
+/// underflows, so it is taken again as a mantissa and a power of two, and the power
+/// `2⁻¹⁰⁶⁴` is applied in steps (as one factor it would underflow to zero first).
+#[test]
+fn a_subnormal_determinant_is_exact() {
+    let (d1, d2, d3) = (2f64.powi(-400), 2f64.powi(-400), 2f64.powi(-265));
+    let r = random::randn::<f64>(1, 3, &mut random::rng(118));
+    // The rows of an upper-triangular U, permuted; partial pivoting recovers U exactly.
+    let u = array![
+        [d1, r[(0, 0)], r[(0, 1)]],
+        [0.0, d2, r[(0, 2)]],
+        [0.0, 0.0, d3]
+    ];
+    let a = array![
+        [0.0, 0.0, d3],
+        [d1, r[(0, 0)], r[(0, 1)]],
+        [0.0, d2, r[(0, 2)]]
+    ];
+    let want = 2f64.powi(-1000) * 2f64.powi(-65);
+    assert!(want > 0.0 && !want.is_normal());
+    // A's rows are U's in a cyclic order, an even permutation: det A = det U.
+    for m in [u, a] {
+        let det = Det.apply([m.view()]).unwrap().into_value()[(0, 0)];
+        assert_eq!(det, want, "{m}");
+        let y = SlogDet.forward(&[m.view()]).unwrap();
+        assert_eq!(y[0][(0, 0)], 1.0, "{m}");
+        let log = -1065.0 * 2f64.ln();
+        assert!((y[1][(0, 0)] - log).abs() < 1e-15 * log.abs(), "{m}");
+    }
+}
+
 #[test]
 fn det_and_slogdet_reverse_read_only_the_residuals() {
     let a = unit_det(6, 91);
