@@ -427,6 +427,20 @@ pub fn gemm_tri<T: Real>(
             got: Shape(c.nrows(), c.ncols()),
         });
     }
+    // OpenBLAS replaces by first writing zeros over each block with its beta kernel,
+    // a pass over C slower than a memset; zeroing all of a contiguous C at once and
+    // then adding skips those passes and the zeroing of the other triangle by rows.
+    #[cfg(not(feature = "faer"))]
+    let c = {
+        let mut c = c;
+        if accum == Accum::Replace && m > GEMM_TRI_LEAF {
+            if let Some(all) = c.as_slice_memory_order_mut() {
+                all.fill(T::zero());
+                return tri_product(c, uplo, Accum::Add, a, b, alpha, true);
+            }
+        }
+        c
+    };
     tri_product(c, uplo, accum, a, b, alpha, true)
 }
 
