@@ -229,8 +229,6 @@ pub(super) fn blocked_in_place<T: Real>(
     if n <= block.min(DIAG_BLOCK) {
         return symbolic_in_place(l, g);
     }
-    // One block holding the whole matrix would be the symbolic rule at full size.
-    let block = if n <= block { DIAG_BLOCK } else { block };
     let minus = -T::one();
     for j in (0..n).step_by(block).rev() {
         let e = (j + block).min(n);
