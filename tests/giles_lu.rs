@@ -659,6 +659,48 @@ fn a_subnormal_determinant_is_exact() {
     }
 }
 
+/// A pivot residual that is not a row index in `1..=n` (zero, one past `n`, a fraction
+/// inside the range, NaN) is a typed error naming it, in each rule that reads the
+/// pivots back, reverse and forward mode; the pivots as stored pass.
+#[test]
+fn pivots_that_are_not_row_indices_are_typed_errors() {
+    let n = 4;
+    let a = square(n, 121);
+    let b = random::randn::<f64>(n, 2, &mut random::rng(122));
+    let solve = LuSolve::new();
+    let cases: [(&dyn Rule<f64>, Vec<ArrayView2<'_, f64>>, usize); 3] = [
+        (&Det, vec![a.view()], 1),
+        (&SlogDet, vec![a.view()], 2),
+        (&solve, vec![a.view(), b.view()], 1),
+    ];
+    for (p, x, k) in cases {
+        let y = p.forward(&x).unwrap();
+        let cbars: Vec<_> = y.iter().take(k).map(|c| Some(c.view())).collect();
+        let tangents: Vec<_> = x.iter().map(|v| Some(*v)).collect();
+        let piv = y.len() - 1;
+        let yv: Vec<ArrayView2<'_, f64>> = y.iter().map(|c| c.view()).collect();
+        p.backward(&x, &yv, &cbars).unwrap();
+        p.jvp(&x, &yv, &tangents).unwrap();
+        for bad in [0.0, (n + 1) as f64, 1.5, f64::NAN] {
+            let mut pivots = y[piv].clone();
+            pivots[(n - 1, 0)] = bad;
+            let mut yv = yv.clone();
+            yv[piv] = pivots.view();
+            for e in [
+                p.backward(&x, &yv, &cbars).err(),
+                p.jvp(&x, &yv, &tangents).err(),
+            ] {
+                assert!(
+                    matches!(&e, Some(Error::InvalidArgument { msg, .. })
+                        if msg.contains(&format!("pivot {} is {bad}", n - 1))),
+                    "{} with pivot {bad}: {e:?}",
+                    p.name()
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn det_and_slogdet_reverse_read_only_the_residuals() {
     let a = unit_det(6, 91);
