@@ -811,6 +811,15 @@ fn operations_are_ordered_so_that_they_overflow_only_when_the_answer_does() {
         &array![[1.0]],
         &[a.clone(), b.clone()],
     );
+    // Its rescaling takes the largest |y − t|, which here is not the largest |y + t| (0).
+    let mut y = a.clone();
+    y[(0, 0)] = 2.9e19;
+    agrees_in_f32(
+        &MeanSquaredError,
+        &[y.clone(), -&y],
+        &array![[1.0]],
+        &[a.clone(), b.clone()],
+    );
     // A sum whose huge entries cancel, though their partial sums overflow: summed
     // again at an exact scale, its small entries must come back whole, not flushed
     // below the normal range (3·10⁻⁹⁰ and 10⁻⁹⁰ are 2⁻²⁹⁷ and 2⁻²⁹⁹).
