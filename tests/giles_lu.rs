@@ -668,8 +668,8 @@ fn pivots_that_are_not_row_indices_are_typed_errors() {
     let a = square(n, 121);
     let b = random::randn::<f64>(n, 2, &mut random::rng(122));
     let solve = LuSolve::new();
-    let cases: [(&dyn Rule<f64>, Vec<ArrayView2<'_, f64>>, usize); 3] = [
-        (&Det, vec![a.view()], 1),
+    let cases = [
+        (&Det as &dyn Rule<f64>, vec![a.view()], 1),
         (&SlogDet, vec![a.view()], 2),
         (&solve, vec![a.view(), b.view()], 1),
     ];
