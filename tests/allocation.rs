@@ -167,6 +167,8 @@ struct Gp {
     b: Array2<f64>,
     l: Array2<f64>,
     x: Array2<f64>,
+    /// ChoSolve's residual, `L⁻¹B`.
+    half: Array2<f64>,
     c: Array2<f64>,
     xbar: Array2<f64>,
     cbar: Array2<f64>,
@@ -193,6 +195,7 @@ impl Gp {
             b,
             l: Array2::zeros((n, n)),
             x: Array2::zeros((n, m)),
+            half: Array2::zeros((n, m)),
             c: Array2::zeros((1, 1)),
             xbar,
             cbar: Array2::from_elem((1, 1), 0.5),
@@ -208,12 +211,16 @@ impl Gp {
         let s = self;
         let ws = &mut s.ws;
         chol.forward_into(&[s.k.view()], &mut [s.l.view_mut()], Some(ws))?;
-        solve.forward_into(&[s.l.view(), s.b.view()], &mut [s.x.view_mut()], Some(ws))?;
+        solve.forward_into(
+            &[s.l.view(), s.b.view()],
+            &mut [s.x.view_mut(), s.half.view_mut()],
+            Some(ws),
+        )?;
         logdet.forward_into(&[s.l.view()], &mut [s.c.view_mut()], Some(ws))?;
         for acc in [Accum::Replace, Accum::Add] {
             solve.backward_into(
                 &[s.l.view(), s.b.view()],
-                &[s.x.view()],
+                &[s.x.view(), s.half.view()],
                 &[Some(s.xbar.view())],
                 &mut [
                     Grad::new(s.lbar.view_mut(), acc),
@@ -306,6 +313,7 @@ fn first_write_reverse_passes_never_read_the_destination() {
         let yv: Vec<ArrayView2<'_, f64>> = y.iter().map(|a| a.view()).collect();
         let ybar: Vec<Array2<f64>> = y
             .iter()
+            .take(p.outputs())
             .map(|o| random::randn::<f64>(o.nrows(), o.ncols(), &mut rng))
             .collect();
         let ybv: Vec<Option<ArrayView2<'_, f64>>> = ybar.iter().map(|a| Some(a.view())).collect();

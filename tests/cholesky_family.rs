@@ -415,8 +415,10 @@ fn first_writes_match_backward<P: Primitive<f64> + ?Sized>(
     let y = p.forward(inputs).unwrap();
     let yv: Vec<ArrayView2<'_, f64>> = y.iter().map(|c| c.view()).collect();
     let mut rng = random::rng(seed);
+    // One cotangent per differentiable output; residuals take none.
     let ybar: Vec<Array2<f64>> = y
         .iter()
+        .take(p.outputs())
         .map(|c| random::randn::<f64>(c.nrows(), c.ncols(), &mut rng))
         .collect();
     let ybar: Vec<Option<ArrayView2<'_, f64>>> = ybar.iter().map(|c| Some(c.view())).collect();

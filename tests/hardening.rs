@@ -357,7 +357,9 @@ fn forward_mode_rules_reject_a_singular_factor() {
     let (ld, bd) = (randn(3, 3, 11), randn(3, 2, 12));
     let t = [Some(ld.view()), Some(bd.view())];
     singular_or_finite(TriSolve::lower().jvp(&[l.view(), b.view()], &[x.view()], &t));
-    singular_or_finite(ChoSolve.jvp(&[l.view(), b.view()], &[x.view()], &t));
+    // ChoSolve's outputs: X and its residual L⁻¹B, here any matrices of their shape.
+    let half = randn(3, 2, 13);
+    singular_or_finite(ChoSolve.jvp(&[l.view(), b.view()], &[x.view(), half.view()], &t));
     singular_or_finite(CholLogDet.jvp(&[l.view()], &[array![[0.5]].view()], &t[..1]));
     let a = random::spd::<f64>(3, &mut rng);
     singular_or_finite(Cholesky::new().jvp(&[a.view()], &[l.view()], &t[..1]));
@@ -520,7 +522,7 @@ fn primitives_name_their_inputs_and_outputs_as_documented() {
     slots(AddBias, &["X", "b"], &["C"]);
     slots(CholLogDet, &["L"], &["C"]);
     slots(TriSolve::lower(), &["L", "B"], &["C"]);
-    slots(ChoSolve, &["L", "B"], &["C"]);
+    slots(ChoSolve, &["L", "B"], &["C", "L⁻¹B"]);
     slots(LuSolve::new(), &["A", "B"], &["X", "LU", "ipiv"]);
     slots(Det, &["A"], &["det", "LU", "ipiv"]);
     slots(SlogDet, &["A"], &["sign", "logabsdet", "LU", "ipiv"]);
@@ -578,7 +580,11 @@ fn a_triangular_solve_with_a_subnormal_diagonal_is_exact_or_a_typed_error() {
         "TriSolve backward",
     );
     check(
-        ChoSolve.backward(&[l.view(), b.view()], &[x.view()], &[Some(xbar.view())]),
+        ChoSolve.backward(
+            &[l.view(), b.view()],
+            &[x.view(), substitute(&l, &x).view()],
+            &[Some(xbar.view())],
+        ),
         "ChoSolve backward",
     );
     // Cholesky's reverse and forward-mode rules solve with the factor L.

@@ -18,7 +18,7 @@
 //! # Ok::<(), matgrad::Error>(())
 //! ```
 
-use super::triangular::{nonsingular, scratch, solve_saves, solve_shapes, with_bbar, TriSolve};
+use super::triangular::{nonsingular, scratch, solve_shapes, with_bbar, TriSolve};
 use crate::blas::{gemm_tri, trmm, Accum, Side, Tri, Uplo};
 use crate::error::{Result, Shape};
 use crate::primitive::{Grad, Partials, Rule, Saves, Shapes, Structure};
@@ -33,16 +33,17 @@ const OP: &str = "ChoSolve";
 /// `L̄ = −tril((B̄Xᵀ + XB̄ᵀ)L)` (Giles 2008, §2.2, chained through `K = LLᵀ`;
 /// `docs/math.md`). The solves are [`TriSolve::lower`] then [`TriSolve::lower_t`].
 ///
-/// Cost for `k` columns, in units of `n²k` flops: the forward pass is two TRSMs (2).
+/// Cost for `k` columns, in units of `n²k` flops: the forward pass is two TRSMs (2),
+/// and keeps the half-way point `Y = L⁻¹B` as a residual output (`n×k`, named `L⁻¹B`).
 /// The reverse pass solves `Z = L⁻¹X̄` and `B̄ = L⁻ᵀZ` (2), and writes
-/// `L̄ = −tril(B̄Yᵀ + XZᵀ)` with `Y = LᵀX` (one TRMM, 1) and `Z = LᵀB̄` kept from the
-/// solve, as two triangular GEMMs ([`gemm_tri`], 1 each): 5 in all, where forming
-/// `LᵀB̄` again would make 6, and the `n×n` product `(B̄Xᵀ + XB̄ᵀ)L` would cost `n³`.
+/// `L̄ = −tril(B̄Yᵀ + XZᵀ)` (with `Y = LᵀX` and `Z = LᵀB̄`) as two triangular GEMMs
+/// ([`gemm_tri`], 1 each): 4 in all. Without the residual, `Y` would cost a TRMM (1)
+/// more, forming `LᵀB̄` again another (1), and the `n×n` product `(B̄Xᵀ + XB̄ᵀ)L`
+/// would cost `n³`. The forward-mode rule reads `Y` too, for `K̇X = L̇Y + L(L̇ᵀX)`.
 ///
-/// The reverse rule reads `L` (whenever a gradient is wanted) and `X` (only for `L̄`).
-/// Its workspace, `3nk` elements, holds `Z`, `B̄` when its buffer is not a first write,
-/// and `Y`. Input 0 is
-/// [`Structure::LowerTriangular`].
+/// The reverse rule reads `L` (whenever a gradient is wanted), and `X` and `Y` (only
+/// for `L̄`). Its workspace, `2nk` elements, holds `Z` and `B̄` when its buffer is not
+/// a first write. Input 0 is [`Structure::LowerTriangular`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
 pub struct ChoSolve;
 
@@ -58,24 +59,17 @@ impl ChoSolve {
     }
 }
 
-/// `L̄ ← −tril(B̄Yᵀ + XZᵀ)` with `Y = LᵀX` and `Z = LᵀB̄ = L⁻¹X̄`, the same as
-/// `−tril((B̄Xᵀ + XB̄ᵀ)L)` without the `n×n` product. `Z` is the half-way point of the
-/// solve for `B̄` and is passed in; `Y` is one TRMM on a copy of `X` in `ws` (`nk`
-/// elements). Then two triangular GEMMs, the first replacing or adding as `accum` says,
-/// the second adding.
-#[allow(clippy::too_many_arguments)]
+/// `L̄ ← −tril(B̄Yᵀ + XZᵀ)` with `Y = LᵀX = L⁻¹B` (the forward pass's residual) and
+/// `Z = LᵀB̄ = L⁻¹X̄` (the half-way point of the solve for `B̄`), the same as
+/// `−tril((B̄Xᵀ + XB̄ᵀ)L)` without the `n×n` product: two triangular GEMMs, the first
+/// replacing or adding as `accum` says, the second adding.
 fn backward_l<T: Real>(
-    l: ArrayView2<'_, T>,
-    x: ArrayView2<'_, T>,
+    (x, y): (ArrayView2<'_, T>, ArrayView2<'_, T>),
     z: ArrayView2<'_, T>,
     bbar: ArrayView2<'_, T>,
     mut lbar: ArrayViewMut2<'_, T>,
     accum: Accum,
-    ws: &mut [T],
 ) -> Result<()> {
-    let (mut y, _) = scratch(OP, ws, x.dim())?;
-    y.assign(&x);
-    trmm(y.view_mut(), Side::Left, Tri::lower(l).t(), T::one())?;
     gemm_tri(lbar.view_mut(), Uplo::Lower, accum, bbar, y.t(), -T::one())?;
     gemm_tri(lbar, Uplo::Lower, Accum::Add, x, z.t(), -T::one())
 }
@@ -90,6 +84,12 @@ impl<T: Real> Rule<T> for ChoSolve {
     fn input_name(&self, i: usize) -> &'static str {
         ["L", "B"].get(i).copied().unwrap_or("X")
     }
+    fn residuals(&self) -> usize {
+        1
+    }
+    fn output_name(&self, k: usize) -> &'static str {
+        ["C", "L⁻¹B"].get(k).copied().unwrap_or("R")
+    }
     fn structure(&self, i: usize) -> Structure {
         if i == 0 {
             Structure::LowerTriangular
@@ -98,13 +98,19 @@ impl<T: Real> Rule<T> for ChoSolve {
         }
     }
     fn shapes(&self, x: &[Shape]) -> Result<Shapes> {
-        solve_shapes(OP, Side::Left, x)
+        let mut s = solve_shapes(OP, Side::Left, x)?;
+        s.push(x[1]);
+        Ok(s)
     }
     fn saves(&self, wanted: &[bool]) -> Saves {
-        solve_saves(wanted)
+        match (wanted[0], wanted[1]) {
+            (true, _) => Saves::NONE.input(0).output(0).output(1),
+            (false, true) => Saves::NONE.input(0),
+            (false, false) => Saves::NONE,
+        }
     }
     fn workspace(&self, x: &[Shape]) -> usize {
-        3 * x[1].0 * x[1].1
+        2 * x[1].0 * x[1].1
     }
     fn eval(
         &self,
@@ -112,9 +118,14 @@ impl<T: Real> Rule<T> for ChoSolve {
         y: &mut [ArrayViewMut2<'_, T>],
         _: &mut [T],
     ) -> Result<()> {
-        nonsingular(OP, &x[0])?;
-        y[0].assign(&x[1]);
-        Self::solve_in_place(x[0].view(), y[0].view_mut())
+        let l = x[0].view();
+        nonsingular(OP, &l)?;
+        let (out, res) = y.split_at_mut(1);
+        let (x_out, half) = (&mut out[0], &mut res[0]);
+        half.assign(&x[1]);
+        TriSolve::lower().solve_in_place(l, half.view_mut())?;
+        x_out.assign(half);
+        TriSolve::lower_t().solve_in_place(l, x_out.view_mut())
     }
     fn pullback(
         &self,
@@ -138,11 +149,10 @@ impl<T: Real> Rule<T> for ChoSolve {
         z.assign(&ybar.view(0));
         TriSolve::lower().solve_in_place(l, z.view_mut())?;
         let z = z.view();
-        let (bws, rest) = rest.split_at_mut(z.len().min(rest.len()));
         let solve = |v: ArrayViewMut2<'_, T>| TriSolve::lower_t().solve_in_place(l, v);
-        let lbar =
-            move |bbar: ArrayView2<'_, T>| backward_l(l, y[0].view(), z, bbar, lbar, acc, rest);
-        with_bbar(OP, z, gb, bws, solve, Some(lbar))
+        let xy = (y[0].view(), y[1].view());
+        let lbar = move |bbar: ArrayView2<'_, T>| backward_l(xy, z, bbar, lbar, acc);
+        with_bbar(OP, z, gb, rest, solve, Some(lbar))
     }
     fn pushforward(
         &self,
@@ -157,9 +167,9 @@ impl<T: Real> Rule<T> for ChoSolve {
         let mut xd = ydot[0].view_mut();
         match xdot.get(0) {
             Some(ld) => {
-                // Ḃ − K̇X with K̇X = L̇(LᵀX) + L(L̇ᵀX); TRMM reads only the lower triangles.
-                xd.assign(&y[0]);
-                trmm(xd.view_mut(), Side::Left, Tri::lower(l).t(), T::one())?;
+                // Ḃ − K̇X with K̇X = L̇Y + L(L̇ᵀX), Y = LᵀX the residual; TRMM reads only
+                // the lower triangles.
+                xd.assign(&y[1]);
                 trmm(xd.view_mut(), Side::Left, Tri::lower(ld), -T::one())?;
                 let (mut v, _) = scratch(OP, ws, y[0].dim())?;
                 v.assign(&y[0]);

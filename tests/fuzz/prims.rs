@@ -700,7 +700,7 @@ impl Spec {
             Spec::SymEig { .. } => need_square(vec![Shape(m, 1), a]),
             Spec::Det => need_square(vec![one, a, Shape(m, 1)]),
             Spec::SlogDet => need_square(vec![one, one, a, Shape(m, 1)]),
-            Spec::ChoSolve => solve_shapes(a, x[1], true),
+            Spec::ChoSolve => solve_shapes(a, x[1], true).map(|v| vec![v[0], v[0]]),
             Spec::TriSolve { left, .. } => solve_shapes(a, x[1], *left),
             Spec::LuSolve(_) => solve_shapes(a, x[1], true).map(|v| vec![v[0], a, Shape(m, 1)]),
         }

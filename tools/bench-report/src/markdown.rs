@@ -444,8 +444,9 @@ pub fn write_markdown(
         o,
         "Flops in units of n²k. `TriSolve`: forward one TRSM (1); backward one TRSM for B̄ and one \
          triangular GEMM for L̄ (`gemm_tri`, 1): 2× the forward. `ChoSolve`: forward two TRSMs (2); \
-         backward two TRSMs for B̄ = L⁻ᵀ(L⁻¹X̄), one TRMM for Y = LᵀX and two triangular GEMMs for \
-         L̄ = −tril(B̄Yᵀ + XZᵀ) with Z = L⁻¹X̄ kept from the solve (5): 2.5× the forward. GEMM runs \
+         backward two TRSMs for B̄ = L⁻ᵀ(L⁻¹X̄) and two triangular GEMMs for \
+         L̄ = −tril(B̄Yᵀ + XZᵀ), with Y = L⁻¹B kept from the forward solve (a residual output) and \
+         Z = L⁻¹X̄ from the backward one (4): 2× the forward. GEMM runs \
          faster than TRSM, so the measured ratios can sit below these. `forward` and `backward` \
          allocate their outputs (zero-filled); `forward_into` and `backward_into` write into buffers \
          the caller keeps, with a caller workspace and first writes (`Grad::Write`).\n"
