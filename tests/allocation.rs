@@ -607,3 +607,50 @@ fn first_writes_into_stepped_buffers_use_the_callers_workspace() {
         );
     }
 }
+
+/// The determinant's reverse pass at a matrix with exactly one zero pivot (here a zero
+/// row: rank n − 1, so the adjugate is not zero) goes by the rank-one formula, two
+/// substitutions on vectors, and allocates nothing with the caller's workspace; only
+/// at several zero pivots does it fall back to an SVD, which allocates its own scratch.
+/// The gradient is `C̄` times the cofactor matrix: zero off the zero row, and on it the
+/// signed determinants of the minors, taken here by `Det` on each (nonsingular) minor.
+#[test]
+fn det_reverse_at_one_zero_pivot_allocates_nothing() {
+    let (n, zero_row) = (6, 2);
+    let mut a = random::randn::<f64>(n, n, &mut random::rng(31));
+    a.row_mut(zero_row).fill(0.0);
+    let y = Det.forward(&[a.view()]).unwrap();
+    assert_eq!(y[0][(0, 0)], 0.0);
+    let yv: Vec<ArrayView2<'_, f64>> = y.iter().map(|v| v.view()).collect();
+    let cbar = Array2::from_elem((1, 1), 1.5);
+    let mut g = Array2::<f64>::from_elem((n, n), f64::NAN);
+    let mut ws = vec![0.0; Rule::<f64>::workspace(&Det, &[Shape(n, n)])];
+    let (allocations, bytes) = counted(|| {
+        Det.backward_into(
+            &[a.view()],
+            &yv,
+            &[Some(cbar.view())],
+            &mut [Grad::Write(g.view_mut())],
+            Some(&mut ws),
+        )
+        .unwrap();
+    });
+    assert_eq!((allocations, bytes), (0, 0));
+    let scale = g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(scale > 0.1, "{g}");
+    for ((i, j), &got) in g.indexed_iter() {
+        let want = if i == zero_row {
+            let keep = |k: usize, skip: usize| (0..n).filter(move |&r| r != skip).nth(k).unwrap();
+            let minor =
+                Array2::from_shape_fn((n - 1, n - 1), |(r, c)| a[(keep(r, zero_row), keep(c, j))]);
+            let sign = if (i + j) % 2 == 0 { 1.0 } else { -1.0 };
+            1.5 * sign * Det.forward(&[minor.view()]).unwrap()[0][(0, 0)]
+        } else {
+            0.0
+        };
+        assert!(
+            (got - want).abs() <= 1e-12 * scale,
+            "({i}, {j}): {got} against {want}"
+        );
+    }
+}
