@@ -556,6 +556,40 @@ fn an_eigenvector_loss_inside_a_repeated_eigenspace_is_a_typed_error() {
     }
 }
 
+/// The forward mode at a repeated eigenvalue needs both conditions on `P = VᵀȦV`: a
+/// tangent with `P₀₁ = 0` but `P₀₀ ≠ P₁₁` splits the eigenspace, one with `P₀₀ = P₁₁`
+/// but `P₀₁ ≠ 0` rotates it, and each is an error on its own; with both met the
+/// derivative exists. `Ȧ = VMVᵀ` makes `P = M` to rounding.
+#[test]
+fn a_forward_mode_tangent_must_neither_split_nor_rotate_a_repeated_eigenspace() {
+    let a = repeated();
+    for p in conventions() {
+        let eig = p.apply([a.view()]).unwrap();
+        let v = eig.outputs()[1].to_owned();
+        let tangent = |m: Array2<f64>| {
+            let t = v.dot(&m).dot(&v.t());
+            (&t + &t.t()) / 2.0
+        };
+        let split = array![[0.7, 0.0, 0.3], [0.0, 1.9, -0.6], [0.3, -0.6, 0.4]];
+        let rotate = array![[1.3, 0.8, 0.3], [0.8, 1.3, -0.6], [0.3, -0.6, 0.4]];
+        let keep = array![[1.3, 0.0, 0.3], [0.0, 1.3, -0.6], [0.3, -0.6, 0.4]];
+        for (name, m) in [("split", split), ("rotate", rotate)] {
+            let got = eig.jvp_all(&[Some(tangent(m).view())]);
+            assert!(
+                matches!(got, Err(Error::DegenerateEigenvalues { i: 0, j: 1, .. })),
+                "{name}: {got:?}"
+            );
+        }
+        let ydot = eig.jvp_all(&[Some(tangent(keep).view())]).unwrap();
+        assert_close(
+            ydot[0].view(),
+            array![[1.3], [1.3], [0.4]].view(),
+            1e-13,
+            "λ̇ for a tangent that keeps the eigenspace",
+        );
+    }
+}
+
 /// The pair an error names is the first offending one in row order, `(i, j)` with
 /// `i < j`, even when the rule goes through the pairs by blocks: here the cluster
 /// `λ₀ = … = λ₁₀₀` spans two blocks, and the cotangent `V̄ = V(E₀,₁₀₀ + E₁,₂)` rotates

@@ -1017,6 +1017,14 @@ fn the_step_is_scaled_by_the_entries_a_structured_input_reads() {
             .check(&TriSolve::lower(), &[l.view(), b.view()])
             .unwrap()
             .assert_passed();
+        Checker::new()
+            .check(&ChoSolve, &[l.view(), b.view()])
+            .unwrap()
+            .assert_passed();
+        Checker::new()
+            .check(&CholLogDet, &[l.view()])
+            .unwrap()
+            .assert_passed();
     }
     // A non-finite entry the primitive reads is named.
     let mut bad = a.clone();
