@@ -590,6 +590,41 @@ fn a_forward_mode_tangent_must_neither_split_nor_rotate_a_repeated_eigenspace() 
     }
 }
 
+/// The forward mode's tolerance for a degenerate pair is `τ = DEGENERACY·ε·max|P|`, and
+/// inclusive: `P₀₁` or `P₁₁ − P₀₀` of exactly `τ` counts as zero, the next number up does
+/// not. Here `max|P| = P₂₂ = 4`, so that a tolerance not scaled by it, or divided by it,
+/// moves the boundary. At `A = diag(1, 1, 3)` the eigenvectors are signed unit vectors,
+/// so `Ȧ = VMVᵀ` gives `P = M` to the last bit.
+#[test]
+fn the_forward_mode_degeneracy_tolerance_is_inclusive_and_relative_to_the_tangent() {
+    let d = Array2::from_diag(&ndarray::arr1(&[1.0f64, 1.0, 3.0]));
+    let eig = SymEig::new().apply([d.view()]).unwrap();
+    let v = eig.outputs()[1].to_owned();
+    assert!(v.iter().all(|&x| x == 0.0 || x.abs() == 1.0), "{v}");
+    let tau = DEGENERACY * f64::EPSILON * 4.0;
+    let tangent = |off: f64, diag: f64| {
+        let m = array![[1.0, off, 0.0], [off, diag, 0.0], [0.0, 0.0, 4.0]];
+        v.dot(&m).dot(&v.t())
+    };
+    let up = |x: f64| f64::from_bits(x.to_bits() + 1);
+    let cases = [
+        ("P₀₁ = τ", tangent(tau, 1.0), true),
+        ("P₀₁ above τ", tangent(up(tau), 1.0), false),
+        ("P₁₁ − P₀₀ = τ", tangent(0.0, 1.0 + tau), true),
+        ("P₁₁ − P₀₀ above τ", tangent(0.0, up(1.0 + tau)), false),
+    ];
+    for (name, t, ok) in cases {
+        let got = eig.jvp_all(&[Some(t.view())]);
+        match ok {
+            true => assert!(got.is_ok(), "{name}: {got:?}"),
+            false => assert!(
+                matches!(got, Err(Error::DegenerateEigenvalues { i: 0, j: 1, .. })),
+                "{name}: {got:?}"
+            ),
+        }
+    }
+}
+
 /// The pair an error names is the first offending one in row order, `(i, j)` with
 /// `i < j`, even when the rule goes through the pairs by blocks: here the cluster
 /// `λ₀ = … = λ₁₀₀` spans two blocks, and the cotangent `V̄ = V(E₀,₁₀₀ + E₁,₂)` rotates
