@@ -944,6 +944,18 @@ fn empty_matrices_have_empty_decompositions() {
     let e = Array2::<f64>::zeros((0, 3));
     let svd = Svd.apply([e.view()]).unwrap();
     assert_eq!(svd.outputs()[2].dim(), (3, 0));
+    for e in [Array2::<f64>::zeros((0, 3)), Array2::<f64>::zeros((3, 0))] {
+        let svd = Svd.apply([e.view()]).unwrap();
+        let ybar: Vec<Array2<f64>> = svd.outputs().iter().map(|y| y.mapv(|_| 1.0)).collect();
+        let g = svd
+            .backward_all(&[
+                Some(ybar[0].view()),
+                Some(ybar[1].view()),
+                Some(ybar[2].view()),
+            ])
+            .unwrap();
+        assert_eq!(g[0].dim(), e.dim());
+    }
     let [g] = SpectralNorm
         .apply([e.view()])
         .unwrap()

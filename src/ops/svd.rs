@@ -334,16 +334,14 @@ impl<T: Real> Rule<T> for Svd {
         grads: &mut [Grad<'_, T>],
         ws: &mut [T],
     ) -> Result<()> {
-        let Some((mut g, acc)) = grads[0].target() else {
+        let Some((g, acc)) = grads[0].target() else {
             return Ok(());
         };
         let (u, s, v) = (y[0].view(), y[1].view(), y[2].view());
         let (m, k) = u.dim();
         let n = v.nrows();
         if k == 0 {
-            if acc == Accum::Replace {
-                g.fill(T::zero());
-            }
+            // Ā is m×n with m or n zero: nothing to write.
             return Ok(());
         }
         let (ubar, vbar) = (ybar.get(0), ybar.get(2));
