@@ -481,23 +481,35 @@ fn first_writes_match_backward<P: Primitive<f64> + ?Sized>(
     }
 }
 
-/// `B̄` alone, first-written into a buffer BLAS can address (row- or column-major), is
-/// solved in that buffer: the workspace is not touched. The result is `backward`'s.
+/// `B̄` alone, first-written into a buffer BLAS can address (row- or column-major; for
+/// `LuSolve`, whose getrs needs it, column-major), is solved in that buffer: the
+/// workspace is not touched. The result is `backward`'s.
 #[test]
 fn a_first_write_of_bbar_alone_is_solved_in_the_callers_buffer() {
-    let check = |p: &dyn Primitive<f64>, l: &Array2<f64>, b: &Array2<f64>, seed: u64| {
+    fn check(p: &dyn Primitive<f64>, inputs: [&Array2<f64>; 2], seed: u64, layouts: &[bool]) {
         let name = p.name();
-        let inputs = [l.view(), b.view()];
-        let y = p.forward(&inputs).unwrap();
+        let inputs = inputs.map(|x| x.view());
+        // Column-major outputs: LuSolve's residual factors are then read in place.
+        let y: Vec<Array2<f64>> = p
+            .forward(&inputs)
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let mut f = Array2::zeros(c.dim().f());
+                f.assign(c);
+                f
+            })
+            .collect();
         let yv: Vec<ArrayView2<'_, f64>> = y.iter().map(|c| c.view()).collect();
         let xbar = random::randn::<f64>(y[0].nrows(), y[0].ncols(), &mut random::rng(seed));
         let ybar: Vec<Option<ArrayView2<'_, f64>>> = (0..p.outputs())
             .map(|k| (k == 0).then(|| xbar.view()))
             .collect();
         let expected = p.backward(&inputs, &yv, &ybar).unwrap().remove(1);
-        let need = p.workspace(&[Shape(l.nrows(), l.ncols()), Shape(b.nrows(), b.ncols())]);
-        for column_major in [false, true] {
-            let mut g = Array2::from_elem(b.dim().set_f(column_major), f64::NAN);
+        let shapes = inputs.map(|x| Shape(x.nrows(), x.ncols()));
+        let need = p.workspace(&shapes);
+        for &column_major in layouts {
+            let mut g = Array2::from_elem(inputs[1].dim().set_f(column_major), f64::NAN);
             let mut ws = vec![f64::NAN; need];
             let mut grads = [Grad::Skip, Grad::Write(g.view_mut())];
             p.backward_into(&inputs, &yv, &ybar, &mut grads, Some(&mut ws[..]))
@@ -509,20 +521,19 @@ fn a_first_write_of_bbar_alone_is_solved_in_the_callers_buffer() {
             let err = (&g - &expected).iter().fold(0.0f64, |m, x| m.max(x.abs()));
             assert!(err <= 1e-13, "{name}: B̄ differs from backward's by {err:e}");
         }
-    };
+    }
     for (o, op) in all_trisolves().into_iter().enumerate() {
         let seed = 5200 + 10 * o as u64;
-        let (n, k) = (6, 4);
-        check(
-            &op,
-            &factor(n, op.uplo, seed),
-            &rhs(&op, n, k, seed + 1),
-            seed + 2,
-        );
+        let (l, b) = (factor(6, op.uplo, seed), rhs(&op, 6, 4, seed + 1));
+        check(&op, [&l, &b], seed + 2, &[false, true]);
     }
     let l = factor(6, Uplo::Lower, 5300);
     let b = random::randn::<f64>(6, 4, &mut random::rng(5301));
-    check(&ChoSolve, &l, &b, 5302);
+    check(&ChoSolve, [&l, &b], 5302, &[false, true]);
+    let a = random::randn::<f64>(6, 6, &mut random::rng(5303));
+    for op in [LuSolve::new(), LuSolve::transposed()] {
+        check(&op, [&a, &b], 5304, &[true]);
+    }
 }
 
 #[test]
